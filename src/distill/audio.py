@@ -1,0 +1,192 @@
+"""Audio in: load, validate and resample any clip, and scan a folder with a verdict per file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc"})
+MIN_DURATION_S = 0.005  # shorter than 5 ms holds less than one useful STFT hop at 48 kHz
+SILENCE_PEAK = 10 ** (-60 / 20)  # -60 dBFS: below this a clip teaches the model nothing
+DESIGNED_FILE_RANGE = (5, 500)
+
+
+class AudioError(ValueError):
+    """A file could not be used as audio; the message names the file and says why."""
+
+
+@dataclass(frozen=True)
+class FileVerdict:
+    """What the folder scan decided about one file."""
+
+    path: str
+    accepted: bool
+    reason: str = ""
+    duration_s: float = 0.0
+    sample_rate: int = 0
+    channels: int = 0
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+    def describe(self) -> str:
+        if self.accepted:
+            return f"{self.name}: accepted ({self.duration_s:.2f} s, {self.sample_rate} Hz, {self.channels} ch)"
+        return f"{self.name}: rejected: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """Every file found, accepted or rejected, plus the warnings a person should see."""
+
+    verdicts: tuple[FileVerdict, ...]
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def accepted(self) -> list[FileVerdict]:
+        return [v for v in self.verdicts if v.accepted]
+
+    @property
+    def rejected(self) -> list[FileVerdict]:
+        return [v for v in self.verdicts if not v.accepted]
+
+    @property
+    def total_duration_s(self) -> float:
+        return float(sum(v.duration_s for v in self.accepted))
+
+    def summary(self) -> str:
+        lines = [
+            f"{len(self.accepted)} of {len(self.verdicts)} files accepted, "
+            f"{self.total_duration_s:.1f} s of audio in total"
+        ]
+        lines += [f"warning: {w}" for w in self.warnings]
+        lines += [v.describe() for v in self.verdicts]
+        return "\n".join(lines)
+
+
+def to_mono(data: np.ndarray) -> np.ndarray:
+    """[samples] or [samples, channels] -> float32 [samples] (mean of channels)."""
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim == 2:
+        data = data.mean(axis=1)
+    elif data.ndim != 1:
+        raise ValueError(f"audio must be 1-D or [samples, channels], got shape {data.shape}")
+    return np.ascontiguousarray(data)
+
+
+def resample(wave: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+    """Band-limited resampling (torchaudio sinc); identity when the rates match."""
+    if sr == target_sr or wave.size == 0:
+        return np.asarray(wave, dtype=np.float32)
+    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), int(sr), int(target_sr))
+    return out.numpy()
+
+
+def prepare(wave: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+    """Any array the user hands us -> finite mono float32 at the model rate."""
+    mono = to_mono(wave)
+    if not np.all(np.isfinite(mono)):
+        mono = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
+    return resample(mono, sr, target_sr)
+
+
+def load_audio(path: str | os.PathLike, target_sr: int | None = None) -> tuple[np.ndarray, int]:
+    """Read a file as mono float32; resample to `target_sr` when given.
+
+    Raises AudioError naming the file for anything soundfile cannot decode.
+    """
+    name = os.path.basename(os.fspath(path))
+    try:
+        data, sr = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for corrupt input
+        raise AudioError(f"{name}: unreadable or corrupt audio ({_short(exc)})") from exc
+    wave = to_mono(data)
+    if not np.all(np.isfinite(wave)):
+        wave = np.nan_to_num(wave, nan=0.0, posinf=0.0, neginf=0.0)
+    if target_sr is not None:
+        wave = resample(wave, sr, target_sr)
+        sr = target_sr
+    return wave, int(sr)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
+
+
+def inspect_file(path: str | os.PathLike) -> FileVerdict:
+    """Decide whether one file is usable training audio, with a reason a person understands."""
+    p = Path(path)
+    if p.suffix.lower() not in AUDIO_SUFFIXES:
+        return FileVerdict(str(p), False, f"not an audio file (suffix '{p.suffix or 'none'}')")
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        return FileVerdict(str(p), False, f"unreadable ({_short(exc)})")
+    if size == 0:
+        return FileVerdict(str(p), False, "empty file (0 bytes)")
+    try:
+        info = sf.info(str(p))
+        peak = _peak(p)
+    except Exception as exc:
+        return FileVerdict(str(p), False, f"unreadable or corrupt audio ({_short(exc)})")
+    sr, channels = int(info.samplerate), int(info.channels)
+    if info.frames <= 0:
+        return FileVerdict(str(p), False, "empty (no samples)", 0.0, sr, channels)
+    duration = info.frames / float(sr)
+    if duration < MIN_DURATION_S:
+        return FileVerdict(str(p), False, f"too short to use ({duration * 1000:.1f} ms < {MIN_DURATION_S * 1000:.0f} ms)",
+                           duration, sr, channels)
+    if peak < SILENCE_PEAK:
+        return FileVerdict(str(p), False, "silent (peak below -60 dBFS)", duration, sr, channels)
+    return FileVerdict(str(p), True, "", duration, int(sr), channels)
+
+
+def _peak(path: Path) -> float:
+    """Peak absolute sample, read in blocks so a 30-minute file never sits in memory twice."""
+    peak = 0.0
+    with sf.SoundFile(str(path)) as f:
+        for block in f.blocks(blocksize=1 << 18, dtype="float32", always_2d=True):
+            if block.size:
+                peak = max(peak, float(np.nanmax(np.abs(np.nan_to_num(block, posinf=0.0, neginf=0.0)))))
+    return peak
+
+
+def find_audio_candidates(root: str | os.PathLike) -> list[Path]:
+    """Every non-hidden file under root (recursing, skipping dot-files and dot-folders), sorted."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+    return found
+
+
+def scan_paths(paths: Iterable[str | os.PathLike]) -> ScanReport:
+    """Verdict for each given file; warns outside the designed 5-500 file range."""
+    verdicts = tuple(inspect_file(p) for p in paths)
+    n = sum(v.accepted for v in verdicts)
+    warnings: list[str] = []
+    lo, hi = DESIGNED_FILE_RANGE
+    if 0 < n < lo:
+        warnings.append(f"only {n} usable files; Distill is designed for {lo}-{hi}, expect a less general model")
+    elif n > hi:
+        warnings.append(f"{n} usable files; Distill is designed for {lo}-{hi}, training will be slower per epoch")
+    return ScanReport(verdicts, tuple(warnings))
+
+
+def scan_folder(root: str | os.PathLike) -> ScanReport:
+    """Scan a folder (recursively) and give every file a verdict. Never raises for a bad file."""
+    if not Path(root).exists():
+        raise AudioError(f"{root}: no such file or folder")
+    return scan_paths(find_audio_candidates(root))

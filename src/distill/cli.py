@@ -1,0 +1,213 @@
+"""`distill` command line: train | encode | decode | info | edit. Argument parsing only; the work is in the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import soundfile as sf
+
+from .audio import AudioError, load_audio, scan_folder, scan_paths
+from .bundle import BundleError, read_info
+from .codec import DEFAULT_GL_ITERS, Codec
+from .codes import CodeGrid, CodesError
+from .config import adaptive_config
+from .train import TrainEvent, Trainer, TrainingError
+
+
+class CliError(Exception):
+    """A user mistake: printed as one line, exit status 2."""
+
+
+def fatal(message: str, code: int = 2) -> int:
+    print(f"distill: error: {message}", file=sys.stderr)
+    return code
+
+
+# ---------------------------------------------------------------------- train
+def _bar(fraction: float | None, width: int = 24) -> str:
+    if fraction is None:
+        return ""
+    n = int(round(max(0.0, min(1.0, fraction)) * width))
+    return "[" + "#" * n + "." * (width - n) + f"] {fraction:4.0%}"
+
+
+def format_event(ev: TrainEvent) -> str:
+    """One progress line: bar, losses, codebook use per level, ETA."""
+    if ev.kind in ("start", "warning"):
+        return f"{ev.kind}: {ev.message}"
+    parts = [_bar(ev.progress), f"step {ev.step}"]
+    if ev.loss is not None:
+        parts.append(f"loss {ev.loss:.4f}")
+    if ev.val_loss is not None:
+        parts.append(f"val {ev.val_loss:.4f}")
+    if ev.codebook:
+        parts.append("use " + " ".join(f"{h.name[0]}:{h.utilization:.0%}" for h in ev.codebook))
+    if ev.steps_per_s:
+        parts.append(f"{ev.steps_per_s:.1f} it/s")
+    if ev.eta_s is not None and ev.kind != "done":
+        parts.append(f"ETA {int(ev.eta_s) // 60}:{int(ev.eta_s) % 60:02d}")
+    if ev.message:
+        parts.append(f"({ev.message})")
+    return " | ".join(p for p in parts if p)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    paths = args.data
+    report = scan_folder(paths[0]) if len(paths) == 1 and os.path.isdir(paths[0]) else scan_paths(
+        [p for d in paths for p in ([os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs] if os.path.isdir(d) else [d])])
+    for v in report.rejected:
+        print(f"skipped {v.describe()}", file=sys.stderr)
+    n = len(report.accepted)
+    if n == 0:
+        raise CliError(f"no usable audio files in {' '.join(paths)} (checked {len(report.verdicts)} files)")
+    overrides = {k: v for k, v in (("num_quantizers", args.levels), ("codebook_size", args.codebook_size),
+                                   ("codebook_dim", args.codebook_dim), ("batch_size", args.batch_size),
+                                   ("seed", args.seed), ("device", args.device)) if v is not None}
+    cfg = adaptive_config(n, **overrides)
+    print(f"{n} files accepted, {report.total_duration_s:.1f} s; codebook {cfg.codebook_size} x "
+          f"{cfg.num_quantizers} levels ({', '.join(cfg.level_names)}), dim {cfg.codebook_dim}", file=sys.stderr)
+    minutes = args.minutes
+    epochs = args.epochs if (args.epochs is not None or minutes is not None) else cfg.max_epochs
+    ckpt = args.checkpoint or (args.output + ".ckpt")
+    trainer = Trainer(report, cfg, minutes=minutes, epochs=epochs, checkpoint_path=ckpt, resume_from=args.resume)
+    tty = sys.stderr.isatty()
+
+    def on_interrupt(signum, frame):  # Ctrl+C: stop at the next step and keep the best model
+        print("\ncancelling: finishing with the best model so far...", file=sys.stderr)
+        trainer.cancel()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        for ev in trainer.run():
+            line = format_event(ev)
+            if ev.kind == "step" and tty:
+                print("\r" + line[:150].ljust(150), end="", file=sys.stderr, flush=True)
+            elif ev.kind != "step" or not args.quiet:
+                print(("\n" if tty and ev.kind != "step" else "") + line, file=sys.stderr, flush=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    result = trainer.result
+    if result is None:
+        raise CliError("training was interrupted before a model existed")
+    result.save(args.output)
+    print(f"saved {args.output} (fingerprint {result.info.fingerprint}, {result.steps} steps"
+          f"{', cancelled' if result.cancelled else ''})")
+    return 0
+
+
+# ---------------------------------------------------------------------- encode / decode
+def cmd_encode(args: argparse.Namespace) -> int:
+    codec = Codec.load(args.model)
+    wave, _ = load_audio(args.audio, codec.sample_rate)
+    grid = codec.encode(wave)
+    out = args.output or os.path.splitext(args.audio)[0] + ".codes.json"
+    grid.save(out)
+    print(f"wrote {out}: {grid.num_levels} levels ({', '.join(grid.level_names)}) x {grid.num_bands} bands x "
+          f"{grid.num_columns} columns ({grid.seconds_per_column:.3f} s each)")
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    codec = Codec.load(args.model)
+    grid = CodeGrid.load(args.codes)
+    phase = None
+    if args.phase_from:
+        phase, _ = load_audio(args.phase_from, codec.sample_rate)
+    t0 = time.perf_counter()
+    wave = codec.decode(grid, phase_from=phase, n_iter=args.iters)
+    dt = time.perf_counter() - t0
+    sf.write(args.output, np.clip(wave, -1, 1), codec.sample_rate, subtype="PCM_16")
+    print(f"wrote {args.output}: {len(wave) / codec.sample_rate:.3f} s at {codec.sample_rate} Hz "
+          f"(decoded in {dt:.2f} s{', phase from ' + os.path.basename(args.phase_from) if args.phase_from else ''})")
+    return 0
+
+
+# ---------------------------------------------------------------------- info
+def cmd_info(args: argparse.Namespace) -> int:
+    info = read_info(args.model)
+    if args.json:
+        print(json.dumps({"fingerprint": info.fingerprint, "config": info.config.to_dict(), "mel": info.mel.to_dict(),
+                          "dataset": info.dataset, "health": info.health, "history": info.history}, indent=2))
+        return 0
+    cfg, ds = info.config, info.dataset
+    print(f"Distill model {os.path.basename(args.model)}  fingerprint {info.fingerprint}")
+    print(f"  levels      {cfg.num_quantizers} ({', '.join(cfg.level_names)}), codebook {cfg.codebook_size} x dim "
+          f"{cfg.codebook_dim}, arch {cfg.arch}")
+    print(f"  front end   {info.mel.sample_rate} Hz, n_fft {info.mel.n_fft}, hop {info.mel.hop_length}, "
+          f"{info.mel.n_mels} mels (log1p power)")
+    if ds:
+        print(f"  dataset     {ds.get('accepted', '?')} of {ds.get('files', '?')} files, {ds.get('total_seconds', 0):.1f} s; "
+              f"{len(ds.get('train_files', []))} train / {len(ds.get('val_files', []))} validation")
+        print(f"  training    {ds.get('steps', '?')} steps in {ds.get('train_seconds', '?')} s"
+              f"{' (cancelled)' if ds.get('cancelled') else ''}; best validation loss {ds.get('best_val_loss')}")
+        for r in ds.get("rejected", [])[:20]:
+            print(f"  rejected    {r['file']}: {r['reason']}")
+    for h in info.health.get("levels", []):
+        print(f"  {h['name']:<11} {h['verdict']}: {h['utilization']:.0%} of codes used on validation, perplexity "
+              f"{h['perplexity']:.1f}, {h['dead_codes']} unused")
+    hist = [h for h in info.history if "val" in h]
+    if hist:
+        pts = hist[:: max(1, len(hist) // 8)] + ([hist[-1]] if len(hist) > 1 else [])
+        print("  loss history " + ", ".join(f"{h['step']}:{h['val']:.3f}" for h in pts))
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="distill", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model on a folder (or files) of audio")
+    t.add_argument("data", nargs="+", help="folder(s) or audio files")
+    t.add_argument("-o", "--output", required=True, help="model file to write (.distill)")
+    budget = t.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="training budget in wall-clock minutes")
+    budget.add_argument("--epochs", type=float, help="training budget in epochs (default: adaptive)")
+    t.add_argument("--levels", type=int, help="RVQ levels 2-4 (default 3)")
+    t.add_argument("--codebook-size", type=int, help="codes per level (default: 64/128/256 by file count)")
+    t.add_argument("--codebook-dim", type=int, help="codebook dimension (default 128)")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    t.add_argument("--checkpoint", help="checkpoint path (default: OUTPUT.ckpt)")
+    t.add_argument("--resume", help="resume from a checkpoint")
+    t.add_argument("-q", "--quiet", action="store_true", help="no per-step lines when not on a terminal")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("encode", help="encode a clip to a codes JSON file")
+    e.add_argument("model")
+    e.add_argument("audio")
+    e.add_argument("-o", "--output")
+    e.set_defaults(func=cmd_encode)
+
+    d = sub.add_parser("decode", help="decode a codes JSON file to a WAV")
+    d.add_argument("model")
+    d.add_argument("codes")
+    d.add_argument("-o", "--output", required=True)
+    d.add_argument("--phase-from", help="take the STFT phase from this clip (the one the codes came from)")
+    d.add_argument("--iters", type=int, default=DEFAULT_GL_ITERS, help="Griffin-Lim iterations without --phase-from")
+    d.set_defaults(func=cmd_decode)
+
+    i = sub.add_parser("info", help="describe a model file")
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, AudioError, BundleError, CodesError, TrainingError, ValueError, OSError) as exc:
+        return fatal(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Training losses: mel MSE, the seed's multi-scale mel loss, a multi-resolution spectral term, commitment.
+
+No KL anywhere: the bottleneck is discrete. Every loss comes back under a slash-namespaced key,
+and the weights in VQVAEConfig use the same keys; the total is summed in one place (`total_loss`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .config import VQVAEConfig
+
+LOSS_KEYS = ("recon/mse", "recon/multiscale", "recon/spectral", "vq/commitment")
+
+
+def multiscale_mel_loss(recon: torch.Tensor, target: torch.Tensor, scales: tuple[int, ...] = (1, 2, 4)) -> torch.Tensor:
+    """The seed's loss: mean of MSEs between avg-pooled log-mels at several scales."""
+    total = recon.new_zeros(())
+    for s in scales:
+        r = F.avg_pool2d(recon, s) if s > 1 else recon
+        t = F.avg_pool2d(target, s) if s > 1 else target
+        total = total + F.mse_loss(r, t)
+    return total / len(scales)
+
+
+def spectral_loss(recon: torch.Tensor, target: torch.Tensor, fbank_pinv: torch.Tensor,
+                  time_scales: tuple[int, ...] = (1, 2, 4)) -> torch.Tensor:
+    """Multi-resolution spectral convergence + log-magnitude L1 on the linear magnitude.
+
+    Both log-mels are lifted to linear magnitude through the mel pseudo-inverse (the same path
+    the decoder uses to make audio), then compared at several time resolutions. This weighs
+    loud partials the way the ear does, which MSE on log1p values does not.
+    """
+    def linear_mag(logmel: torch.Tensor) -> torch.Tensor:
+        power = torch.expm1(logmel.clamp(min=0, max=30))
+        return torch.matmul(fbank_pinv, power.squeeze(1)).clamp(min=0).add(1e-7).sqrt()
+
+    r_mag, t_mag = linear_mag(recon), linear_mag(target)
+    total = recon.new_zeros(())
+    for s in time_scales:
+        r = F.avg_pool1d(r_mag, s, ceil_mode=True) if s > 1 else r_mag
+        t = F.avg_pool1d(t_mag, s, ceil_mode=True) if s > 1 else t_mag
+        sc = torch.linalg.vector_norm(t - r, dim=(-2, -1)) / torch.linalg.vector_norm(t, dim=(-2, -1)).clamp(min=1e-5)
+        log_l1 = (torch.log(r + 1e-5) - torch.log(t + 1e-5)).abs().mean(dim=(-2, -1))
+        total = total + sc.mean() + log_l1.mean()
+    return total / len(time_scales)
+
+
+def compute_losses(recon: torch.Tensor, target: torch.Tensor, commit_loss: torch.Tensor,
+                   fbank_pinv: torch.Tensor | None, cfg: VQVAEConfig) -> dict[str, torch.Tensor]:
+    """All loss terms (unweighted except commitment, which the quantizer already weighted)."""
+    losses = {
+        "recon/mse": F.mse_loss(recon, target),
+        "recon/multiscale": multiscale_mel_loss(recon, target) if cfg.multiscale_weight else recon.new_zeros(()),
+        "recon/spectral": (spectral_loss(recon, target, fbank_pinv)
+                           if cfg.spectral_weight and fbank_pinv is not None else recon.new_zeros(())),
+        "vq/commitment": commit_loss.sum(),
+    }
+    return losses
+
+
+def loss_weights(cfg: VQVAEConfig) -> dict[str, float]:
+    return {"recon/mse": cfg.mse_weight, "recon/multiscale": cfg.multiscale_weight,
+            "recon/spectral": cfg.spectral_weight, "vq/commitment": 1.0}
+
+
+def total_loss(losses: dict[str, torch.Tensor], cfg: VQVAEConfig) -> torch.Tensor:
+    """The one place the terms are summed."""
+    weights = loss_weights(cfg)
+    return sum(weights[k] * v for k, v in losses.items())

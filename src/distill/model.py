@@ -1,0 +1,201 @@
+"""VQEncoder, VQDecoder and ConvVQVAE: log-mel [B, 1, M, T] <-> code grid [B, Q, M/16, ceil(T/16)].
+
+Four stride-2 stages give 16x reduction in frequency and time: with 128 mels at 48 kHz / hop 512,
+one code column covers 16 frames = 0.171 s and one band row covers 16 mel bins.
+Nothing here keeps per-call state: shapes go in and come out explicitly, so one model can serve
+several threads at once.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from vector_quantize_pytorch import ResidualVQ
+
+from .config import VQVAEConfig
+
+DOWNSAMPLE = 16  # 4 stride-2 stages
+
+
+class ChannelNorm(nn.Module):
+    """LayerNorm over channels at each time-frequency position.
+
+    Unlike BatchNorm or GroupNorm it never mixes positions, so a code depends only on its
+    neighbourhood: long clips can be encoded in pieces without seams, and an edit stays local.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    if kind == "channel":
+        return ChannelNorm(channels)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    return nn.Identity()
+
+
+class ResBlock(nn.Module):
+    """Pre-norm residual block: norm -> SiLU -> 3x3 -> norm -> SiLU -> 3x3, plus skip."""
+
+    def __init__(self, channels: int, norm: str, dropout: float = 0.0):
+        super().__init__()
+        self.body = nn.Sequential(
+            make_norm(norm, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+            make_norm(norm, channels), nn.SiLU(), nn.Dropout2d(dropout), nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class VQEncoder(nn.Module):
+    """log-mel [B, 1, M, T] -> spatial embeddings [B, D, M/16, ceil(T/16)]."""
+
+    def __init__(self, cfg: VQVAEConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = 1
+        for out_ch in cfg.channels:
+            if cfg.arch == "seed":
+                layers += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1), nn.BatchNorm2d(out_ch),
+                           nn.ReLU(inplace=True), nn.Dropout2d(cfg.dropout)]
+            else:
+                layers += [nn.Conv2d(in_ch, out_ch, 4, stride=2, padding=1), make_norm(cfg.norm, out_ch), nn.SiLU()]
+                layers += [ResBlock(out_ch, cfg.norm, cfg.dropout) for _ in range(cfg.res_blocks)]
+            in_ch = out_ch
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(in_ch, cfg.codebook_dim, 1)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        _check_mel(mel)
+        return self.proj(self.convs(pad_to_grid(mel)))
+
+
+class VQDecoder(nn.Module):
+    """Quantized embeddings [B, D, H, W] -> non-negative log-mel [B, 1, H*16, frames] (Softplus, cropped)."""
+
+    def __init__(self, cfg: VQVAEConfig):
+        super().__init__()
+        chans = list(reversed(cfg.channels))  # e.g. 256, 128, 64, 32
+        self.proj = nn.Conv2d(cfg.codebook_dim, chans[0], 1)
+        layers: list[nn.Module] = []
+        outs = chans[1:] + [chans[-1]]
+        for i, (in_ch, out_ch) in enumerate(zip(chans, outs)):
+            last = i == len(chans) - 1
+            if cfg.arch == "seed":
+                out_ch = 1 if last else out_ch
+                layers.append(nn.ConvTranspose2d(in_ch, out_ch, 3, stride=2, padding=1, output_padding=1))
+                if not last:
+                    layers += [nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True), nn.Dropout2d(cfg.dropout)]
+            else:
+                layers += [ResBlock(in_ch, cfg.norm, cfg.dropout) for _ in range(cfg.res_blocks)]
+                layers += [nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1), make_norm(cfg.norm, out_ch), nn.SiLU()]
+        if cfg.arch != "seed":
+            layers.append(nn.Conv2d(chans[-1], 1, 3, padding=1))
+        self.deconvs = nn.Sequential(*layers)
+
+    def forward(self, quantized: torch.Tensor, frames: int) -> torch.Tensor:
+        out = F.softplus(self.deconvs(self.proj(quantized)))
+        return out[..., :frames]
+
+
+class VQOutput(NamedTuple):
+    """What one forward pass returns; fixed fields whatever the mode."""
+
+    recon: torch.Tensor        # [B, 1, M, T] reconstructed log-mel
+    codes: torch.Tensor        # [B, Q, H, W] code grid (levels, bands low->high, columns)
+    commit_loss: torch.Tensor  # scalar, already weighted by commitment_weight (zero in eval mode)
+    latent: torch.Tensor       # [B, D, H, W] encoder output before quantization
+    quantized: torch.Tensor    # [B, D, H, W] sum of the residual codewords
+
+
+class ConvVQVAE(nn.Module):
+    """Convolutional residual-VQ autoencoder over log-mel spectrograms."""
+
+    def __init__(self, cfg: VQVAEConfig, n_mels: int = 128):
+        super().__init__()
+        if n_mels % DOWNSAMPLE:
+            raise ValueError(f"n_mels must be a multiple of {DOWNSAMPLE}, got {n_mels}")
+        self.cfg = cfg
+        self.n_mels = n_mels
+        self.encoder = VQEncoder(cfg)
+        self.quantizer = ResidualVQ(
+            dim=cfg.codebook_dim,
+            num_quantizers=cfg.num_quantizers,
+            codebook_size=cfg.codebook_size,
+            decay=cfg.decay,
+            commitment_weight=cfg.commitment_weight,  # the library applies it: never weight again
+            threshold_ema_dead_code=cfg.threshold_ema_dead_code,
+            kmeans_init=True,
+            kmeans_iters=cfg.kmeans_iters,
+            quantize_dropout=cfg.quantize_dropout,
+        )
+        self.decoder = VQDecoder(cfg)
+
+    @property
+    def num_bands(self) -> int:
+        return self.n_mels // DOWNSAMPLE
+
+    # -------------------------------------------------------------- pieces
+    def encode(self, mel: torch.Tensor) -> torch.Tensor:
+        """[B, 1, M, T] -> latent [B, D, H, W]."""
+        return self.encoder(mel)
+
+    def quantize(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """latent [B, D, H, W] -> (quantized [B, D, H, W], codes [B, Q, H, W], weighted commitment loss)."""
+        B, D, H, W = latent.shape
+        seq = latent.permute(0, 2, 3, 1).reshape(B, H * W, D)  # row-major: band, then column
+        quantized, indices, commit = self.quantizer(seq)
+        quantized = quantized.reshape(B, H, W, D).permute(0, 3, 1, 2)
+        codes = indices.reshape(B, H, W, -1).permute(0, 3, 1, 2)
+        return quantized, codes, commit.sum()
+
+    def codes_to_latent(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, Q, H, W] (-1 = level left out) -> quantized [B, D, H, W]."""
+        B, Q, H, W = codes.shape
+        idx = codes.permute(0, 2, 3, 1).reshape(B, H * W, Q).long()
+        if Q < self.cfg.num_quantizers:  # missing levels contribute nothing
+            pad = idx.new_full((B, H * W, self.cfg.num_quantizers - Q), -1)
+            idx = torch.cat([idx, pad], dim=-1)
+        out = self.quantizer.get_output_from_indices(idx)
+        return out.reshape(B, H, W, -1).permute(0, 3, 1, 2)
+
+    def decode(self, quantized: torch.Tensor, frames: int) -> torch.Tensor:
+        """quantized [B, D, H, W] -> log-mel [B, 1, M, frames] (frames <= 16 W)."""
+        return self.decoder(quantized, frames)
+
+    def decode_codes(self, codes: torch.Tensor, frames: int) -> torch.Tensor:
+        """codes [B, Q, H, W] -> log-mel [B, 1, M, frames]."""
+        return self.decode(self.codes_to_latent(codes), frames)
+
+    def forward(self, mel: torch.Tensor) -> VQOutput:
+        latent = self.encode(mel)
+        quantized, codes, commit = self.quantize(latent)
+        recon = self.decode(quantized, mel.shape[-1])
+        return VQOutput(recon, codes, commit, latent, quantized)
+
+
+def grid_width(frames: int) -> int:
+    """Code columns for a mel of `frames` frames."""
+    return -(-int(frames) // DOWNSAMPLE)
+
+
+def pad_to_grid(mel: torch.Tensor) -> torch.Tensor:
+    """Zero-pad time (and frequency) up to a multiple of 16; zero is silence in log1p-mel."""
+    h, w = mel.shape[-2:]
+    ph, pw = (-h) % DOWNSAMPLE, (-w) % DOWNSAMPLE
+    return F.pad(mel, (0, pw, 0, ph)) if (ph or pw) else mel
+
+
+def _check_mel(mel: torch.Tensor) -> None:
+    if mel.dim() != 4 or mel.shape[1] != 1:
+        raise ValueError(f"expected log-mel [B, 1, n_mels, frames], got {tuple(mel.shape)}")

@@ -1,0 +1,489 @@
+"""Trainer: random crops from a folder of clips -> a trained Codec, streaming progress events.
+
+The CLI and the studio both consume `Trainer.run()`'s events. Cancel at any time: the model with
+the best validation loss so far is kept. Checkpoints let a run resume where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .audio import AudioError, FileVerdict, ScanReport, load_audio, scan_paths
+from .bundle import BundleInfo, fingerprint, save_bundle, state_to_tensors
+from .codec import Codec
+from .config import VQVAEConfig, adaptive_config
+from .losses import compute_losses, total_loss
+from .model import DOWNSAMPLE, ConvVQVAE
+from .spectrogram import MelConfig, MelFrontEnd
+
+LOW_UTILIZATION = 0.30  # below this share of codes in use, a level is flagged
+MAX_VAL_CROPS = 64
+MAX_USAGE_SECONDS_PER_FILE = 60.0
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start (e.g. no usable files); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class LevelHealth:
+    """Codebook health of one RVQ level, measured on a set of code indices."""
+
+    name: str
+    utilization: float  # share of the codebook used at least once
+    perplexity: float   # exp(entropy) of code usage: the effective number of codes
+    dead_codes: int
+    codebook_size: int
+
+    @property
+    def verdict(self) -> str:
+        return health_verdict(self.utilization)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "utilization": self.utilization, "perplexity": self.perplexity,
+                "dead_codes": self.dead_codes, "codebook_size": self.codebook_size, "verdict": self.verdict}
+
+
+def health_verdict(utilization: float) -> str:
+    """Plain-language verdict: Healthy (>= 60% of codes used), Some codes unused (30-60%), Collapsed (< 30%)."""
+    if utilization >= 0.6:
+        return "Healthy"
+    if utilization >= LOW_UTILIZATION:
+        return "Some codes unused"
+    return "Collapsed"
+
+
+def level_health(codes: np.ndarray, codebook_size: int, names: Sequence[str]) -> list[LevelHealth]:
+    """codes [levels, ...] -> one LevelHealth per level."""
+    out = []
+    for q, name in enumerate(names):
+        counts = np.bincount(codes[q].reshape(-1).clip(0), minlength=codebook_size)[:codebook_size]
+        out.append(health_from_counts(counts, name))
+    return out
+
+
+def health_from_counts(counts: np.ndarray, name: str) -> LevelHealth:
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum()
+    used = int((counts > 0).sum())
+    if total > 0:
+        p = counts[counts > 0] / total
+        perplexity = float(np.exp(-(p * np.log(p)).sum()))
+    else:
+        perplexity = 0.0
+    return LevelHealth(name, used / len(counts), perplexity, int(len(counts) - used), len(counts))
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """One progress report. `kind` is start | step | validation | warning | done."""
+
+    kind: str
+    step: int
+    epoch: float
+    elapsed_s: float
+    eta_s: float | None = None
+    total_steps: int | None = None
+    steps_per_s: float = 0.0
+    lr: float = 0.0
+    losses: dict[str, float] = field(default_factory=dict)
+    loss: float | None = None
+    val_loss: float | None = None
+    val_losses: dict[str, float] = field(default_factory=dict)
+    best_val_loss: float | None = None
+    codebook: tuple[LevelHealth, ...] = ()
+    skipped_steps: int = 0
+    message: str = ""
+
+    @property
+    def progress(self) -> float | None:
+        """0..1 when the budget is known."""
+        if self.eta_s is None:
+            return None
+        total = self.elapsed_s + self.eta_s
+        return self.elapsed_s / total if total > 0 else 1.0
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or cancelled) run leaves behind."""
+
+    codec: Codec
+    info: BundleInfo
+    steps: int
+    cancelled: bool
+    best_val_loss: float | None
+    skipped_steps: int
+
+    def save(self, path: str | os.PathLike) -> None:
+        save_bundle(path, self.codec.model, self.info)
+
+
+@dataclass(frozen=True)
+class Clip:
+    name: str
+    mel: torch.Tensor  # [n_mels, frames]
+
+    @property
+    def frames(self) -> int:
+        return int(self.mel.shape[-1])
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def crop_frames(cfg: VQVAEConfig, mel: MelConfig) -> int:
+    """Training crop length in frames, rounded up to whole code columns (1 s -> 96 frames)."""
+    frames = mel.num_frames(int(round(cfg.chunk_duration_s * mel.sample_rate)))
+    return -(-frames // DOWNSAMPLE) * DOWNSAMPLE
+
+
+def split_files(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """File-level split. With fewer than 5 files there is no held-out set (validation uses training files)."""
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    n_val = int(round(n * val_fraction)) if n >= 5 else 0
+    n_val = min(n_val, n - 1)
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def random_crop(clip: Clip, length: int, rng: np.random.Generator) -> torch.Tensor:
+    """[n_mels, length]; short clips start at their onset and are padded with silence."""
+    if clip.frames <= length:
+        return torch.nn.functional.pad(clip.mel, (0, length - clip.frames))
+    start = int(rng.integers(0, clip.frames - length + 1))
+    return clip.mel[:, start:start + length]
+
+
+def fixed_crops(clips: Sequence[Clip], length: int, limit: int = MAX_VAL_CROPS) -> torch.Tensor:
+    """Deterministic evenly spaced crops for validation: [N, 1, n_mels, length]."""
+    if not clips:
+        raise ValueError("no clips")
+    per_file = max(1, limit // len(clips))
+    crops = []
+    for clip in clips:
+        n = min(per_file, max(1, clip.frames // length))
+        starts = np.linspace(0, max(0, clip.frames - length), n).astype(int) if n > 1 else [0]
+        for s in starts:
+            crops.append(random_crop(Clip(clip.name, clip.mel[:, s:]), length, np.random.default_rng(0)))
+    return torch.stack(crops[:max(limit, len(clips))])[:, None]
+
+
+class Trainer:
+    """Train a ConvVQVAE on audio files, yielding TrainEvents.
+
+    Args:
+        files: paths (each is checked; bad ones are reported and skipped) or a ScanReport.
+        config: settings; default adaptive_config(number of usable files).
+        minutes / epochs: the budget (minutes wins if both are given; default: config.max_epochs).
+        checkpoint_path: where to write a resumable checkpoint every `checkpoint_interval` validations.
+        resume_from: a checkpoint written by a previous run with the same files and config.
+    """
+
+    def __init__(self, files: Sequence[str | os.PathLike] | ScanReport, config: VQVAEConfig | None = None,
+                 mel: MelConfig = MelConfig(), minutes: float | None = None, epochs: float | None = None,
+                 checkpoint_path: str | os.PathLike | None = None, resume_from: str | os.PathLike | None = None,
+                 log_every_s: float = 1.0, validate_every: int | None = None):
+        self.report = files if isinstance(files, ScanReport) else scan_paths(files)
+        accepted = self.report.accepted
+        if not accepted:
+            reasons = "; ".join(v.describe() for v in self.report.verdicts[:5]) or "no files given"
+            raise TrainingError(f"no usable audio files to train on ({reasons})")
+        self.config = config or adaptive_config(len(accepted))
+        self.mel_cfg = mel
+        self.minutes = minutes
+        self.epochs = epochs if (epochs is not None or minutes is not None) else self.config.max_epochs
+        if minutes is not None and minutes <= 0:
+            raise ValueError(f"minutes must be > 0, got {minutes}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        self.checkpoint_path = checkpoint_path
+        self.resume_from = resume_from
+        self.log_every_s = log_every_s
+        self.validate_every = validate_every
+        self._cancel = threading.Event()
+        self.result: TrainResult | None = None
+        self.load_warnings: list[str] = []
+
+    def cancel(self) -> None:
+        """Ask the run to stop at the next step; the best model so far is kept."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    # ---------------------------------------------------------------- data
+    def _load_clips(self, front: MelFrontEnd) -> tuple[list[Clip], list[FileVerdict]]:
+        clips, used = [], []
+        for v in self.report.accepted:
+            try:
+                wave, _ = load_audio(v.path, self.mel_cfg.sample_rate)
+            except AudioError as exc:  # changed or vanished since the scan: skip, keep going
+                self.load_warnings.append(str(exc))
+                continue
+            clips.append(Clip(v.name, front.logmel(wave)))
+            used.append(v)
+        return clips, used
+
+    # ---------------------------------------------------------------- main loop
+    def run(self) -> Iterator[TrainEvent]:
+        cfg, mel_cfg = self.config, self.mel_cfg
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        device = resolve_device(cfg.device)
+        front = MelFrontEnd(mel_cfg)
+        t_start = time.perf_counter()
+
+        clips, used = self._load_clips(front)
+        for w in list(self.report.warnings) + self.load_warnings:
+            yield TrainEvent("warning", 0, 0.0, 0.0, message=w)
+        if not clips:
+            raise TrainingError("none of the accepted files could be loaded")
+        train_idx, val_idx = split_files(len(clips), cfg.val_fraction, cfg.seed)
+        train_clips = [clips[i] for i in train_idx]
+        val_clips = [clips[i] for i in val_idx] or train_clips
+        length = crop_frames(cfg, mel_cfg)
+        val_batch = fixed_crops(val_clips, length).to(device)
+        weights = np.array([min(c.frames, 10 * length) for c in train_clips], dtype=np.float64)
+        weights /= weights.sum()
+        crops_per_epoch = sum(max(1, c.frames // length) for c in train_clips)
+        steps_per_epoch = max(1, math.ceil(crops_per_epoch / cfg.batch_size))
+        total_steps = None if self.minutes is not None else max(1, int(round(self.epochs * steps_per_epoch)))
+        budget_s = self.minutes * 60 if self.minutes is not None else None
+        validate_every = self.validate_every or max(10, min(200, steps_per_epoch))
+
+        model = ConvVQVAE(cfg, n_mels=mel_cfg.n_mels).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        pinv = front.fbank_pinv.to(device)
+        state = _RunState()
+        if self.resume_from:
+            state = _load_checkpoint(self.resume_from, model, opt, rng)
+        yield TrainEvent("start", state.step, state.step / steps_per_epoch, state.elapsed,
+                         total_steps=total_steps,
+                         message=f"{len(train_clips)} training / {len(val_idx)} validation files"
+                                 f"{'' if val_idx else ' (too few files to hold any out: validating on training files)'}"
+                                 f"; {steps_per_epoch} steps per epoch on {device.type}")
+
+        elapsed_before = state.elapsed
+        t_run = time.perf_counter()
+        last_log = 0.0
+        window: list[float] = []
+        losses_acc: dict[str, float] = {}
+        n_acc = 0
+
+        def elapsed() -> float:
+            return elapsed_before + time.perf_counter() - t_run
+
+        def progress() -> float:
+            if budget_s is not None:
+                return min(1.0, elapsed() / budget_s)
+            return min(1.0, state.step / total_steps)
+
+        while not self._cancel.is_set() and progress() < 1.0:
+            model.train()
+            lr = _lr_at(cfg, state.step, progress())
+            for g in opt.param_groups:
+                g["lr"] = lr
+            idx = rng.choice(len(train_clips), size=cfg.batch_size, p=weights)
+            batch = torch.stack([random_crop(train_clips[i], length, rng) for i in idx])[:, None].to(device)
+            t0 = time.perf_counter()
+            out = model(batch)
+            losses = compute_losses(out.recon, batch, out.commit_loss, pinv, cfg)
+            loss = total_loss(losses, cfg)
+            opt.zero_grad(set_to_none=True)
+            ok = bool(torch.isfinite(loss))
+            if ok:
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.gradient_clip_norm)
+                ok = bool(torch.isfinite(grad_norm))
+            if ok:
+                opt.step()
+                for k, v in losses.items():
+                    losses_acc[k] = losses_acc.get(k, 0.0) + float(v.detach())
+                losses_acc["total"] = losses_acc.get("total", 0.0) + float(loss.detach())
+                n_acc += 1
+            else:
+                state.skipped += 1
+                opt.zero_grad(set_to_none=True)
+            state.step += 1
+            window.append(time.perf_counter() - t0)
+            window = window[-20:]
+
+            now = elapsed()
+            sps = len(window) / max(sum(window), 1e-9)
+            eta = (budget_s - now) if budget_s is not None else (total_steps - state.step) / max(sps, 1e-9)
+            if now - last_log >= self.log_every_s and n_acc:
+                last_log = now
+                mean = {k: v / n_acc for k, v in losses_acc.items()}
+                losses_acc, n_acc = {}, 0
+                state.history.append({"step": state.step, "train": mean["total"],
+                                      **{k: mean[k] for k in mean if k != "total"}})
+                yield TrainEvent("step", state.step, state.step / steps_per_epoch, now, max(0.0, eta), total_steps,
+                                 sps, lr, {k: v for k, v in mean.items() if k != "total"}, mean["total"],
+                                 best_val_loss=state.best_val, skipped_steps=state.skipped)
+            if state.step % validate_every == 0:
+                yield self._validate(model, val_batch, pinv, state, steps_per_epoch, now, eta, total_steps, sps, lr)
+                if self.checkpoint_path and state.validations % max(1, cfg.checkpoint_interval) == 0:
+                    state.elapsed = elapsed()
+                    _save_checkpoint(self.checkpoint_path, model, opt, rng, state)
+
+        now = elapsed()
+        yield self._validate(model, val_batch, pinv, state, steps_per_epoch, now, 0.0, total_steps, 0.0, 0.0)
+        if state.best_state is not None:
+            model.load_state_dict(state.best_state)
+        model.eval()
+        if self.checkpoint_path:
+            state.elapsed = now
+            _save_checkpoint(self.checkpoint_path, model, opt, rng, state)
+        info = self._bundle_info(model, front, clips, used, train_idx, val_idx, val_batch, state, now)
+        codec = Codec(model.cpu(), mel_cfg, info)
+        self.result = TrainResult(codec, info, state.step, self._cancel.is_set(), state.best_val, state.skipped)
+        health = tuple(LevelHealth(**{k: v for k, v in h.items() if k != "verdict"}) for h in info.health["levels"])
+        yield TrainEvent("done", state.step, state.step / steps_per_epoch, now, 0.0, total_steps,
+                         best_val_loss=state.best_val, codebook=health, skipped_steps=state.skipped,
+                         message="cancelled: kept the best model so far" if self._cancel.is_set() else "finished")
+
+    # ---------------------------------------------------------------- helpers
+    @torch.no_grad()
+    def _validate(self, model, val_batch, pinv, state, steps_per_epoch, now, eta, total_steps, sps, lr) -> TrainEvent:
+        """Validation losses computed here: the quantizer reports zero commitment in eval mode."""
+        cfg = self.config
+        model.eval()
+        sums: dict[str, float] = {}
+        codes_all = []
+        for chunk in torch.split(val_batch, 16):
+            latent = model.encode(chunk)
+            quantized, codes, _ = model.quantize(latent)
+            recon = model.decode(quantized, chunk.shape[-1])
+            commit = cfg.commitment_weight * torch.mean((latent - quantized) ** 2)
+            losses = compute_losses(recon, chunk, commit, pinv, cfg)
+            losses["total"] = total_loss({k: v for k, v in losses.items()}, cfg)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(chunk)
+            codes_all.append(codes.cpu())
+        n = len(val_batch)
+        mean = {k: v / n for k, v in sums.items()}
+        val = mean.pop("total")
+        codes = torch.cat(codes_all).permute(1, 0, 2, 3).numpy()
+        health = tuple(level_health(codes, cfg.codebook_size, cfg.level_names))
+        state.validations += 1
+        if math.isfinite(val) and (state.best_val is None or val < state.best_val):
+            state.best_val = val
+            state.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        if state.history:
+            state.history[-1]["val"] = val
+        else:
+            state.history.append({"step": state.step, "val": val})
+        low = [h.name for h in health if h.utilization < LOW_UTILIZATION]
+        msg = (f"low codebook use on {', '.join(low)} (< {LOW_UTILIZATION:.0%} of codes)" if low else "")
+        return TrainEvent("validation", state.step, state.step / steps_per_epoch, now, max(0.0, eta), total_steps,
+                          sps, lr, val_loss=val, val_losses=mean, best_val_loss=state.best_val, codebook=health,
+                          skipped_steps=state.skipped, message=msg)
+
+    @torch.no_grad()
+    def _bundle_info(self, model, front, clips, used, train_idx, val_idx, val_batch, state, now) -> BundleInfo:
+        cfg = self.config
+        usage = np.zeros((cfg.num_quantizers, cfg.codebook_size), dtype=np.int64)
+        max_frames = self.mel_cfg.num_frames(int(MAX_USAGE_SECONDS_PER_FILE * self.mel_cfg.sample_rate))
+        device = next(model.parameters()).device
+        for i in train_idx:
+            mel = clips[i].mel[:, :max_frames].to(device)[None, None]
+            _, codes, _ = model.quantize(model.encode(mel))
+            for q in range(cfg.num_quantizers):
+                usage[q] += np.bincount(codes[0, q].reshape(-1).cpu().numpy(), minlength=cfg.codebook_size)
+        _, val_codes, _ = model.quantize(model.encode(val_batch))
+        val_health = level_health(val_codes.permute(1, 0, 2, 3).cpu().numpy(), cfg.codebook_size, cfg.level_names)
+        tensors = state_to_tensors(model)
+        dataset = {
+            "files": len(self.report.verdicts), "accepted": len(used),
+            "rejected": [{"file": v.name, "reason": v.reason} for v in self.report.rejected][:500],
+            "train_files": [clips[i].name for i in train_idx], "val_files": [clips[i].name for i in val_idx],
+            "total_seconds": round(sum(v.duration_s for v in used), 3),
+            "steps": state.step, "skipped_steps": state.skipped, "train_seconds": round(now, 1),
+            "cancelled": self._cancel.is_set(), "best_val_loss": state.best_val,
+        }
+        health = {"levels": [h.to_dict() for h in val_health],
+                  "training_usage": [health_from_counts(usage[q], n).to_dict() for q, n in enumerate(cfg.level_names)]}
+        return BundleInfo(config=cfg, mel=self.mel_cfg, fingerprint=fingerprint(tensors, cfg, self.mel_cfg),
+                          dataset=dataset, health=health, history=_thin(state.history, 500), usage=usage.tolist())
+
+
+@dataclass
+class _RunState:
+    step: int = 0
+    skipped: int = 0
+    validations: int = 0
+    elapsed: float = 0.0
+    best_val: float | None = None
+    best_state: dict | None = None
+    history: list = field(default_factory=list)
+
+
+def _lr_at(cfg: VQVAEConfig, step: int, progress: float) -> float:
+    """Linear warm-up, then cosine decay to 10% of the base rate."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+    return cfg.learning_rate * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _thin(history: list, limit: int) -> list:
+    if len(history) <= limit:
+        return history
+    idx = np.linspace(0, len(history) - 1, limit).astype(int)
+    return [history[i] for i in idx]
+
+
+def _save_checkpoint(path, model, opt, rng: np.random.Generator, state: _RunState) -> None:
+    """Own files only (loaded back with weights_only=True): model, optimizer, RNG, progress."""
+    path = os.fspath(path)
+    payload = {
+        "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "step": state.step, "skipped": state.skipped, "validations": state.validations, "elapsed": state.elapsed,
+        "best_val": state.best_val if state.best_val is not None else float("nan"),
+        "best_state": state.best_state or {}, "history_json": json.dumps(state.history),
+        "torch_rng": torch.get_rng_state(), "np_rng_json": json.dumps(rng.bit_generator.state),
+    }
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path, model, opt, rng: np.random.Generator) -> _RunState:
+    try:
+        payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        model.load_state_dict(payload["model"])
+        opt.load_state_dict(payload["optimizer"])
+    except Exception as exc:
+        raise TrainingError(f"{os.path.basename(os.fspath(path))}: cannot resume from this checkpoint ({exc})") from exc
+    torch.set_rng_state(payload["torch_rng"])
+    rng.bit_generator.state = json.loads(payload["np_rng_json"])
+    best = float(payload["best_val"])
+    return _RunState(step=int(payload["step"]), skipped=int(payload["skipped"]),
+                     validations=int(payload["validations"]), elapsed=float(payload["elapsed"]),
+                     best_val=None if math.isnan(best) else best, best_state=payload["best_state"] or None,
+                     history=json.loads(payload["history_json"]))
+
+
+def train(files: Sequence[str | os.PathLike] | ScanReport, **kwargs) -> TrainResult:
+    """Run a Trainer to the end and return its result (for scripts that need no progress)."""
+    trainer = Trainer(files, **kwargs)
+    for _ in trainer.run():
+        pass
+    assert trainer.result is not None
+    return trainer.result

@@ -296,6 +296,14 @@ class Trainer:
                 return min(1.0, elapsed() / budget_s)
             return min(1.0, state.step / total_steps)
 
+        if state.step == 0:  # the untrained baseline, so curves show how far training got
+            init_rng = np.random.default_rng(cfg.seed + 1)  # k-means init from training crops, not validation ones
+            init = [random_crop(train_clips[i], length, init_rng)
+                    for i in init_rng.choice(len(train_clips), size=max(cfg.batch_size, 8), p=weights)]
+            with torch.no_grad():
+                model.train()
+                model(torch.stack(init)[:, None].to(device))
+            yield self._validate(model, val_batch, pinv, state, steps_per_epoch, 0.0, budget_s, total_steps, 0.0, 0.0)
         while not self._cancel.is_set() and progress() < 1.0:
             model.train()
             lr = _lr_at(cfg, state.step, progress())

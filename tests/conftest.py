@@ -1,0 +1,67 @@
+"""Shared fixtures: synthetic audio (tests never read real recordings) and one tiny trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from distill import Codec, VQVAEConfig, train
+
+SR = 48000
+
+
+def tone(seconds: float, freq: float = 220.0, sr: int = SR, decay: float = 1.5, noise: float = 0.02,
+         seed: int = 0) -> np.ndarray:
+    """A decaying harmonic tone with a little noise: cheap, deterministic, has spectral structure."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(max(1, int(round(seconds * sr)))) / sr
+    wave = sum(np.sin(2 * np.pi * freq * k * t) / k for k in range(1, 5)) * np.exp(-decay * t)
+    return (0.3 * wave + noise * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def write_corpus(folder: Path, n: int = 6, sr: int = 44100) -> list[Path]:
+    """n short synthetic clips at a non-model rate, mixed mono/stereo, wav and flac."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        wave = tone(0.4 + 0.25 * i, freq=110 * (1 + i % 4), sr=sr, seed=i)
+        if i % 2:
+            wave = np.stack([wave, 0.5 * wave], axis=1)
+        p = folder / (f"clip{i}.flac" if i % 3 == 2 else f"clip{i}.wav")
+        sf.write(p, wave, sr)
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("corpus")
+    write_corpus(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> VQVAEConfig:
+    """Small enough to train in seconds on 2 cores; same code paths as the default."""
+    return VQVAEConfig(codebook_size=32, codebook_dim=32, channels=(8, 16, 16, 32), res_blocks=1,
+                       batch_size=4, warmup_steps=2, decay=0.8)
+
+
+@pytest.fixture(scope="session")
+def trained(corpus_dir, tiny_config, tmp_path_factory):
+    """(TrainResult, saved model path) for a model trained a few dozen steps on the synthetic corpus."""
+    torch.manual_seed(0)
+    files = sorted(corpus_dir.iterdir())
+    result = train(files, config=tiny_config, epochs=30, validate_every=10)
+    path = tmp_path_factory.mktemp("model") / "tiny.distill"
+    result.save(path)
+    return result, path
+
+
+@pytest.fixture(scope="session")
+def codec(trained) -> Codec:
+    return Codec.load(trained[1])

@@ -1,0 +1,37 @@
+"""Config: adaptive tiers by file count, validated ranges with messages that say what is allowed."""
+
+import pytest
+
+from distill.config import VQVAEConfig, adaptive_config, seed_config
+
+
+@pytest.mark.parametrize("n,size", [(1, 64), (5, 64), (20, 64), (21, 128), (100, 128), (101, 256), (500, 256),
+                                    (2000, 256)])
+def test_codebook_tiers(n, size):
+    cfg = adaptive_config(n)
+    assert cfg.codebook_size == size
+    assert cfg.num_quantizers == 3 and cfg.codebook_dim == 128
+    assert cfg.level_names == ("Structure", "Timbre", "Detail")
+
+
+def test_tiers_scale_decay():
+    assert adaptive_config(10).decay < adaptive_config(50).decay < adaptive_config(300).decay
+
+
+@pytest.mark.parametrize("field,value,allowed", [("num_quantizers", 5, "2-4"), ("num_quantizers", 1, "2-4"),
+                                                 ("codebook_dim", 4, "8-1024"), ("arch", "x", "distill"),
+                                                 ("decay", 1.0, "(0, 1)")])
+def test_out_of_range_raises_with_allowed_values(field, value, allowed):
+    with pytest.raises(ValueError, match=allowed.replace("(", r"\(").replace(")", r"\)")):
+        VQVAEConfig(**{field: value})
+
+
+def test_four_levels_named_fine():
+    assert VQVAEConfig(num_quantizers=4).level_names[-1] == "Fine"
+
+
+def test_json_round_trip_and_seed_design():
+    cfg = adaptive_config(50, num_quantizers=4)
+    assert VQVAEConfig.from_dict(cfg.to_dict()) == cfg
+    seed = seed_config(10)
+    assert seed.arch == "seed" and seed.norm == "batch" and seed.codebook_size == 64 and seed.dropout == 0.4

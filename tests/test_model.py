@@ -1,0 +1,80 @@
+"""Model: grid geometry for 2-4 levels and any length, no per-call state, -1 levels contribute nothing."""
+
+import pytest
+import torch
+
+from distill.config import VQVAEConfig, seed_config
+from distill.model import ConvVQVAE
+
+SMALL = dict(codebook_size=16, codebook_dim=16, channels=(4, 8, 8, 16))
+
+
+@pytest.mark.parametrize("levels", [2, 3, 4])
+@pytest.mark.parametrize("frames", [1, 2, 17, 94, 3282])  # 20 ms ... 35 s at hop 512
+def test_shapes(levels, frames):
+    model = ConvVQVAE(VQVAEConfig(num_quantizers=levels, **SMALL)).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 1, 128, frames))
+    cols = -(-frames // 16)
+    assert out.codes.shape == (1, levels, 8, cols)
+    assert out.recon.shape == (1, 1, 128, frames)
+    assert out.latent.shape == (1, 16, 8, cols)
+    assert (out.recon >= 0).all()  # Softplus: log1p-mel is never negative
+
+
+def test_seed_architecture_builds_and_runs():
+    model = ConvVQVAE(seed_config(10).replace(codebook_dim=16)).eval()
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    with torch.no_grad():
+        out = model(torch.rand(2, 1, 128, 94))
+    assert out.recon.shape == (2, 1, 128, 94) and out.codes.shape == (2, 3, 8, 6)
+
+
+def test_codes_round_trip_through_latent():
+    torch.manual_seed(0)
+    model = ConvVQVAE(VQVAEConfig(**SMALL))
+    model.train()
+    model(torch.rand(8, 1, 128, 96) * 4)  # k-means init on real-ish data
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 1, 128, 96) * 4)
+        again = model.decode_codes(out.codes, 96)
+    assert torch.allclose(again, out.recon, atol=1e-5)
+
+
+def test_level_left_out_contributes_nothing():
+    torch.manual_seed(0)
+    model = ConvVQVAE(VQVAEConfig(**SMALL)).train()
+    model(torch.rand(8, 1, 128, 96) * 4)  # k-means init: codebooks are zeros before the first batch
+    model.eval()
+    codes = torch.randint(0, 16, (1, 3, 8, 4))
+    first_only = codes.clone()
+    first_only[:, 1:] = -1
+    lat = model.codes_to_latent(first_only)
+    ref = model.codes_to_latent(codes[:, :1])  # fewer levels given = same as -1
+    assert torch.allclose(lat, ref)
+    assert not torch.allclose(lat, model.codes_to_latent(codes))
+
+
+def test_no_attribute_changes_during_forward():
+    model = ConvVQVAE(VQVAEConfig(**SMALL)).eval()
+    before = {k: v for k, v in vars(model).items() if not k.startswith("_")}
+    keys = set(vars(model)) | {k for m in model.modules() for k in vars(m)}
+    with torch.no_grad():
+        model(torch.rand(1, 1, 128, 40))
+        model(torch.rand(1, 1, 128, 70))
+    after_keys = set(vars(model)) | {k for m in model.modules() for k in vars(m)}
+    assert after_keys == keys
+    assert {k: v for k, v in vars(model).items() if not k.startswith("_")} == before
+
+
+def test_encoding_is_local_in_time():
+    """A change late in the clip must not change codes early on (per-position norm, no global stats)."""
+    model = ConvVQVAE(VQVAEConfig(**SMALL)).eval()
+    x = torch.rand(1, 1, 128, 640)
+    y = x.clone()
+    y[..., 480:] = 0
+    with torch.no_grad():
+        a, b = model(x).codes, model(y).codes
+    assert torch.equal(a[..., :20], b[..., :20])
+    assert not torch.equal(a, b)

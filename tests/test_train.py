@@ -1,0 +1,99 @@
+"""Training: loss goes down, events carry codebook health, cancel keeps a model, NaN steps are skipped,
+runs are reproducible and resumable, bad files never stop a run."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import distill.train as train_mod
+from distill import Trainer, TrainingError, train
+from distill.bundle import state_to_tensors
+
+
+def _files(corpus_dir):
+    return sorted(corpus_dir.iterdir())
+
+
+def test_training_reduces_loss_and_reports_health(trained):
+    result, _ = trained
+    vals = [h["val"] for h in result.info.history if "val" in h]
+    assert vals[0] == result.info.history[0]["val"] and result.info.history[0]["step"] == 0  # untrained baseline
+    assert min(vals) < 0.7 * vals[0]
+    assert result.best_val_loss == pytest.approx(min(vals))
+    assert result.steps > 0 and not result.cancelled
+
+
+def test_events_stream(corpus_dir, tiny_config):
+    trainer = Trainer(_files(corpus_dir)[:3], tiny_config, epochs=12, validate_every=4, log_every_s=0)
+    events = list(trainer.run())
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "warning" and "designed for 5-500" in events[0].message  # 3 files: warned, still trains
+    assert "start" in kinds and kinds[-1] == "done" and "step" in kinds
+    val = [e for e in events if e.kind == "validation"]
+    assert val and all(len(e.codebook) == 3 for e in val)
+    assert all(0 <= h.utilization <= 1 and h.perplexity >= 1 for e in val for h in e.codebook)
+    steps = [e for e in events if e.kind == "step"]
+    assert all(e.loss is not None and math.isfinite(e.loss) and e.eta_s is not None for e in steps)
+    assert steps[-1].total_steps == events[-1].step
+
+
+def test_cancel_keeps_best_model(corpus_dir, tiny_config):
+    trainer = Trainer(_files(corpus_dir), tiny_config, minutes=5, validate_every=3)
+    for ev in trainer.run():
+        if ev.kind == "validation" and ev.step >= 6:
+            trainer.cancel()
+    result = trainer.result
+    assert result.cancelled and result.steps < 20
+    grid = result.codec.encode(np.random.default_rng(0).standard_normal(24000).astype(np.float32) * 0.1)
+    assert len(result.codec.decode(grid)) == 24000
+
+
+def test_nan_steps_are_skipped_and_counted(corpus_dir, tiny_config, monkeypatch):
+    real = train_mod.total_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(losses, cfg):
+        calls["n"] += 1
+        out = real(losses, cfg)
+        return out * float("nan") if calls["n"] in (2, 3) else out
+
+    monkeypatch.setattr(train_mod, "total_loss", sometimes_nan)
+    result = train(_files(corpus_dir), config=tiny_config, epochs=8, validate_every=100)
+    assert result.skipped_steps == 2
+    assert all(torch.isfinite(t).all() for t in state_to_tensors(result.codec.model).values())
+
+
+def test_fixed_seed_is_reproducible(corpus_dir, tiny_config):
+    a = train(_files(corpus_dir), config=tiny_config, epochs=6, validate_every=100)
+    b = train(_files(corpus_dir), config=tiny_config, epochs=6, validate_every=100)
+    assert a.info.fingerprint == b.info.fingerprint
+
+
+def test_checkpoint_and_resume(corpus_dir, tiny_config, tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    first = Trainer(_files(corpus_dir), tiny_config, epochs=5, checkpoint_path=ckpt, validate_every=2)
+    list(first.run())
+    assert ckpt.exists()
+    resumed = Trainer(_files(corpus_dir), tiny_config, epochs=10, resume_from=ckpt, validate_every=2)
+    events = list(resumed.run())
+    start = next(e for e in events if e.kind == "start")
+    assert start.step == first.result.steps
+    assert resumed.result.steps == 2 * first.result.steps
+
+
+def test_bad_files_reported_training_still_runs(tmp_path, corpus_dir, tiny_config):
+    files = _files(corpus_dir)
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF" + b"\x01" * 60)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    trainer = Trainer(files + [tmp_path / "corrupt.wav", tmp_path / "empty.wav"], tiny_config, epochs=2)
+    list(trainer.run())
+    rejected = {r["file"] for r in trainer.result.info.dataset["rejected"]}
+    assert rejected == {"corrupt.wav", "empty.wav"}
+
+
+def test_no_usable_files_is_a_clear_error(tmp_path):
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(TrainingError, match="no usable audio files"):
+        Trainer([tmp_path / "a.txt"])

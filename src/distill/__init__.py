@@ -7,7 +7,7 @@ from .codes import CodeGrid, CodesError
 from .config import LEVEL_NAMES, VQVAEConfig, adaptive_config
 from .model import ConvVQVAE, VQDecoder, VQEncoder
 from .spectrogram import MelConfig, MelFrontEnd
-from .train import LevelHealth, TrainEvent, Trainer, TrainingError, TrainResult, train
+from .train import LevelHealth, Trainer, TrainEvent, TrainingError, TrainResult
 
 __version__ = "0.1.0"
 
@@ -15,5 +15,5 @@ __all__ = [
     "AudioError", "BundleError", "BundleInfo", "Codec", "CodeGrid", "CodesError", "ConvVQVAE", "FileVerdict",
     "LEVEL_NAMES", "LevelHealth", "MelConfig", "MelFrontEnd", "ScanReport", "TrainEvent", "TrainResult", "Trainer",
     "TrainingError", "VQDecoder", "VQEncoder", "VQVAEConfig", "adaptive_config", "load_audio", "load_bundle",
-    "read_info", "save_bundle", "scan_folder", "scan_paths", "train",
+    "read_info", "save_bundle", "scan_folder", "scan_paths",
 ]

@@ -28,7 +28,9 @@ class VQVAEConfig:
     arch: str = "distill"
     channels: tuple[int, ...] = (32, 64, 128, 256)
     res_blocks: int = 1
+    res_from: int = 0  # first of the 4 stages (0 = highest resolution) that gets residual blocks
     norm: str = "channel"
+    power_floor: float = 0.0  # > 0: the distill encoder sees log(mel power + floor), so quiet tails are visible
     # quantizer
     decay: float = 0.95
     commitment_weight: float = 0.25
@@ -56,6 +58,8 @@ class VQVAEConfig:
     mse_weight: float = 1.0
     multiscale_weight: float = 1.0
     spectral_weight: float = 1.0
+    l1_weight: float = 0.0
+    logpower_weight: float = 0.0
 
     def __post_init__(self) -> None:
         _check(2 <= self.num_quantizers <= 4, f"num_quantizers must be 2-4, got {self.num_quantizers}")
@@ -74,6 +78,8 @@ class VQVAEConfig:
         _check(len(self.channels) == 4 and all(c >= 1 for c in self.channels),
                f"channels must be 4 positive widths (one per 2x downsampling), got {self.channels}")
         _check(self.res_blocks >= 0, f"res_blocks must be >= 0, got {self.res_blocks}")
+        _check(0 <= self.res_from <= 4, f"res_from must be 0-4, got {self.res_from}")
+        _check(self.power_floor >= 0, f"power_floor must be >= 0, got {self.power_floor}")
 
     @property
     def level_names(self) -> tuple[str, ...]:

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from .config import VQVAEConfig
 
-LOSS_KEYS = ("recon/mse", "recon/multiscale", "recon/spectral", "vq/commitment")
+LOSS_KEYS = ("recon/mse", "recon/multiscale", "recon/spectral", "recon/l1", "recon/logpower", "vq/commitment")
+LOGPOWER_FLOOR = 1e-5  # mel power of 1e-5 is ~110 dB below a full-scale sine
 
 
 def multiscale_mel_loss(recon: torch.Tensor, target: torch.Tensor, scales: tuple[int, ...] = (1, 2, 4)) -> torch.Tensor:
@@ -47,6 +48,14 @@ def spectral_loss(recon: torch.Tensor, target: torch.Tensor, fbank_pinv: torch.T
     return total / len(time_scales)
 
 
+def logpower_l1(recon: torch.Tensor, target: torch.Tensor, floor: float = LOGPOWER_FLOOR) -> torch.Tensor:
+    """L1 between log(mel power + floor): weighs quiet tails and silence the way the ear and
+    log-spectral distances do, where MSE on log1p values sees only the loud partials."""
+    def lp(x: torch.Tensor) -> torch.Tensor:
+        return torch.log(torch.expm1(x.clamp(min=0, max=30)) + floor)
+    return (lp(recon) - lp(target)).abs().mean()
+
+
 def compute_losses(recon: torch.Tensor, target: torch.Tensor, commit_loss: torch.Tensor,
                    fbank_pinv: torch.Tensor | None, cfg: VQVAEConfig) -> dict[str, torch.Tensor]:
     """All loss terms (unweighted except commitment, which the quantizer already weighted)."""
@@ -55,6 +64,9 @@ def compute_losses(recon: torch.Tensor, target: torch.Tensor, commit_loss: torch
         "recon/multiscale": multiscale_mel_loss(recon, target) if cfg.multiscale_weight else recon.new_zeros(()),
         "recon/spectral": (spectral_loss(recon, target, fbank_pinv)
                            if cfg.spectral_weight and fbank_pinv is not None else recon.new_zeros(())),
+        "recon/l1": F.l1_loss(recon, target) if cfg.l1_weight else recon.new_zeros(()),
+        "recon/logpower": (logpower_l1(recon, target, cfg.power_floor or LOGPOWER_FLOOR)
+                           if cfg.logpower_weight else recon.new_zeros(())),
         "vq/commitment": commit_loss.sum(),
     }
     return losses
@@ -62,7 +74,8 @@ def compute_losses(recon: torch.Tensor, target: torch.Tensor, commit_loss: torch
 
 def loss_weights(cfg: VQVAEConfig) -> dict[str, float]:
     return {"recon/mse": cfg.mse_weight, "recon/multiscale": cfg.multiscale_weight,
-            "recon/spectral": cfg.spectral_weight, "vq/commitment": 1.0}
+            "recon/spectral": cfg.spectral_weight, "recon/l1": cfg.l1_weight,
+            "recon/logpower": cfg.logpower_weight, "vq/commitment": 1.0}
 
 
 def total_loss(losses: dict[str, torch.Tensor], cfg: VQVAEConfig) -> torch.Tensor:

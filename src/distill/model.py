@@ -8,6 +8,7 @@ several threads at once.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -64,20 +65,24 @@ class VQEncoder(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         in_ch = 1
-        for out_ch in cfg.channels:
+        self.power_floor = cfg.power_floor if cfg.arch != "seed" else 0.0
+        for stage, out_ch in enumerate(cfg.channels):
             if cfg.arch == "seed":
                 layers += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1), nn.BatchNorm2d(out_ch),
                            nn.ReLU(inplace=True), nn.Dropout2d(cfg.dropout)]
             else:
                 layers += [nn.Conv2d(in_ch, out_ch, 4, stride=2, padding=1), make_norm(cfg.norm, out_ch), nn.SiLU()]
-                layers += [ResBlock(out_ch, cfg.norm, cfg.dropout) for _ in range(cfg.res_blocks)]
+                layers += [ResBlock(out_ch, cfg.norm, cfg.dropout) for _ in range(stage_blocks(cfg, stage))]
             in_ch = out_ch
         self.convs = nn.Sequential(*layers)
         self.proj = nn.Conv2d(in_ch, cfg.codebook_dim, 1)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         _check_mel(mel)
-        return self.proj(self.convs(pad_to_grid(mel)))
+        x = pad_to_grid(mel)
+        if self.power_floor > 0:
+            x = log_power(x, self.power_floor)
+        return self.proj(self.convs(x))
 
 
 class VQDecoder(nn.Module):
@@ -89,7 +94,7 @@ class VQDecoder(nn.Module):
         self.proj = nn.Conv2d(cfg.codebook_dim, chans[0], 1)
         layers: list[nn.Module] = []
         outs = chans[1:] + [chans[-1]]
-        for i, (in_ch, out_ch) in enumerate(zip(chans, outs)):
+        for i, (in_ch, out_ch) in enumerate(zip(chans, outs, strict=True)):
             last = i == len(chans) - 1
             if cfg.arch == "seed":
                 out_ch = 1 if last else out_ch
@@ -97,7 +102,8 @@ class VQDecoder(nn.Module):
                 if not last:
                     layers += [nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True), nn.Dropout2d(cfg.dropout)]
             else:
-                layers += [ResBlock(in_ch, cfg.norm, cfg.dropout) for _ in range(cfg.res_blocks)]
+                stage = len(chans) - 1 - i  # mirror of the encoder stage at this resolution
+                layers += [ResBlock(in_ch, cfg.norm, cfg.dropout) for _ in range(stage_blocks(cfg, stage))]
                 layers += [nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1), make_norm(cfg.norm, out_ch), nn.SiLU()]
         if cfg.arch != "seed":
             layers.append(nn.Conv2d(chans[-1], 1, 3, padding=1))
@@ -182,6 +188,17 @@ class ConvVQVAE(nn.Module):
         quantized, codes, commit = self.quantize(latent)
         recon = self.decode(quantized, mel.shape[-1])
         return VQOutput(recon, codes, commit, latent, quantized)
+
+
+def stage_blocks(cfg: VQVAEConfig, stage: int) -> int:
+    """Residual blocks at one stage: none above `res_from`, where they cost most and help least."""
+    return cfg.res_blocks if stage >= cfg.res_from else 0
+
+
+def log_power(logmel: torch.Tensor, floor: float) -> torch.Tensor:
+    """log1p mel -> log(power + floor) - log(floor): silence stays 0, and the 60 dB below the
+    loudest partials that log1p squashes to ~0 become visible to the encoder."""
+    return torch.log(torch.expm1(logmel.clamp(min=0, max=30)) + floor) - math.log(floor)
 
 
 def grid_width(frames: int) -> int:

@@ -45,7 +45,8 @@ class MelFrontEnd:
 
     CHUNK_FRAMES = 4096  # STFT long recordings in pieces of ~44 s so memory stays flat
 
-    def __init__(self, cfg: MelConfig = MelConfig()):
+    def __init__(self, cfg: MelConfig | None = None):
+        cfg = cfg or MelConfig()
         self.cfg = cfg
         fb = AF.melscale_fbanks(cfg.n_freqs, cfg.f_min, cfg.f_max or cfg.sample_rate / 2, cfg.n_mels,
                                 cfg.sample_rate, norm=None, mel_scale="htk")

@@ -197,7 +197,7 @@ class Trainer:
     """
 
     def __init__(self, files: Sequence[str | os.PathLike] | ScanReport, config: VQVAEConfig | None = None,
-                 mel: MelConfig = MelConfig(), minutes: float | None = None, epochs: float | None = None,
+                 mel: MelConfig | None = None, minutes: float | None = None, epochs: float | None = None,
                  checkpoint_path: str | os.PathLike | None = None, resume_from: str | os.PathLike | None = None,
                  log_every_s: float = 1.0, validate_every: int | None = None):
         self.report = files if isinstance(files, ScanReport) else scan_paths(files)
@@ -206,7 +206,7 @@ class Trainer:
             reasons = "; ".join(v.describe() for v in self.report.verdicts[:5]) or "no files given"
             raise TrainingError(f"no usable audio files to train on ({reasons})")
         self.config = config or adaptive_config(len(accepted))
-        self.mel_cfg = mel
+        self.mel_cfg = mel or MelConfig()
         self.minutes = minutes
         self.epochs = epochs if (epochs is not None or minutes is not None) else self.config.max_epochs
         if minutes is not None and minutes <= 0:
@@ -249,7 +249,6 @@ class Trainer:
         rng = np.random.default_rng(cfg.seed)
         device = resolve_device(cfg.device)
         front = MelFrontEnd(mel_cfg)
-        t_start = time.perf_counter()
 
         clips, used = self._load_clips(front)
         for w in list(self.report.warnings) + self.load_warnings:
@@ -401,7 +400,8 @@ class Trainer:
             state.history.append({"step": state.step, "val": val})
         low = [h.name for h in health if h.utilization < LOW_UTILIZATION]
         msg = (f"low codebook use on {', '.join(low)} (< {LOW_UTILIZATION:.0%} of codes)" if low else "")
-        return TrainEvent("validation", state.step, state.step / steps_per_epoch, now, max(0.0, eta), total_steps,
+        return TrainEvent("validation", state.step, state.step / steps_per_epoch, now,
+                          None if eta is None else max(0.0, eta), total_steps,
                           sps, lr, val_loss=val, val_losses=mean, best_val_loss=state.best_val, codebook=health,
                           skipped_steps=state.skipped, message=msg)
 

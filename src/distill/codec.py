@@ -176,6 +176,18 @@ class Codec:
         audio = self.decode(grid, **kwargs)
         return DecodeResult(audio, time.perf_counter() - t0)
 
+    def render(self, edited: CodeGrid, source_audio: np.ndarray, source_grid: CodeGrid | None = None,
+               detail: float | None = None, donors=(), **kwargs) -> np.ndarray:
+        """Surgical decode: the source clip's own audio outside edited cells, the model inside them.
+
+        See distill.render.render_edit (detail defaults to render.DEFAULT_DETAIL; donors are
+        render.Donor regions whose phase is transplanted). Output has exactly len(source_audio) samples.
+        """
+        from .render import DEFAULT_DETAIL, render_edit  # here: render is optional machinery on top
+
+        return render_edit(self, edited, source_audio, source_grid,
+                           detail=DEFAULT_DETAIL if detail is None else detail, donors=donors, **kwargs)
+
     def reconstruct(self, wave: np.ndarray, sr: int, use_phase: bool = True) -> np.ndarray:
         """Encode then decode a clip (plain reconstruction), optionally with its own phase."""
         wave = self.load_wave(wave, sr)

@@ -1,0 +1,374 @@
+"""Surgical rendering of an edited grid: the source recording untouched outside the edit, the model inside it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .codes import CodeGrid
+from .model import DOWNSAMPLE, grid_width
+
+if TYPE_CHECKING:
+    from .codec import Codec
+    from .spectrogram import MelFrontEnd
+
+# Fraction of the source's residual (source mel minus its plain decode) kept inside edits.
+# Measured by benchmarks/surgical.py on real loops (see the table in its docstring).
+DEFAULT_DETAIL = 0.5
+DEFAULT_GL_ITERS = 8
+DEFAULT_FEATHER = 0.5        # crossfade width, in code tiles (16 frames / 16 mel bins)
+DECODE_CONTEXT_COLUMNS = 6   # decoder receptive field is +-76 frames; 6 columns cover it beyond the feather
+ENCODE_CONTEXT_COLUMNS = 8   # encoder receptive field ~166 frames; same value the codec chunks with
+
+
+class RenderError(ValueError):
+    """An edited grid cannot be rendered against the given audio; the message says why."""
+
+
+@dataclass(frozen=True)
+class Donor:
+    """Where some edited cells' content came from, so their phase (and detail) can be transplanted.
+
+    Columns src_c0..src_c0+n_cols-1 of `audio`'s grid, bands r0..r1 (inclusive), were copied to
+    columns dst_c0.. of the edited grid. `audio` is at the model rate and may be the source itself.
+    """
+
+    audio: np.ndarray
+    src_c0: int
+    dst_c0: int
+    n_cols: int
+    r0: int
+    r1: int
+
+    def __post_init__(self) -> None:
+        audio = np.asarray(self.audio, dtype=np.float32)
+        if audio.ndim != 1:
+            raise RenderError(f"donor audio must be mono [samples], got shape {audio.shape}")
+        object.__setattr__(self, "audio", audio)
+        for name in ("src_c0", "dst_c0", "n_cols", "r0", "r1"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        if self.src_c0 < 0 or self.dst_c0 < 0 or self.n_cols < 1:
+            raise RenderError(f"donor columns must be >= 0 with n_cols >= 1, got src {self.src_c0}, "
+                              f"dst {self.dst_c0}, n_cols {self.n_cols}")
+        if not 0 <= self.r0 <= self.r1:
+            raise RenderError(f"donor bands must satisfy 0 <= r0 <= r1, got {self.r0}..{self.r1}")
+
+
+@dataclass(frozen=True)
+class RenderedPatch:
+    """The rewritten part of the STFT: frames frame0.. of the whole clip, before synthesis."""
+
+    frame0: int
+    spectrum: torch.Tensor         # complex [n_freqs, frames]: what the output's STFT should be
+    source_spectrum: torch.Tensor  # complex [n_freqs, frames]: the source's own STFT there
+    mask: torch.Tensor             # [n_freqs, frames] in [0, 1]: 0 = source kept exactly
+    target_logmel: torch.Tensor    # [n_mels, frames]: model decode + detail x residual, before pinv
+    changed: np.ndarray            # bool [bands, columns] of the whole grid
+
+
+# ---------------------------------------------------------------------- public API
+def changed_cells(edited: CodeGrid, source: CodeGrid) -> np.ndarray:
+    """bool [bands, columns]: cells whose codes differ on any level (re-encoding is deterministic)."""
+    return np.any(edited.codes != source.codes, axis=0)
+
+
+def render_edit(codec: Codec, edited: CodeGrid, source_audio: np.ndarray, source_grid: CodeGrid | None = None,
+                detail: float = DEFAULT_DETAIL, donors: Sequence[Donor] = (), gl_iters: int = DEFAULT_GL_ITERS,
+                feather: float = DEFAULT_FEATHER) -> np.ndarray:
+    """Edited grid + the audio it was encoded from -> audio of exactly len(source_audio) samples.
+
+    Wherever no code changed, the output's STFT is the source's own (so an unedited grid gives the
+    source back); inside edits it is the model's decode plus `detail` of the source's residual,
+    crossfaded over `feather` tiles, with phase from the donor clip or a few constrained
+    Griffin-Lim iterations. The pure codec rendering stays available as `codec.decode`.
+    """
+    source = _as_wave(source_audio)
+    patch = render_spectrum(codec, edited, source, source_grid, detail=detail, donors=donors,
+                            gl_iters=gl_iters, feather=feather)
+    if patch is None:
+        return source.copy()
+    delta = patch.spectrum - patch.source_spectrum  # exactly zero where the mask is zero
+    return _add_frames(codec.front, source, delta, patch.frame0)
+
+
+def render_spectrum(codec: Codec, edited: CodeGrid, source_audio: np.ndarray, source_grid: CodeGrid | None = None,
+                    detail: float = DEFAULT_DETAIL, donors: Sequence[Donor] = (), gl_iters: int = DEFAULT_GL_ITERS,
+                    feather: float = DEFAULT_FEATHER, changed: np.ndarray | None = None) -> RenderedPatch | None:
+    """The STFT frames `render_edit` rewrites (None when nothing changed).
+
+    `changed` overrides which cells are re-rendered (default: where edited and source codes differ);
+    everything else is computed only over the changed columns' span plus context, so the cost
+    follows the size of the edit, not the length of the clip.
+    """
+    source = _as_wave(source_audio)
+    _check_args(detail, gl_iters, feather)
+    source_grid = _check_grids(codec, edited, source, source_grid)
+    changed = changed_cells(edited, source_grid) if changed is None else np.array(changed, dtype=bool)
+    if changed.shape != edited.codes.shape[1:]:
+        raise RenderError(f"changed-cell mask has shape {changed.shape}, the grid has {edited.codes.shape[1:]}")
+    donor_cells = [_donor_cells(codec, d, changed.shape) for d in donors]
+    for d, cells in zip(donors, donor_cells, strict=True):
+        if not (d.src_c0 == d.dst_c0 and _same_audio(d.audio, source)):
+            changed |= cells  # content moved here from elsewhere: render it even where a code happens to match
+    if not changed.any():
+        return None
+
+    front, cfg = codec.front, codec.mel_cfg
+    n_frames = cfg.num_frames(len(source))
+    n_cols = edited.num_columns
+    cols = np.flatnonzero(changed.any(axis=0))
+    c_lo, c_hi = int(cols[0]), int(cols[-1]) + 1
+    fw = int(round(feather * DOWNSAMPLE))
+    margin = fw + cfg.n_fft // cfg.hop_length  # fixed frames around the mask keep the local GL exact
+    f0 = max(0, c_lo * DOWNSAMPLE - margin)
+    f1 = min(n_frames, c_hi * DOWNSAMPLE + margin)
+
+    # source STFT and log-mel over the span only
+    src_spec = stft_frames(front, source, f0, f1)
+    src_logmel = front.power_to_logmel(src_spec.abs().square())
+
+    # model decodes of the edited and the source codes over the span (+ receptive-field context)
+    d0 = max(0, c_lo - DECODE_CONTEXT_COLUMNS)
+    d1 = min(n_cols, c_hi + DECODE_CONTEXT_COLUMNS)
+    dec_edit, dec_src = _decode_window(codec, [edited.codes[:, :, d0:d1], source_grid.codes[:, :, d0:d1]])
+    crop = slice(f0 - d0 * DOWNSAMPLE, f1 - d0 * DOWNSAMPLE)
+    dec_edit, dec_src = dec_edit[:, crop], dec_src[:, crop]
+    residual = src_logmel - dec_src
+
+    hard = _cells_to_mel(changed, f0, f1, cfg.n_mels)
+    phase = src_spec / src_spec.abs().clamp(min=1e-8)
+    phase = torch.where(src_spec.abs() > 1e-8, phase, torch.ones_like(phase))
+    donor_hard = torch.zeros_like(hard)
+    donor_res_w = torch.zeros_like(hard)
+    donor_phase = torch.zeros_like(src_spec)
+    donor_res = torch.zeros_like(residual)
+    src_mag = src_spec.abs()
+    fine = src_mag - front.logmel_to_magnitude(src_logmel)  # linear-bin detail the mel pinv cannot give back
+    donor_fine = torch.zeros_like(fine)
+    for d, cells in zip(donors, donor_cells, strict=True):
+        cells = cells & changed
+        if not cells.any():
+            continue
+        cover, spec, same = _donor_window(codec, d, cells, edited, source, source_grid, f0, f1)
+        donor_hard = torch.maximum(donor_hard, cover)
+        donor_phase = torch.where(_mel_to_linear(front, _feather(cover, fw)) > 0, spec, donor_phase)
+        if bool(same.any()):
+            near = _feather(same, fw) > 0
+            d_logmel = front.power_to_logmel(spec.abs().square())
+            donor_res = torch.where(near, d_logmel - dec_edit, donor_res)
+            d_fine = spec.abs() - front.logmel_to_magnitude(d_logmel)
+            donor_fine = torch.where(_mel_to_linear(front, near.float()) > 0, d_fine, donor_fine)
+            donor_res_w = torch.maximum(donor_res_w, same)
+
+    # residual: where a cell holds exactly a donor's codes (all levels), that recording is the truth
+    # for those codes, so detail 1 gives the donor's own spectrum there; elsewhere the source's residual.
+    # detail = mel residual + the linear fine structure, so detail 1 on unchanged codes is the source itself.
+    res_w = _feather(donor_res_w, fw)
+    residual = (1 - res_w) * residual + res_w * donor_res
+    res_w_lin = _mel_to_linear(front, res_w)
+    fine = (1 - res_w_lin) * fine + res_w_lin * donor_fine
+    target = dec_edit + detail * residual
+
+    mask = _mel_to_linear(front, _feather(hard, fw))
+    mask = torch.where(mask > 1e-6, mask, torch.zeros_like(mask))
+    model_mag = (front.logmel_to_magnitude(target) + detail * fine).clamp(min=0)
+    magnitude = (1 - mask) * src_mag + mask * model_mag
+
+    w_donor = _mel_to_linear(front, _feather(donor_hard, fw)).clamp(0, 1) * (mask > 0)
+    if bool(w_donor.any()):
+        dph = donor_phase / donor_phase.abs().clamp(min=1e-8)
+        mixed = (1 - w_donor) * phase + w_donor * dph
+        phase = torch.where(mixed.abs() > 1e-4, mixed / mixed.abs().clamp(min=1e-8), dph)
+    gl_region = _mel_to_linear(front, _feather(hard * (1 - donor_hard), fw)).clamp(0, 1) * (mask > 0)
+    spec = magnitude * phase
+    if gl_iters > 0 and bool(gl_region.any()):
+        spec = _constrained_gl(front, spec, magnitude, 1 - gl_region, gl_iters)
+    spec = torch.where(mask > 0, spec, src_spec)
+    return RenderedPatch(frame0=f0, spectrum=spec, source_spectrum=src_spec, mask=mask, target_logmel=target,
+                         changed=changed)
+
+
+# ---------------------------------------------------------------------- checks
+def _as_wave(audio: np.ndarray) -> np.ndarray:
+    wave = np.asarray(audio, dtype=np.float32)
+    if wave.ndim != 1:
+        raise RenderError(f"source audio must be mono [samples] at the model rate, got shape {wave.shape}")
+    return wave
+
+
+def _check_args(detail: float, gl_iters: int, feather: float) -> None:
+    if not 0.0 <= float(detail) <= 1.0:
+        raise RenderError(f"detail must be in [0, 1], got {detail}")
+    if int(gl_iters) < 0:
+        raise RenderError(f"gl_iters must be >= 0, got {gl_iters}")
+    if not 0.0 <= float(feather) <= 1.0:
+        raise RenderError(f"feather must be in [0, 1] code tiles, got {feather}")
+
+
+def _check_grids(codec: Codec, edited: CodeGrid, source: np.ndarray, source_grid: CodeGrid | None) -> CodeGrid:
+    """Refuse a grid that was not encoded from this audio with this model; return the source grid."""
+    codec.check(edited)
+    sr = codec.sample_rate
+    if edited.num_samples != len(source):
+        raise RenderError(f"the edited codes describe {edited.num_samples} samples ({edited.num_samples / sr:.3f} s) "
+                          f"but the source clip has {len(source)} ({len(source) / sr:.3f} s): render against "
+                          "the clip the codes were encoded from")
+    if source_grid is None:
+        return codec.encode(source)
+    codec.check(source_grid)
+    if source_grid.model != edited.model:
+        raise RenderError(f"the source grid was made by model {source_grid.model}, the edited grid by "
+                          f"{edited.model}")
+    if source_grid.codes.shape != edited.codes.shape or source_grid.num_samples != edited.num_samples:
+        raise RenderError(f"the source grid {source_grid.codes.shape} ({source_grid.num_samples} samples) does not "
+                          f"match the edited grid {edited.codes.shape} ({edited.num_samples} samples)")
+    return source_grid
+
+
+# ---------------------------------------------------------------------- STFT pieces
+def stft_frames(front: MelFrontEnd, wave: np.ndarray, f0: int, f1: int) -> torch.Tensor:
+    """Frames f0..f1-1 of front.stft(wave) without computing the rest (zero outside the clip)."""
+    cfg = front.cfg
+    half, hop = cfg.n_fft // 2, cfg.hop_length
+    a, b = f0 * hop - half, (f1 - 1) * hop + half
+    seg = np.zeros(b - a, dtype=np.float32)
+    lo, hi = max(a, 0), min(b, len(wave))
+    if hi > lo:
+        seg[lo - a:hi - a] = wave[lo:hi]
+    return torch.stft(torch.from_numpy(seg), cfg.n_fft, hop, window=front.window, center=False,
+                      return_complex=True)
+
+
+def _add_frames(front: MelFrontEnd, wave: np.ndarray, delta: torch.Tensor, f0: int) -> np.ndarray:
+    """wave + istft of `delta` placed at frames f0.. : istft is linear, so untouched samples stay bit-exact."""
+    cfg = front.cfg
+    half, hop, n_fft = cfg.n_fft // 2, cfg.hop_length, cfg.n_fft
+    n_total = cfg.num_frames(len(wave))
+    ov = n_fft // hop
+    a, b = max(0, f0 - ov), min(n_total, f0 + delta.shape[-1] + ov)  # all frames that overlap the patch
+    full = torch.zeros(delta.shape[0], b - a, dtype=delta.dtype)
+    full[:, f0 - a:f0 - a + delta.shape[-1]] = delta
+    frames = torch.fft.irfft(full, n=n_fft, dim=0) * front.window[:, None]
+    length = (b - a - 1) * hop + n_fft
+    fold = dict(output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop))
+    num = torch.nn.functional.fold(frames[None], **fold).reshape(-1)
+    norm = torch.nn.functional.fold(front.window.square()[None, :, None].expand(1, -1, b - a), **fold).reshape(-1)
+    add = (num / norm.clamp(min=1e-8)).numpy()
+    start = a * hop - half
+    lo, hi = max(0, start), min(len(wave), start + length)
+    out = wave.copy()
+    if hi > lo:
+        out[lo:hi] += add[lo - start:hi - start]
+    return out
+
+
+def _constrained_gl(front: MelFrontEnd, spec: torch.Tensor, magnitude: torch.Tensor, fixed: torch.Tensor,
+                    n_iter: int, momentum: float = 0.99) -> torch.Tensor:
+    """Fast Griffin-Lim on a span of frames, holding `spec` where fixed = 1 (the known phase)."""
+    hop = front.cfg.hop_length
+    n = (spec.shape[-1] - 1) * hop
+    anchor, prev = spec, torch.zeros_like(spec)
+    for _ in range(n_iter):
+        rebuilt = front.stft(front.istft(spec, n))[:, :spec.shape[-1]]
+        accel = rebuilt - (momentum / (1 + momentum)) * prev
+        prev = rebuilt
+        spec = magnitude * accel / accel.abs().clamp(min=1e-8)
+        spec = fixed * anchor + (1 - fixed) * spec
+    return spec
+
+
+# ---------------------------------------------------------------------- masks
+def _cells_to_mel(cells: np.ndarray, f0: int, f1: int, n_mels: int) -> torch.Tensor:
+    """bool [bands, columns] -> float [n_mels, f1-f0] on the mel-bin x frame grid of frames f0..f1-1."""
+    band_rows = n_mels // cells.shape[0]
+    frame_cols = np.arange(f0, f1) // DOWNSAMPLE
+    up = np.repeat(cells, band_rows, axis=0)[:, np.minimum(frame_cols, cells.shape[1] - 1)]
+    return torch.from_numpy(up.astype(np.float32))
+
+
+def _feather(hard: torch.Tensor, width: int) -> torch.Tensor:
+    """Raised-cosine dilation by `width` bins/frames on both axes: 1 on the cells, 0 beyond width."""
+    if width <= 0 or not bool(hard.any()):
+        return hard
+    ramp = [0.5 * (1 + math.cos(math.pi * d / (width + 1))) for d in range(width + 1)]
+    out = hard
+    for dim in (0, 1):
+        grown = out.clone()
+        n = out.shape[dim]
+        for d in range(1, width + 1):
+            if d >= n:
+                break
+            lo, hi = out.narrow(dim, 0, n - d), out.narrow(dim, d, n - d)
+            grown.narrow(dim, d, n - d).copy_(torch.maximum(grown.narrow(dim, d, n - d), ramp[d] * lo))
+            grown.narrow(dim, 0, n - d).copy_(torch.maximum(grown.narrow(dim, 0, n - d), ramp[d] * hi))
+        out = grown
+    return out
+
+
+def _mel_to_linear(front: MelFrontEnd, m_mel: torch.Tensor) -> torch.Tensor:
+    """Mel-bin weights [n_mels, F] -> linear-bin weights [n_freqs, F] through the filterbank."""
+    fb = front.fbank  # [n_mels, n_freqs]
+    col = fb.sum(0)
+    lin = fb.T @ m_mel / col.clamp(min=1e-12)[:, None]
+    empty = torch.nonzero(col <= 1e-12).reshape(-1)
+    if empty.numel():  # DC / Nyquist bins lie under no filter: take the nearest covered bin
+        covered = torch.nonzero(col > 1e-12).reshape(-1)
+        nearest = covered[(empty[:, None] - covered[None]).abs().argmin(1)]
+        lin[empty] = lin[nearest]
+    return lin.clamp(0, 1)
+
+
+# ---------------------------------------------------------------------- model pieces
+@torch.no_grad()
+def _decode_window(codec: Codec, windows: list[np.ndarray]) -> list[torch.Tensor]:
+    """Decode several same-shape code windows in one batch -> log-mel [n_mels, 16 * columns] each."""
+    codes = torch.tensor(np.stack(windows), dtype=torch.long, device=codec.device)
+    mel = codec.model.decode(codec.model.codes_to_latent(codes), codes.shape[-1] * DOWNSAMPLE)
+    return list(mel[:, 0].float().cpu())
+
+
+def _same_audio(a: np.ndarray, b: np.ndarray) -> bool:
+    return a is b or (a.shape == b.shape and np.array_equal(a, b))
+
+
+def _donor_cells(codec: Codec, donor: Donor, shape: tuple[int, int]) -> np.ndarray:
+    """bool [bands, columns] of the edited grid that the donor region covers (RenderError if it does not fit)."""
+    bands, n_cols = shape
+    d_cols = grid_width(codec.mel_cfg.num_frames(len(donor.audio)))
+    if donor.dst_c0 + donor.n_cols > n_cols or donor.src_c0 + donor.n_cols > d_cols or donor.r1 >= bands:
+        raise RenderError(f"donor region (columns {donor.src_c0}+{donor.n_cols} -> {donor.dst_c0}, bands "
+                          f"{donor.r0}-{donor.r1}) does not fit the grids ({d_cols} donor columns, {n_cols} "
+                          f"edited columns, {bands} bands)")
+    cells = np.zeros(shape, dtype=bool)
+    cells[donor.r0:donor.r1 + 1, donor.dst_c0:donor.dst_c0 + donor.n_cols] = True
+    return cells
+
+
+def _donor_window(codec: Codec, donor: Donor, cells: np.ndarray, edited: CodeGrid, source: np.ndarray,
+                  source_grid: CodeGrid, f0: int, f1: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Donor cover mask, STFT and 'holds exactly the donor's codes' mask over frames f0..f1."""
+    cfg = codec.mel_cfg
+    bands, n_cols = cells.shape
+    d_frames = cfg.num_frames(len(donor.audio))
+    d_cols = grid_width(d_frames)
+    shift = (donor.src_c0 - donor.dst_c0) * DOWNSAMPLE
+    spec = stft_frames(codec.front, donor.audio, f0 + shift, f1 + shift)
+    dst = slice(donor.dst_c0, donor.dst_c0 + donor.n_cols)
+    src = slice(donor.src_c0, donor.src_c0 + donor.n_cols)
+    if _same_audio(donor.audio, source):
+        d_codes = source_grid.codes[:, :, src]
+    else:  # encode just the donor's columns, with enough context to match a whole-clip encode
+        e0 = max(0, donor.src_c0 - ENCODE_CONTEXT_COLUMNS)
+        e1 = min(d_cols, donor.src_c0 + donor.n_cols + ENCODE_CONTEXT_COLUMNS)
+        d_spec = stft_frames(codec.front, donor.audio, e0 * DOWNSAMPLE, min(e1 * DOWNSAMPLE, d_frames))
+        window = codec.encode_mel(codec.front.power_to_logmel(d_spec.abs().square()))
+        d_codes = window[:, :, donor.src_c0 - e0:donor.src_c0 - e0 + donor.n_cols]
+    same = np.zeros_like(cells)
+    same[:, dst] = np.all(edited.codes[:, :, dst] == d_codes, axis=0)
+    same &= cells
+    return _cells_to_mel(cells, f0, f1, cfg.n_mels), spec, _cells_to_mel(same, f0, f1, cfg.n_mels)

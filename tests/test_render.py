@@ -1,0 +1,144 @@
+"""Surgical rendering: untouched audio stays untouched, edits live only where they were made."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import tone
+
+from distill.render import DEFAULT_DETAIL, Donor, RenderError, render_edit, render_spectrum
+
+TILE = 16  # frames per column, mel bins per band
+
+
+def _mix(seconds: float, seed: int = 0) -> np.ndarray:
+    return tone(seconds, 220, seed=seed) + tone(seconds, 523, decay=0.3, seed=seed + 1)
+
+
+def _edit(codec, grid, level: int, c0: int, c1: int, r0: int = 0, r1: int | None = None):
+    """Change every code of one level in columns c0..c1-1, bands r0..r1 (a 'set' on one level)."""
+    codes = grid.codes.copy()
+    r1 = grid.num_bands - 1 if r1 is None else r1
+    codes[level, r0:r1 + 1, c0:c1] = (codes[level, r0:r1 + 1, c0:c1] + 7) % codec.codebook_size
+    return grid.with_codes(codes)
+
+
+def test_unedited_grid_renders_the_source_exactly(codec):
+    x = _mix(1.3)
+    grid = codec.encode(x)
+    for source_grid in (grid, None):
+        y = codec.render(grid, x, source_grid)
+        assert y.dtype == np.float32 and len(y) == len(x)
+        assert torch.equal(codec.logmel(y), codec.logmel(x))
+        np.testing.assert_array_equal(y, x)
+
+
+def test_edit_changes_nothing_beyond_the_feather(codec):
+    x = _mix(2.0)
+    grid = codec.encode(x)
+    edited = _edit(codec, grid, level=1, c0=4, c1=7, r0=0, r1=2)
+    assert not np.array_equal(edited.codes, grid.codes)
+    y = codec.render(edited, x, grid)
+    assert len(y) == len(x)
+    diff = (codec.front.stft(y) - codec.front.stft(x)).abs()
+    outside_time = torch.cat([diff[:, :3 * TILE], diff[:, 8 * TILE:]], dim=1)
+    assert outside_time.max() < 1e-4  # columns beyond the edit +-1 are bit-for-bit the source
+    inside = diff[:, 4 * TILE:7 * TILE]
+    assert inside.max() > 1e-2  # the edit is audible where it was made
+    # bands 0..2 edited: mel bins above band 3 (+ half a tile of feather + filter overlap) are untouched
+    mel_diff = (codec.logmel(y) - codec.logmel(x)).abs()
+    assert mel_diff[3 * TILE + TILE // 2 + 3:].max() < 1e-3
+    assert mel_diff[:3 * TILE, 4 * TILE:7 * TILE].mean() > 1e-2
+    # waveform outside the affected frames is the source itself
+    first = (3 * TILE - 4) * codec.mel_cfg.hop_length
+    np.testing.assert_array_equal(y[:first], x[:first])
+
+
+def test_crossfade_has_no_jump_at_the_boundary(codec):
+    x = _mix(2.0)
+    grid = codec.encode(x)
+    patch = render_spectrum(codec, _edit(codec, grid, 0, 5, 7), x, grid)
+    mask = patch.mask.mean(0)  # per frame
+    assert mask.max() == pytest.approx(1.0) and mask.min() == 0.0
+    assert (mask[1:] - mask[:-1]).abs().max() < 0.35  # ramps over ~8 frames, no hard switch
+
+
+@pytest.mark.parametrize("seconds", [0.02, 0.5, 35.0])
+def test_output_length_is_exact(codec, seconds):
+    x = _mix(seconds)
+    grid = codec.encode(x)
+    last = grid.num_columns - 1
+    for c0 in {0, last}:
+        y = codec.render(_edit(codec, grid, 2, c0, c0 + 1), x, grid)
+        assert y.shape == x.shape and np.all(np.isfinite(y))
+
+
+def test_detail_zero_is_the_pure_model_and_one_restores_the_source(codec):
+    x = _mix(2.0)
+    grid = codec.encode(x)
+    edited = _edit(codec, grid, 1, 5, 8)
+    patch = render_spectrum(codec, edited, x, grid, detail=0.0)
+    f0, n = patch.frame0, patch.spectrum.shape[-1]
+    core = slice(5 * TILE - f0, 8 * TILE - f0)
+    # detail 0: inside the edit the magnitude is exactly the plain decode of the edited codes
+    expect = codec.front.logmel_to_magnitude(codec.decode_mel(edited)[:, f0:f0 + n])
+    assert torch.allclose(patch.spectrum.abs()[:, core], expect[:, core], rtol=1e-3, atol=1e-5)
+    # detail 1 over cells whose codes did not change: the full residual gives back the source mel
+    forced = np.zeros(grid.codes.shape[1:], dtype=bool)
+    forced[:, 5:8] = True
+    same = render_spectrum(codec, grid, x, grid, detail=1.0, changed=forced)
+    src_mel = codec.logmel(x)[:, f0:f0 + n]
+    assert torch.allclose(same.target_logmel[:, core], src_mel[:, core], atol=1e-4)
+    pure = render_spectrum(codec, grid, x, grid, detail=0.0, changed=forced)
+    dec = codec.decode_mel(grid)[:, f0:f0 + n]
+    assert torch.allclose(pure.target_logmel[:, core], dec[:, core], atol=1e-4)
+    # ... and through pinv, fine structure and phase, the source's own STFT (the model alone is far off)
+    assert torch.allclose(same.spectrum, same.source_spectrum, atol=1e-3)
+    assert not torch.allclose(pure.spectrum, pure.source_spectrum, atol=1e-1)
+    # and the default keeps some detail: between the two
+    assert 0.0 < DEFAULT_DETAIL < 1.0
+
+
+def test_donor_phase_and_detail_recover_a_cross_clip_swap(codec):
+    a, b = _mix(2.0, seed=0), tone(2.0, 330, decay=0.1, noise=0.05, seed=5)
+    ga, gb = codec.encode(a), codec.encode(b)
+    codes = ga.codes.copy()
+    codes[:, :, 4:8] = gb.codes[:, :, 4:8]
+    edited = ga.with_codes(codes)
+    core = slice(4 * TILE + 4, 8 * TILE - 4)
+    target = codec.logmel(b)[:, core]
+    with_donor = codec.render(edited, a, ga, detail=1.0, donors=[Donor(b, 4, 4, 4, 0, ga.num_bands - 1)])
+    without = codec.render(edited, a, ga, detail=1.0)
+    err_donor = (codec.logmel(with_donor)[:, core] - target).abs().mean()
+    err_plain = (codec.logmel(without)[:, core] - target).abs().mean()
+    assert err_donor < 0.05 and err_donor < 0.5 * err_plain
+
+
+def test_self_donor_copy_within_the_clip(codec):
+    x = _mix(2.0)
+    grid = codec.encode(x)
+    codes = grid.codes.copy()
+    codes[:, :, 8:10] = grid.codes[:, :, 2:4]
+    y = codec.render(grid.with_codes(codes), x, grid, detail=1.0, donors=[Donor(x, 2, 8, 2, 0, grid.num_bands - 1)])
+    core = slice(8 * TILE + 4, 10 * TILE - 4)
+    moved = codec.logmel(x)[:, 2 * TILE + 4:4 * TILE - 4]
+    assert (codec.logmel(y)[:, core] - moved).abs().mean() < 0.05
+
+
+def test_grid_from_other_audio_or_model_is_refused(codec):
+    x = _mix(1.0)
+    grid = codec.encode(x)
+    with pytest.raises(RenderError, match="samples"):
+        render_edit(codec, grid, x[:-4800])  # codes of a longer clip
+    shorter = codec.encode(x[:24000])
+    with pytest.raises(RenderError, match="does not match"):
+        render_edit(codec, grid, x, source_grid=shorter)
+    foreign = grid.with_codes(grid.codes)
+    object.__setattr__(foreign, "model", "0123456789abcdef")
+    with pytest.raises(ValueError, match="not by this model"):
+        render_edit(codec, foreign, x)
+    with pytest.raises(RenderError, match="detail"):
+        render_edit(codec, grid, x, detail=1.5)
+    with pytest.raises(RenderError, match="does not fit"):
+        render_edit(codec, _edit(codec, grid, 0, 0, 2), x, grid, donors=[Donor(x, 0, grid.num_columns - 1, 3, 0, 0)])

@@ -1,0 +1,71 @@
+"""CLI end to end on a tiny synthetic folder with bad files in it: train, info, encode, decode."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import tone, write_corpus
+
+from distill.cli import main
+
+
+@pytest.fixture(scope="module")
+def cli_model(tmp_path_factory, tiny_config):
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "data"
+    write_corpus(data / "nested", n=5)
+    (data / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt " + b"\x07" * 9)
+    (data / "notes.wav").write_text("a text file named .wav")
+    (data / "empty.wav").write_bytes(b"")
+    sf.write(data / "silent.wav", np.zeros(9600, np.float32), 48000)
+    cfg = {k: v for k, v in tiny_config.to_dict().items()
+           if k in ("codebook_dim", "channels", "res_blocks", "batch_size", "warmup_steps")}
+    (root / "tiny.json").write_text(json.dumps(cfg))
+    return root, data
+
+
+def test_train_reports_bad_files_and_saves_a_model(cli_model, capsys):
+    root, data = cli_model
+    rc = main(["train", str(data), "-o", str(root / "m.distill"), "--epochs", "20",
+               "--config", str(root / "tiny.json"), "--codebook-size", "32"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    for name, why in [("corrupt.wav", "corrupt"), ("notes.wav", "corrupt"), ("empty.wav", "empty"),
+                      ("silent.wav", "silent")]:
+        assert any(name in line and why in line for line in err.splitlines()), (name, err)
+    assert "5 files accepted" in err and "val" in err and "use S:" in err
+    assert "saved" in out and (root / "m.distill").exists() and (root / "m.distill.ckpt").exists()
+
+    assert main(["info", str(root / "m.distill")]) == 0
+    info = capsys.readouterr().out
+    assert "5 of 9 files" in info and "Structure" in info and "rejected    empty.wav" in info
+
+
+def test_encode_decode_round_trip(cli_model, capsys):
+    root, data = cli_model
+    model = root / "m.distill"
+    if not model.exists():
+        pytest.skip("needs the model from the train test")
+    clip = root / "clip.wav"
+    sf.write(clip, tone(1.3, sr=44100), 44100)
+    assert main(["encode", str(model), str(clip), "-o", str(root / "c.codes.json")]) == 0
+    codes = json.loads((root / "c.codes.json").read_text())
+    assert codes["levels"] == ["Structure", "Timbre", "Detail"] and len(codes["codes"][0]) == 8
+    assert codes["num_samples"] == 62400  # 1.3 s at 44.1 kHz, resampled to 48 kHz
+    assert main(["decode", str(model), str(root / "c.codes.json"), "-o", str(root / "o.wav"),
+                 "--phase-from", str(clip)]) == 0
+    out, sr = sf.read(root / "o.wav")
+    assert sr == 48000 and len(out) == codes["num_samples"]
+
+
+def test_errors_are_one_line_and_exit_2(cli_model, capsys, tmp_path):
+    root, data = cli_model
+    (tmp_path / "x.txt").write_text("x")
+    assert main(["train", str(tmp_path), "-o", str(tmp_path / "m.distill"), "--epochs", "1"]) == 2
+    assert "no usable audio files" in capsys.readouterr().err
+    assert main(["info", str(data / "notes.wav")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "notes.wav: not a Distill model" in err
+    assert main(["decode", str(root / "m.distill"), str(data / "notes.wav"), "-o", str(tmp_path / "o.wav")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err

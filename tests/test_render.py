@@ -142,3 +142,50 @@ def test_grid_from_other_audio_or_model_is_refused(codec):
         render_edit(codec, grid, x, detail=1.5)
     with pytest.raises(RenderError, match="does not fit"):
         render_edit(codec, _edit(codec, grid, 0, 0, 2), x, grid, donors=[Donor(x, 0, grid.num_columns - 1, 3, 0, 0)])
+
+
+def test_cli_decode_with_source_keeps_the_recording(trained, tmp_path, capsys):
+    import soundfile as sf
+
+    from distill.cli import main
+    from distill.codes import CodeGrid
+
+    model = str(trained[1])
+    x = _mix(1.5)
+    b = tone(1.5, 330, decay=0.1, seed=5)
+    clip, donor = tmp_path / "a.wav", tmp_path / "b.wav"
+    sf.write(clip, x, 48000, subtype="FLOAT")
+    sf.write(donor, b, 48000, subtype="FLOAT")
+    codes = tmp_path / "a.codes.json"
+    assert main(["encode", model, str(clip), "-o", str(codes)]) == 0
+    grid = CodeGrid.load(codes)
+    out = tmp_path / "out.wav"
+    assert main(["decode", model, str(codes), "-o", str(out), "--source", str(clip)]) == 0
+    y, _ = sf.read(out, dtype="float32")
+    assert len(y) == len(x) and np.abs(y - x).max() < 2e-4  # only 16-bit rounding
+    # copy 0.5 s of b (columns 3..5) onto a: a named span and a by-codes donor render the same
+    edited = tmp_path / "e.codes.json"
+    b_codes = tmp_path / "b.codes.json"
+    assert main(["encode", model, str(donor), "-o", str(b_codes)]) == 0
+    new = grid.codes.copy()
+    new[:, :, 3:6] = CodeGrid.load(b_codes).codes[:, :, 3:6]
+    grid.with_codes(new).save(edited)
+    spc = grid.seconds_per_column
+    outs = []
+    for spec in (f"{donor}:{3 * spc:.4f}-{6 * spc:.4f}@{3 * spc:.4f}", str(donor)):
+        path = tmp_path / f"e{len(outs)}.wav"
+        assert main(["decode", model, str(edited), "-o", str(path), "--source", str(clip), "--detail", "1",
+                     "--donor", spec]) == 0
+        outs.append(sf.read(path, dtype="float32")[0])
+    first = (2 * TILE - 4) * 512
+    np.testing.assert_allclose(outs[0][:first], x[:first], atol=2e-4)
+    core = slice((3 * TILE + 4) * 512, (6 * TILE - 4) * 512)
+    assert np.abs(outs[0][core] - b[core]).max() < 0.01  # whole-tile copy at detail 1 = the donor itself
+    np.testing.assert_allclose(outs[1], outs[0], atol=1e-3)
+    capsys.readouterr()
+    short = tmp_path / "short.wav"
+    sf.write(short, x[:24000], 48000)
+    assert main(["decode", model, str(codes), "-o", str(out), "--source", str(short)]) == 2
+    assert "encoded from" in capsys.readouterr().err
+    assert main(["decode", model, str(codes), "-o", str(out), "--detail", "0.3"]) == 2
+    assert "--source" in capsys.readouterr().err

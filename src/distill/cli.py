@@ -119,12 +119,30 @@ def cmd_decode(args: argparse.Namespace) -> int:
     phase = None
     if args.phase_from:
         phase, _ = load_audio(args.phase_from, codec.sample_rate)
+    if not args.source and (args.donor or args.detail is not None):
+        raise CliError("--detail and --donor only apply with --source (the clip the codes were encoded from)")
     t0 = time.perf_counter()
-    wave = codec.decode(grid, phase_from=phase, n_iter=args.iters)
+    if args.source:  # surgical: the source recording everywhere the codes did not change
+        from .render import DEFAULT_DETAIL, donor_from_seconds, donors_by_match, parse_donor_spec
+
+        source, _ = load_audio(args.source, codec.sample_rate)
+        codec.check(grid)
+        source_grid = codec.encode(source)
+        donors = []
+        for spec in args.donor or []:
+            path, span = parse_donor_spec(spec)
+            audio, _ = load_audio(path, codec.sample_rate)
+            donors += [donor_from_seconds(codec, audio, *span)] if span else donors_by_match(codec, grid, source_grid, audio)
+        detail = DEFAULT_DETAIL if args.detail is None else args.detail
+        wave = codec.render(grid, source, source_grid, detail=detail, donors=donors)
+        how = f"kept {os.path.basename(args.source)} outside edits, detail {detail:g}, {len(donors)} donor regions"
+    else:
+        wave = codec.decode(grid, phase_from=phase, n_iter=args.iters)
+        how = "phase from " + os.path.basename(args.phase_from) if args.phase_from else ""
     dt = time.perf_counter() - t0
     sf.write(args.output, np.clip(wave, -1, 1), codec.sample_rate, subtype="PCM_16")
     print(f"wrote {args.output}: {len(wave) / codec.sample_rate:.3f} s at {codec.sample_rate} Hz "
-          f"(decoded in {dt:.2f} s{', phase from ' + os.path.basename(args.phase_from) if args.phase_from else ''})")
+          f"(decoded in {dt:.2f} s{', ' + how if how else ''})")
     return 0
 
 
@@ -192,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", required=True)
     d.add_argument("--phase-from", help="take the STFT phase from this clip (the one the codes came from)")
     d.add_argument("--iters", type=int, default=DEFAULT_GL_ITERS, help="Griffin-Lim iterations without --phase-from")
+    d.add_argument("--source", help="the clip the codes were encoded from: keep it exactly wherever no code changed")
+    d.add_argument("--detail", type=float, help="with --source: fraction (0-1) of the source's fine detail kept "
+                   "inside edits; 0 = pure model (default 0.5)")
+    d.add_argument("--donor", action="append", metavar="CLIP[:START-END@DST]",
+                   help="with --source: clip whose phase/detail edited cells came from; CLIP alone matches its "
+                   "codes at the same columns, CLIP:START-END@DST (seconds) names a copied span. Repeatable")
     d.set_defaults(func=cmd_decode)
 
     i = sub.add_parser("info", help="describe a model file")

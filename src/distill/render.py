@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -44,6 +45,7 @@ class Donor:
     n_cols: int
     r0: int
     r1: int
+    src_r0: int | None = None  # first source band when the copy also moved in frequency
 
     def __post_init__(self) -> None:
         audio = np.asarray(self.audio, dtype=np.float32)
@@ -57,6 +59,59 @@ class Donor:
                               f"dst {self.dst_c0}, n_cols {self.n_cols}")
         if not 0 <= self.r0 <= self.r1:
             raise RenderError(f"donor bands must satisfy 0 <= r0 <= r1, got {self.r0}..{self.r1}")
+
+    @property
+    def moved_in_frequency(self) -> bool:
+        """Phase of other frequencies means nothing here: such cells get Griffin-Lim instead."""
+        return self.src_r0 is not None and int(self.src_r0) != self.r0
+
+
+def donors_from_patches(patches: Sequence, source_audio: np.ndarray,
+                        other_audio: np.ndarray | None = None) -> tuple[Donor, ...]:
+    """edits.DonorPatch records (donor "self" or "other") -> Donors carrying the right audio."""
+    out = []
+    for p in patches:
+        audio = source_audio if p.donor == "self" else other_audio
+        if audio is not None and p.n_cols >= 1:
+            out.append(Donor(audio, p.src_c0, p.dst_c0, p.n_cols, p.r0, p.r1, getattr(p, "src_r0", None)))
+    return tuple(out)
+
+
+def donors_by_match(codec: Codec, edited: CodeGrid, source_grid: CodeGrid, audio: np.ndarray) -> tuple[Donor, ...]:
+    """Donor regions of a clip found by its codes: edited cells that differ from the source but equal
+    (on every level) the donor's own encoding at the same columns, one Donor per band and column run."""
+    audio = _as_wave(audio)
+    d_codes = codec.encode(audio).codes
+    n = min(d_codes.shape[-1], edited.num_columns)
+    hit = np.zeros(edited.codes.shape[1:], dtype=bool)
+    hit[:, :n] = np.all(edited.codes[:, :, :n] == d_codes[:, :, :n], axis=0)
+    hit &= changed_cells(edited, source_grid)
+    out = []
+    for r in range(hit.shape[0]):
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], hit[r].astype(np.int8), [0]])))
+        out += [Donor(audio, int(a), int(a), int(b - a), r, r) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+    return tuple(out)
+
+
+def parse_donor_spec(text: str) -> tuple[str, tuple[float, float, float] | None]:
+    """CLI form "B.wav" or "B.wav:SRC_START-SRC_END@DST_START" (seconds) -> (path, region or None)."""
+    m = re.fullmatch(r"(.+):(\d+(?:\.\d*)?)-(\d+(?:\.\d*)?)@(\d+(?:\.\d*)?)", text.strip())
+    if not m:
+        if re.search(r"[:@]\d[\d.]*-", text) or text.strip().endswith("@"):
+            raise RenderError(f"--donor {text!r}: write PATH or PATH:SRC_START-SRC_END@DST_START in seconds")
+        return text, None
+    start, end, dst = float(m.group(2)), float(m.group(3)), float(m.group(4))
+    if end <= start:
+        raise RenderError(f"--donor {text!r}: the source span must end after it starts")
+    return m.group(1), (start, end, dst)
+
+
+def donor_from_seconds(codec: Codec, audio: np.ndarray, start: float, end: float, dst: float) -> Donor:
+    """A donor copying [start, end) seconds of `audio` to `dst` seconds, all bands."""
+    spc = codec.seconds_per_column
+    c0 = int(round(start / spc))
+    return Donor(_as_wave(audio), c0, int(round(dst / spc)), max(1, int(round(end / spc)) - c0), 0,
+                 codec.num_bands - 1)
 
 
 @dataclass(frozen=True)
@@ -152,7 +207,7 @@ def render_spectrum(codec: Codec, edited: CodeGrid, source_audio: np.ndarray, so
     donor_fine = torch.zeros_like(fine)
     for d, cells in zip(donors, donor_cells, strict=True):
         cells = cells & changed
-        if not cells.any():
+        if not cells.any() or d.moved_in_frequency:
             continue
         cover, spec, same = _donor_window(codec, d, cells, edited, source, source_grid, f0, f1)
         donor_hard = torch.maximum(donor_hard, cover)

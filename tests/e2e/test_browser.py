@@ -1,0 +1,115 @@
+"""The studio in headless Chromium: upload a folder, train briefly, drag-select on Timbre, swap with B, undo, redo, play."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (.ci/run installs Debian's chromium)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url(trained, corpus_dir):
+    from distill_studio import build_app
+    from distill_studio.app import launch_kwargs
+    from distill_studio.state import Limits
+
+    limits = Limits(preset="tiny", demo_model=str(trained[1]), demo_clips=str(corpus_dir), max_train_minutes=0.05)
+    demo = build_app(limits)
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_kwargs(limits))
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+def _box(page, selector: str) -> tuple[float, float]:
+    b = page.locator(selector).bounding_box()
+    return b["x"] + b["width"] / 2, b["y"] + b["height"] / 2
+
+
+def test_upload_train_select_swap_undo_redo_play(url, corpus_dir, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    for p in sorted(corpus_dir.iterdir()):
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "notes.txt").write_text("not audio")
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-component-update", "--no-first-run",
+                                          "--autoplay-policy=no-user-gesture-required"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1300})
+        try:
+            t0 = time.perf_counter()
+            page.goto(url)
+            expect(page.locator("#hm-A-1 .hm-c").first).to_be_visible(timeout=60000)
+            load_s = time.perf_counter() - t0
+
+            # Data & Train: folder upload -> report -> train briefly
+            page.get_by_role("tab", name="Data & Train").click()
+            page.locator("#folder-upload input[type=file]").set_input_files(str(folder))
+            expect(page.locator("#dataset-summary")).to_contain_text("6 of 7 files accepted", timeout=60000)
+            expect(page.locator("#dataset-table")).to_contain_text("notes.txt")
+            page.click("#train-btn")
+            expect(page.locator("#train-status")).to_contain_text("Model ready", timeout=180000)
+            expect(page.locator("#model-summary")).to_contain_text("trained here", timeout=60000)
+
+            # Edit & Listen: drag a rectangle on A's Timbre heatmap, swap with B
+            page.get_by_role("tab", name="Edit & Listen").click()
+            expect(page.locator('#hm-A-1 .hm-c[data-r="6"][data-c="0"]')).to_be_visible(timeout=60000)
+            x0, y0 = _box(page, '#hm-A-1 .hm-c[data-r="6"][data-c="0"]')
+            x1, y1 = _box(page, '#hm-A-1 .hm-c[data-r="1"][data-c="1"]')
+            page.mouse.move(x0, y0)
+            page.mouse.down()
+            page.mouse.move(x1, y1, steps=6)
+            page.mouse.up()
+            expect(page.locator("#selection")).to_contain_text("Timbre", timeout=30000)
+            expect(page.locator("#selection")).to_contain_text("bands 1–6")
+            before = page.locator('#hm-A-1 .hm-c[data-r="3"][data-c="0"]').get_attribute("data-k")
+            b_code = page.locator('#hm-B-1 .hm-c[data-r="3"][data-c="0"]').get_attribute("data-k")
+            page.click("#swap-btn")
+            expect(page.locator("#history")).to_contain_text("swap", timeout=30000)
+            expect(page.locator("#status")).to_contain_text("Decoded in")
+            expect(page.locator('#hm-A-1 .hm-c[data-r="3"][data-c="0"]')).to_have_attribute("data-k", b_code)
+
+            # keyboard undo / redo
+            page.mouse.click(5, 5)
+            page.keyboard.press("Control+z")
+            expect(page.locator("#history")).to_contain_text("undone", timeout=30000)
+            expect(page.locator('#hm-A-1 .hm-c[data-r="3"][data-c="0"]')).to_have_attribute("data-k", before)
+            page.keyboard.press("Control+Shift+z")
+            expect(page.locator("#history")).not_to_contain_text("undone", timeout=30000)
+            expect(page.locator('#hm-A-1 .hm-c[data-r="3"][data-c="0"]')).to_have_attribute("data-k", b_code)
+
+            # play the edited audio
+            page.locator("#audio-edited button[aria-label='Play']").click()
+            expect(page.locator("#audio-edited button[aria-label='Pause']")).to_be_visible(timeout=15000)
+            page.screenshot(path=str(ARTIFACTS / "studio-e2e.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "studio-e2e-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert load_s < 60

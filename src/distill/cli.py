@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 import time
@@ -15,9 +16,10 @@ import soundfile as sf
 from .audio import AudioError, load_audio, scan_folder, scan_paths
 from .bundle import BundleError, read_info
 from .codec import DEFAULT_GL_ITERS, Codec
-from .codes import CodeGrid, CodesError
+from .codes import CodeGrid, CodesError, atomic_write_text
 from .config import adaptive_config
-from .train import TrainEvent, Trainer, TrainingError
+from .edits import EditHistory, apply_operation
+from .train import Trainer, TrainEvent, TrainingError
 
 
 class CliError(Exception):
@@ -176,6 +178,72 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- edit
+EDIT_OPS = {"set": 1, "copy": 1, "swap": 2, "blend": 1, "reverse": 1, "shift": 1, "repeat": 1, "randomize": 1}
+EDIT_MODIFIERS = ("to", "amount", "by", "times", "seed", "band")
+
+
+class _InOrder(argparse.Action):
+    """Append (flag, values) to one shared list, so chained edits keep their command-line order."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        ops = list(getattr(namespace, self.dest, None) or [])
+        ops.append((option_string.lstrip("-"), list(values) if isinstance(values, list) else [values]))
+        setattr(namespace, self.dest, ops)
+
+
+def _edit_steps(flags: list[tuple[str, list[str]]]) -> list[tuple[str, list[str], dict[str, str]]]:
+    """[(flag, values)] in argv order -> [(operation, regions, {modifier: value})]; modifiers bind to the op before."""
+    steps: list[tuple[str, list[str], dict[str, str]]] = []
+    for flag, values in flags:
+        if flag in EDIT_OPS:
+            steps.append((flag, values, {}))
+        elif not steps:
+            raise CliError(f"--{flag} must follow the operation it modifies (e.g. --copy REGION --to 1.0)")
+        elif flag in steps[-1][2]:
+            raise CliError(f"--{flag} given twice for --{steps[-1][0]}")
+        else:
+            steps[-1][2][flag] = values[0]
+    return steps
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    steps = _edit_steps(args.ops or [])
+    if not steps:
+        raise CliError("nothing to do: give at least one of " + ", ".join(f"--{k}" for k in EDIT_OPS))
+    codec = Codec.load(args.model)
+    grid = CodeGrid.load(args.codes)
+    codec.check(grid)
+    history = EditHistory(grid)
+    loaded: dict[str, CodeGrid] = {}
+    for kind, regions, mods in steps:
+        other, other_path, texts = None, None, []
+        for text in regions:
+            path, sep, region = text.rpartition(":")
+            if sep and path:  # FILE:REGION -> a region of that codes file ("B:" to apply_operation)
+                if other_path not in (None, path):
+                    raise CliError(f"--{kind} can use one other codes file, got {other_path} and {path}")
+                if path not in loaded:
+                    loaded[path] = CodeGrid.load(path)
+                    codec.check(loaded[path])
+                other, other_path = loaded[path], path
+                text = "B:" + region
+            texts.append(text)
+        op = " ".join([kind, *map(shlex.quote, texts)] + [f"--{k} {shlex.quote(v)}" for k, v in mods.items()])
+        result = apply_operation(codec, history.current, op, other=other)
+        history.push(result)
+        note = f" ({other_path} itself is not changed)" if result.other is not None else ""
+        print(f"{history.position}. {result.label}{note}")
+        print(f"   touched {result.region.describe(result.grid)}"
+              f" (columns {result.region.c0}-{result.region.c1}){'; clipped at the edge' if result.clipped else ''}")
+    history.current.save(args.output)
+    if args.history:
+        atomic_write_text(args.history, history.to_json())
+    print(f"wrote {args.output} ({history.position} edit{'s' if history.position != 1 else ''})"
+          f"{', history ' + args.history if args.history else ''}")
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="distill", description=__doc__)
@@ -222,6 +290,25 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
+
+    ed = sub.add_parser("edit", help="edit regions of a codes JSON file (operations apply in the order given)",
+                        epilog="REGION is LEVELS@START-END[/BANDLO-BANDHI], e.g. Timbre@1.0-2.0 or "
+                               "Structure+Timbre@0.5-1.5/0-3; FILE:REGION takes it from another codes file.")
+    ed.add_argument("model")
+    ed.add_argument("codes")
+    ed.add_argument("-o", "--output", required=True, help="edited codes file to write")
+    ed.add_argument("--history", help="also write the edit history (JSON, reloadable in the studio)")
+    op_help = {"set": "REGION=CODE: fill a region with one code", "copy": "[FILE:]REGION: paste it at --to SECONDS",
+               "swap": "REGION REGION: exchange two equal-size regions (either may be FILE:REGION)",
+               "blend": "[FILE:]REGION: move the region at --to toward it by --amount 0-1",
+               "reverse": "REGION: reverse its columns in time", "shift": "REGION: move it by --by SECONDS",
+               "repeat": "REGION: play it --times N in a row", "randomize": "REGION: draw codes from training usage"}
+    for name, nargs in EDIT_OPS.items():
+        ed.add_argument(f"--{name}", nargs=nargs, action=_InOrder, dest="ops", metavar="REGION", help=op_help[name])
+    for name in EDIT_MODIFIERS:
+        ed.add_argument(f"--{name}", action=_InOrder, dest="ops", metavar=name.upper(),
+                        help="modifies the operation before it")
+    ed.set_defaults(func=cmd_edit, ops=None)
     return p
 
 

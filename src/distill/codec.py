@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,9 +22,16 @@ from .codes import CodeGrid
 from .model import DOWNSAMPLE, ConvVQVAE, grid_width
 from .spectrogram import MelConfig, MelFrontEnd
 
+if TYPE_CHECKING:
+    from .train import LevelHealth
+
 CHUNK_COLUMNS = 256   # ~44 s of audio per network pass
 CONTEXT_COLUMNS = 8   # 128 frames each side; the encoder's receptive field is ~166 frames in all
 DEFAULT_GL_ITERS = 32
+PREVIEW_SECONDS = 0.5  # code audition length
+PREVIEW_RMS = 0.1      # -20 dBFS: every previewed code plays at the same loudness...
+PREVIEW_PEAK = 0.89    # ...unless that would push a peak over -1 dBFS
+PREVIEW_GL_ITERS = 16
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,62 @@ class Codec:
         """Encode then decode a clip (plain reconstruction), optionally with its own phase."""
         wave = self.load_wave(wave, sr)
         return self.decode(self.encode(wave), phase_from=wave if use_phase else None)
+
+    # ------------------------------------------------------------------ audition
+    def preview_code(self, level: int | str, code: int, seconds: float = PREVIEW_SECONDS,
+                     band: int | None = None) -> np.ndarray:
+        """The sound of code `code` on one level: float32 [round(seconds * rate)] at PREVIEW_RMS loudness.
+
+        Neutral context, matching what the decoder saw in training (quantizer dropout keeps a prefix
+        of levels): lower levels hold their most used training code, higher levels are off (-1).
+        With `band`, only that row carries the code and the other rows keep the context.
+        Phase comes from a short Griffin-Lim run; silence stays silence (never amplified).
+        """
+        names = self.level_names
+        q = level if isinstance(level, (int, np.integer)) else next(
+            (i for i, n in enumerate(names) if n.lower() == str(level).strip().lower()), -1)
+        if not 0 <= int(q) < len(names):
+            raise ValueError(f"unknown level {level!r}; levels are {', '.join(names)} (0-{len(names) - 1})")
+        q = int(q)
+        if isinstance(code, bool) or not 0 <= int(code) < self.codebook_size:
+            raise ValueError(f"code {code!r} is out of range; codes are 0-{self.codebook_size - 1}")
+        if not 0.05 <= float(seconds) <= 10.0:
+            raise ValueError(f"preview length {seconds} s must be within 0.05-10 s")
+        if band is not None and not 0 <= int(band) < self.num_bands:
+            raise ValueError(f"band {band} is outside 0-{self.num_bands - 1}")
+        n = int(round(float(seconds) * self.sample_rate))
+        cols = grid_width(self.mel_cfg.num_frames(n))
+        usage = self.info.usage
+        codes = np.full((len(names), self.num_bands, cols), -1, dtype=np.int64)
+        for lower in range(q + 1):
+            counts = np.asarray(usage[lower]) if len(usage) > lower else np.zeros(0)
+            codes[lower] = int(counts.argmax()) if counts.size and counts.sum() > 0 else 0
+        if band is None:
+            codes[q] = int(code)
+        else:
+            codes[q, int(band)] = int(code)
+        mel = self.decode_mel(codes, frames=self.mel_cfg.num_frames(n))
+        wave = self.front.invert(mel, n, n_iter=PREVIEW_GL_ITERS).numpy().astype(np.float64)
+        rms = float(np.sqrt(np.mean(wave ** 2))) if wave.size else 0.0
+        if rms < 1e-6:
+            return np.zeros(n, dtype=np.float32)
+        wave *= PREVIEW_RMS / rms
+        peak = float(np.abs(wave).max())
+        if peak > PREVIEW_PEAK:
+            wave *= PREVIEW_PEAK / peak
+        return wave.astype(np.float32)
+
+    def usage_health(self) -> list[LevelHealth]:
+        """Per level, a LevelHealth from the training-set code counts (codec.info.usage); [] when none were saved.
+
+        Verdicts (distill.train.health_verdict): Healthy when >= 60% of the codes are used,
+        Some codes unused at 30-60%, Collapsed below 30%.
+        """
+        from .train import health_from_counts  # here, not at the top: train imports codec
+
+        usage = self.info.usage or []
+        return [health_from_counts(np.asarray(usage[q]), name) for q, name in enumerate(self.level_names)
+                if q < len(usage)]
 
 
 def _chunked_over_columns(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, columns: int,

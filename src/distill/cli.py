@@ -59,6 +59,22 @@ def format_event(ev: TrainEvent) -> str:
     return " | ".join(p for p in parts if p)
 
 
+def _config_file(path: str) -> dict:
+    """Advanced settings (any VQVAEConfig field) from a JSON object; unknown keys are an error."""
+    from .config import VQVAEConfig
+
+    try:
+        data = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CliError(f"{path}: cannot read config JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CliError(f"{path}: config must be a JSON object of VQVAEConfig fields")
+    unknown = sorted(set(data) - set(VQVAEConfig.__dataclass_fields__))
+    if unknown:
+        raise CliError(f"{path}: unknown config fields {unknown}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     paths = args.data
     report = scan_folder(paths[0]) if len(paths) == 1 and os.path.isdir(paths[0]) else scan_paths(
@@ -71,6 +87,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("num_quantizers", args.levels), ("codebook_size", args.codebook_size),
                                    ("codebook_dim", args.codebook_dim), ("batch_size", args.batch_size),
                                    ("seed", args.seed), ("device", args.device)) if v is not None}
+    if args.config:
+        overrides = {**_config_file(args.config), **overrides}
     cfg = adaptive_config(n, **overrides)
     print(f"{n} files accepted, {report.total_duration_s:.1f} s; codebook {cfg.codebook_size} x "
           f"{cfg.num_quantizers} levels ({', '.join(cfg.level_names)}), dim {cfg.codebook_dim}", file=sys.stderr)
@@ -263,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
     t.add_argument("--checkpoint", help="checkpoint path (default: OUTPUT.ckpt)")
     t.add_argument("--resume", help="resume from a checkpoint")
+    t.add_argument("--config", help="JSON file of advanced VQVAEConfig fields (e.g. learning_rate, channels)")
     t.add_argument("-q", "--quiet", action="store_true", help="no per-step lines when not on a terminal")
     t.set_defaults(func=cmd_train)
 

@@ -143,12 +143,14 @@ def render_edit(codec: Codec, edited: CodeGrid, source_audio: np.ndarray, source
     Griffin-Lim iterations. The pure codec rendering stays available as `codec.decode`.
     """
     source = _as_wave(source_audio)
-    patch = render_spectrum(codec, edited, source, source_grid, detail=detail, donors=donors,
-                            gl_iters=gl_iters, feather=feather)
-    if patch is None:
-        return source.copy()
-    delta = patch.spectrum - patch.source_spectrum  # exactly zero where the mask is zero
-    return _add_frames(codec.front, source, delta, patch.frame0)
+    _check_args(detail, gl_iters, feather)
+    source_grid = _check_grids(codec, edited, source, source_grid)
+    changed = _changed_with_donors(codec, edited, source, source_grid, donors, None)
+    out = source
+    for cells in _clusters(changed):  # far-apart edits are rendered separately: cost follows the edits
+        patch = _render_patch(codec, edited, source, source_grid, cells, detail, donors, gl_iters, feather)
+        out = _add_frames(codec.front, out, patch.spectrum - patch.source_spectrum, patch.frame0)
+    return out.copy() if out is source else out
 
 
 def render_spectrum(codec: Codec, edited: CodeGrid, source_audio: np.ndarray, source_grid: CodeGrid | None = None,
@@ -163,16 +165,41 @@ def render_spectrum(codec: Codec, edited: CodeGrid, source_audio: np.ndarray, so
     source = _as_wave(source_audio)
     _check_args(detail, gl_iters, feather)
     source_grid = _check_grids(codec, edited, source, source_grid)
+    changed = _changed_with_donors(codec, edited, source, source_grid, donors, changed)
+    if not changed.any():
+        return None
+    return _render_patch(codec, edited, source, source_grid, changed, detail, donors, gl_iters, feather)
+
+
+def _changed_with_donors(codec: Codec, edited: CodeGrid, source: np.ndarray, source_grid: CodeGrid,
+                         donors: Sequence[Donor], changed: np.ndarray | None) -> np.ndarray:
+    """Cells to re-render: code differences (or the override) plus every cell a donor moved content to."""
     changed = changed_cells(edited, source_grid) if changed is None else np.array(changed, dtype=bool)
     if changed.shape != edited.codes.shape[1:]:
         raise RenderError(f"changed-cell mask has shape {changed.shape}, the grid has {edited.codes.shape[1:]}")
-    donor_cells = [_donor_cells(codec, d, changed.shape) for d in donors]
-    for d, cells in zip(donors, donor_cells, strict=True):
+    for d in donors:
         if not (d.src_c0 == d.dst_c0 and _same_audio(d.audio, source)):
-            changed |= cells  # content moved here from elsewhere: render it even where a code happens to match
-    if not changed.any():
-        return None
+            changed |= _donor_cells(codec, d, changed.shape)  # render it even where a code happens to match
+    return changed
 
+
+def _clusters(changed: np.ndarray, gap: int = 2 * DECODE_CONTEXT_COLUMNS) -> list[np.ndarray]:
+    """Split changed cells into groups of columns separated by more than `gap` unchanged columns."""
+    cols = np.flatnonzero(changed.any(axis=0))
+    if cols.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(cols) > gap)
+    out = []
+    for lo, hi in zip(np.r_[0, breaks + 1], np.r_[breaks, cols.size - 1], strict=True):
+        part = np.zeros_like(changed)
+        part[:, cols[lo]:cols[hi] + 1] = changed[:, cols[lo]:cols[hi] + 1]
+        out.append(part)
+    return out
+
+
+def _render_patch(codec: Codec, edited: CodeGrid, source: np.ndarray, source_grid: CodeGrid, changed: np.ndarray,
+                  detail: float, donors: Sequence[Donor], gl_iters: int, feather: float) -> RenderedPatch:
+    """Render the span of columns holding `changed` (non-empty)."""
     front, cfg = codec.front, codec.mel_cfg
     n_frames = cfg.num_frames(len(source))
     n_cols = edited.num_columns
@@ -205,8 +232,8 @@ def render_spectrum(codec: Codec, edited: CodeGrid, source_audio: np.ndarray, so
     src_mag = src_spec.abs()
     fine = src_mag - front.logmel_to_magnitude(src_logmel)  # linear-bin detail the mel pinv cannot give back
     donor_fine = torch.zeros_like(fine)
-    for d, cells in zip(donors, donor_cells, strict=True):
-        cells = cells & changed
+    for d in donors:
+        cells = _donor_cells(codec, d, changed.shape) & changed
         if not cells.any() or d.moved_in_frequency:
             continue
         cover, spec, same = _donor_window(codec, d, cells, edited, source, source_grid, f0, f1)

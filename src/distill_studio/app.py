@@ -108,34 +108,41 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                         edited = gr.Audio(label="Edited", interactive=False, elem_id="audio-edited")
                         preview = gr.Audio(label="Code preview (click a cell)", interactive=False, autoplay=True,
                                            elem_id="audio-preview")
-                        with gr.Row():
-                            undo_btn = gr.Button("↶ Undo", elem_id="undo-btn", size="sm")
-                            redo_btn = gr.Button("↷ Redo", elem_id="redo-btn", size="sm")
-                            reset_btn = gr.Button("Reset", elem_id="reset-btn", size="sm", variant="stop")
-                        with gr.Row():
-                            copy_btn = gr.Button("Copy", elem_id="copy-btn", size="sm")
-                            copy_b_btn = gr.Button("Copy from B", elem_id="copy-b-btn", size="sm")
-                            paste_btn = gr.Button("Paste", elem_id="paste-btn", size="sm")
-                        with gr.Row():
-                            swap_btn = gr.Button("Swap with B", elem_id="swap-btn", size="sm", variant="primary")
-                            reverse_btn = gr.Button("Reverse", elem_id="reverse-btn", size="sm")
-                        with gr.Row():
-                            blend_amt = gr.Slider(0, 1, value=0.5, step=0.05, label="Blend toward B", elem_id="blend-amount")
-                            blend_btn = gr.Button("Blend", elem_id="blend-btn", size="sm")
-                        with gr.Row():
-                            code_in = gr.Number(value=0, precision=0, label="Code", minimum=0, elem_id="code-in")
-                            set_btn = gr.Button("Set code", elem_id="set-btn", size="sm")
-                            shift_in = gr.Number(value=1, precision=0, label="Shift (columns)", elem_id="shift-in")
-                            shift_btn = gr.Button("Shift", elem_id="shift-btn", size="sm")
-                        with gr.Row():
-                            repeat_in = gr.Number(value=2, precision=0, label="Repeat ×", minimum=1, elem_id="repeat-in")
-                            repeat_btn = gr.Button("Repeat", size="sm")
-                            seed_in = gr.Number(value=0, precision=0, label="Seed", elem_id="seed-in")
-                            rand_btn = gr.Button("Randomize", elem_id="randomize-btn", size="sm")
-                        with gr.Row():
-                            op_in = gr.Textbox(label="Operation (CLI syntax)", placeholder="swap Timbre@0.0-1.0 B:Timbre@1.0-2.0",
-                                               scale=3, elem_id="op-in")
-                            op_btn = gr.Button("Run", size="sm", scale=1)
+                        gr.Markdown("**Edit the selection** (A's region; B's region or the same cells on B)")
+                        with gr.Group():
+                            with gr.Row():
+                                undo_btn = gr.Button("↶ Undo", elem_id="undo-btn", size="sm", min_width=60)
+                                redo_btn = gr.Button("↷ Redo", elem_id="redo-btn", size="sm", min_width=60)
+                                reset_btn = gr.Button("Reset", elem_id="reset-btn", size="sm", variant="stop", min_width=60)
+                            with gr.Row():
+                                swap_btn = gr.Button("Swap with B", elem_id="swap-btn", size="sm", variant="primary", min_width=60)
+                                copy_btn = gr.Button("Copy", elem_id="copy-btn", size="sm", min_width=60)
+                                copy_b_btn = gr.Button("Copy from B", elem_id="copy-b-btn", size="sm", min_width=60)
+                                paste_btn = gr.Button("Paste", elem_id="paste-btn", size="sm", min_width=60)
+                                reverse_btn = gr.Button("Reverse", elem_id="reverse-btn", size="sm", min_width=60)
+                            with gr.Row(equal_height=True):
+                                code_in = gr.Number(value=0, precision=0, minimum=0, show_label=False, container=False,
+                                                    min_width=60, elem_id="code-in")
+                                set_btn = gr.Button("Set to code", elem_id="set-btn", size="sm", min_width=60)
+                                shift_in = gr.Number(value=1, precision=0, show_label=False, container=False, min_width=60,
+                                                     elem_id="shift-in")
+                                shift_btn = gr.Button("Shift by columns", elem_id="shift-btn", size="sm", min_width=60)
+                            with gr.Row(equal_height=True):
+                                repeat_in = gr.Number(value=2, precision=0, minimum=1, show_label=False, container=False,
+                                                      min_width=60, elem_id="repeat-in")
+                                repeat_btn = gr.Button("Repeat × times", size="sm", min_width=60)
+                                seed_in = gr.Number(value=0, precision=0, show_label=False, container=False, min_width=60,
+                                                    elem_id="seed-in")
+                                rand_btn = gr.Button("Randomize (seed)", elem_id="randomize-btn", size="sm", min_width=60)
+                            with gr.Row(equal_height=True):
+                                blend_amt = gr.Slider(0, 1, value=0.5, step=0.05, label="Blend amount toward B", scale=3,
+                                                      elem_id="blend-amount")
+                                blend_btn = gr.Button("Blend with B", elem_id="blend-btn", size="sm", scale=1, min_width=60)
+                            with gr.Row(equal_height=True):
+                                op_in = gr.Textbox(show_label=False, container=False, scale=3, elem_id="op-in",
+                                                   placeholder="or type an operation: swap Timbre@0.0-1.0 B:Timbre@1.0-2.0")
+                                op_btn = gr.Button("Run", size="sm", scale=1, min_width=60)
+                        gr.Markdown("**History**")
                         history = gr.Markdown(label="History", elem_id="history")
                         with gr.Accordion("Save / load", open=False):
                             export_btn = gr.Button("Export edited WAV + codes + history", size="sm", elem_id="export-btn")
@@ -148,8 +155,8 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
             with gr.Tab("Data & Train", id="train"):
                 gr.Markdown(TRAIN_HELP)
                 with gr.Row():
-                    folder_up = gr.File(label="Upload a folder", file_count="directory", elem_id="folder-upload")
-                    files_up = gr.File(label="…or audio files", file_count="multiple", elem_id="files-upload")
+                    folder_up = gr.File(label="Upload a folder", file_count="directory", height=220, elem_id="folder-upload")
+                    files_up = gr.File(label="…or audio files", file_count="multiple", height=220, elem_id="files-upload")
                 summary = gr.Markdown(elem_id="dataset-summary")
                 table = gr.Dataframe(headers=training.REPORT_COLUMNS, interactive=False, max_height=260, elem_id="dataset-table")
                 with gr.Row():
@@ -172,9 +179,11 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                     stop_btn = gr.Button("Stop (keep best)", variant="stop", elem_id="stop-btn")
                 train_status = gr.Markdown(elem_id="train-status")
                 with gr.Row():
-                    loss_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss (train / validation)",
+                    loss_plot = gr.LinePlot(x="step", y="loss", color="curve", title="Loss (train / validation)",
+                                            color_map=training.TOTAL_COLOURS,
                                             height=240)
-                    parts_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss terms (reconstruction, commitment)",
+                    parts_plot = gr.LinePlot(x="step", y="loss", color="curve", title="Loss terms (reconstruction, commitment)",
+                                             color_map=training.TERM_COLOURS,
                                              height=240)
                 health = gr.HTML(training.health_html(()), css_template=EXTRA_CSS, elem_id="health")
                 with gr.Row():
@@ -295,7 +304,8 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                                    float(values[5] or 0), int(values[6] or 1), float(values[7] or 1e-3),
                                    int(values[8] or 0), str(values[9]))
             for p in training.train_stream(s, st, limits):
-                yield s, p.totals, p.parts, p.health, p.status, (p.model_file or gr.skip())
+                yield (s, gr.skip() if p.totals is None else p.totals, gr.skip() if p.parts is None else p.parts,
+                       p.health, p.status, p.model_file or gr.skip())
 
         def after_model(s):
             s = handlers.open_defaults(s, limits)

@@ -249,7 +249,7 @@ def render(s: Session, *, audio: bool = False, decode_now: bool = False, status:
     names = list(codec.level_names)
     levels_value = [names[q] for q in s.sel_a.levels] if s.sel_a is not None else []
     view = dict(heat_a=_heatmaps(s, grid, s.sel_a, "A"), heat_b=_heatmaps(s, s.b_grid, s.sel_b, "B"),
-                mel=mel_html(panels, frames), selection=selection_text(s), history=history_text(s),
+                mel=mel_html(panels, frames, codec.mel_cfg.hop_length / codec.sample_rate), selection=selection_text(s), history=history_text(s),
                 levels=(names, levels_value), status=status.strip() if status else SKIP)
     sr = codec.sample_rate
     if decode_now or audio:

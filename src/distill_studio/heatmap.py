@@ -32,6 +32,8 @@ HEATMAP_CSS = """
 .hm-empty { color: var(--body-text-color-subdued, #888); padding: 6px 0; }
 .mel img { width: 100%; height: 110px; image-rendering: pixelated; display: block; }
 .mel .cap { font: 12px var(--font, sans-serif); color: var(--body-text-color-subdued, #888); margin: 2px 0; }
+.ruler { position: relative; height: 14px; font: 10px var(--font, sans-serif); color: var(--body-text-color-subdued, #888); }
+.ruler span { position: absolute; top: 0; border-left: 1px solid currentColor; padding-left: 2px; line-height: 14px; }
 .usage img { width: 100%; height: 28px; image-rendering: pixelated; display: block; }
 .usage .cap { font: 12px var(--font, sans-serif); margin: 4px 0 1px 0; }
 """.replace("%dpx", f"{CELL_PX}px")
@@ -159,7 +161,18 @@ def mel_rgb(logmel: np.ndarray, frames: int, vmax: float | None = None) -> np.nd
     return colormap(out[::-1] / top)
 
 
-def mel_html(panels: list[tuple[str, np.ndarray]], frames: int) -> str:
+def ruler_html(frames: int, seconds_per_frame: float) -> str:
+    """Second marks along the shared time axis (every 0.5 s for short clips, more sparsely for long ones)."""
+    total = frames * seconds_per_frame
+    if total <= 0:
+        return ""
+    step = next(s for s in (0.25, 0.5, 1, 2, 5, 10, 30, 60, 120) if total / s <= 8)
+    marks = "".join(f'<span style="left:{100 * t / total:.3f}%">{t:g}s</span>'
+                    for t in np.arange(0, total, step))
+    return f'<div class="ruler">{marks}</div>'
+
+
+def mel_html(panels: list[tuple[str, np.ndarray]], frames: int, seconds_per_frame: float = 0.0) -> str:
     """Stacked mel pictures (caption, log-mel) sharing one colour scale and the heatmaps' time axis.
 
     `frames` is columns x 16, so the picture's right edge is the heatmaps' right edge.
@@ -169,7 +182,7 @@ def mel_html(panels: list[tuple[str, np.ndarray]], frames: int) -> str:
     vmax = max(1e-6, max(float(np.max(m)) for _, m in panels))
     parts = [f'<div class="cap">{html.escape(cap)}</div><img alt="{html.escape(cap)}" src="{png_data_uri(mel_rgb(m, frames, vmax))}">'
              for cap, m in panels]
-    return '<div class="mel">' + "".join(parts) + "</div>"
+    return '<div class="mel">' + "".join(parts) + ruler_html(frames, seconds_per_frame) + "</div>"
 
 
 def usage_html(usage: list, level_names: tuple[str, ...]) -> str:

@@ -22,12 +22,17 @@ from distill import (
     adaptive_config,
 )
 from distill.audio import AUDIO_SUFFIXES, FileVerdict, scan_paths
+from distill.losses import LOSS_KEYS
 
 from .handlers import fail
 from .state import Limits, Session
 
 LIGHTS = {"Healthy": "#22a34a", "Some codes unused": "#e0a800", "Collapsed": "#d63a3a"}
-REPORT_COLUMNS = ["file", "verdict", "reason", "seconds", "sample rate", "channels"]
+# Fixed colour maps: the plot's legend is fixed by its first frame, so every curve must be named up front.
+TOTAL_COLOURS = {"train": "#3b6fd8", "validation": "#e8772e"}
+TERM_COLOURS = dict(zip(LOSS_KEYS, ("#3b6fd8", "#22a34a", "#9b59b6", "#e8772e", "#d63a3a", "#7f8c8d", "#f1c40f"),
+                        strict=False))
+REPORT_COLUMNS = ["file", "verdict", "seconds", "sample rate", "channels", "reason"]
 
 
 def gpu(duration: int = 120):
@@ -86,7 +91,7 @@ def limited_scan(paths: list[str], limits: Limits) -> ScanReport:
 
 
 def report_table(report: ScanReport) -> pd.DataFrame:
-    rows = [[v.name, "accepted" if v.accepted else "rejected", v.reason, round(v.duration_s, 2), v.sample_rate, v.channels]
+    rows = [[v.name, "accepted" if v.accepted else "rejected", round(v.duration_s, 2), v.sample_rate, v.channels, v.reason]
             for v in report.verdicts]
     return pd.DataFrame(rows, columns=REPORT_COLUMNS)
 
@@ -95,7 +100,7 @@ def report_summary(report: ScanReport, cfg: VQVAEConfig | None) -> str:
     n, total = len(report.accepted), report.total_duration_s
     lines = [f"**{n} of {len(report.verdicts)} files accepted**, {total:.1f} s of audio "
              f"({total / 60:.1f} min)."]
-    lines += [f"⚠️ {html.escape(w)}" for w in report.warnings]
+    lines += [f"**Warning:** {html.escape(w)}" for w in report.warnings]
     if n == 0:
         lines.append("Nothing to train on: add WAV, FLAC, OGG, MP3 or AIFF files.")
     if cfg is not None:
@@ -161,19 +166,27 @@ def health_html(levels) -> str:
 
 def loss_frames(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """History rows -> (train/validation totals, per-term curves) in the long form gr.LinePlot wants."""
-    df = pd.DataFrame(rows or [], columns=["step", "value", "series"])
-    totals = df[df["series"].isin(["train", "validation"])]
-    parts = df[~df["series"].isin(["train", "validation"])]
+    df = pd.DataFrame(rows or [], columns=["step", "loss", "curve"]).astype({"step": "int64", "loss": "float64"})
+    totals = df[df["curve"].isin(["train", "validation"])].reset_index(drop=True)
+    parts = df[~df["curve"].isin(["train", "validation"])].reset_index(drop=True)
     return totals, parts
+
+
+def plottable(frame: pd.DataFrame, needed: tuple[str, ...] = ()) -> pd.DataFrame | None:
+    """The frame, or None while it would break gr.LinePlot: its first frame fixes the axes and the legend,
+    so an empty frame (or one missing a curve that comes later) must never be the first one sent."""
+    if frame.empty or not set(needed) <= set(frame["curve"]):
+        return None
+    return frame
 
 
 def event_rows(ev: TrainEvent) -> list[dict]:
     if ev.kind == "step" and ev.loss is not None:
-        rows = [{"step": ev.step, "value": ev.loss, "series": "train"}]
-        rows += [{"step": ev.step, "value": v, "series": k} for k, v in ev.losses.items()]
+        rows = [{"step": ev.step, "loss": float(ev.loss), "curve": "train"}]
+        rows += [{"step": ev.step, "loss": float(v), "curve": k} for k, v in ev.losses.items() if v]
         return rows
     if ev.kind == "validation" and ev.val_loss is not None:
-        return [{"step": ev.step, "value": ev.val_loss, "series": "validation"}]
+        return [{"step": ev.step, "loss": float(ev.val_loss), "curve": "validation"}]
     return []
 
 
@@ -196,8 +209,8 @@ def status_line(ev: TrainEvent) -> str:
 class Progress:
     """One streamed update of the training panel."""
 
-    totals: pd.DataFrame
-    parts: pd.DataFrame
+    totals: pd.DataFrame | None   # None: leave the plot as it is
+    parts: pd.DataFrame | None
     health: str
     status: str
     model_file: str | None = None
@@ -213,7 +226,7 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
     try:
         cfg = build_config(len(s.report.accepted), st, limits)
         minutes, epochs = budget(st, limits)
-        trainer = Trainer(s.report, cfg, minutes=minutes, epochs=epochs, log_every_s=1.0)
+        trainer = Trainer(s.report, cfg, minutes=minutes, epochs=epochs, log_every_s=0.5)
     except (ValueError, TrainingError) as exc:
         raise fail(str(exc)) from exc
     s.trainer, s.loss_rows = trainer, []
@@ -227,7 +240,8 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
             if ev.kind in ("start", "warning"):
                 lines.append(html.escape(ev.message))
             totals, parts = loss_frames(s.loss_rows)
-            yield Progress(totals, parts, health, "  \n".join(lines[-3:] + [status_line(ev)]))
+            yield Progress(plottable(totals, ("train", "validation")), plottable(parts), health,
+                           "  \n".join(lines[-3:] + [status_line(ev)]))
     except TrainingError as exc:
         raise fail(str(exc)) from exc
     finally:
@@ -244,9 +258,9 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
               str(path))
     s.clips = {v.name: v.path for v in s.report.accepted}
     totals, parts = loss_frames(s.loss_rows)
-    done = (f"✅ Model ready: {result.steps} steps{' (stopped: kept the best model so far)' if result.cancelled else ''}, "
+    done = (f"**Model ready:** {result.steps} steps{' (stopped: kept the best model so far)' if result.cancelled else ''}, "
             f"best validation loss {result.best_val_loss:.4f}. Download it below, or go to **Edit & Listen**.")
-    yield Progress(totals, parts, health, done, str(path))
+    yield Progress(plottable(totals), plottable(parts), health, done, str(path))
 
 
 @gpu(duration=300)

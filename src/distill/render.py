@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 DEFAULT_DETAIL = 0.5
 DEFAULT_GL_ITERS = 8
 DEFAULT_FEATHER = 0.5        # crossfade width, in code tiles (16 frames / 16 mel bins)
-DECODE_CONTEXT_COLUMNS = 6   # decoder receptive field is +-76 frames; 6 columns cover it beyond the feather
+DECODE_CONTEXT_COLUMNS = 6   # clustering gap / 2; each decode window's context comes from decoder_reach()
 ENCODE_CONTEXT_COLUMNS = 8   # encoder receptive field ~166 frames; same value the codec chunks with
 
 
@@ -215,8 +215,9 @@ def _render_patch(codec: Codec, edited: CodeGrid, source: np.ndarray, source_gri
     src_logmel = front.power_to_logmel(src_spec.abs().square())
 
     # model decodes of the edited and the source codes over the span (+ receptive-field context)
-    d0 = max(0, c_lo - DECODE_CONTEXT_COLUMNS)
-    d1 = min(n_cols, c_hi + DECODE_CONTEXT_COLUMNS)
+    ctx = max(2, -(-(decoder_reach(codec.model) + fw) // DOWNSAMPLE))  # window decode == whole-clip decode
+    d0 = max(0, c_lo - ctx)
+    d1 = min(n_cols, c_hi + ctx)
     dec_edit, dec_src = _decode_window(codec, [edited.codes[:, :, d0:d1], source_grid.codes[:, :, d0:d1]])
     crop = slice(f0 - d0 * DOWNSAMPLE, f1 - d0 * DOWNSAMPLE)
     dec_edit, dec_src = dec_edit[:, crop], dec_src[:, crop]
@@ -430,6 +431,24 @@ def _mel_to_linear(front: MelFrontEnd, m_mel: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- model pieces
+def decoder_reach(model: torch.nn.Module) -> int:
+    """How many output frames either side of a latent column its value can reach (receptive half-width).
+
+    Walks the decoder's convolutions from the output back: a stride-1 conv adds its half kernel
+    at the current scale, a stride-s transposed conv multiplies the scale by s and adds one input
+    step. Default model: 91 frames (76 measured with random weights).
+    """
+    reach, scale = 0, 1
+    for m in reversed(list(model.decoder.modules())):
+        if isinstance(m, torch.nn.ConvTranspose2d):
+            s, k = m.stride[-1], m.kernel_size[-1]
+            scale *= s
+            reach += -(-(k - 1) // (2 * s)) * scale
+        elif isinstance(m, torch.nn.Conv2d):
+            reach += (m.kernel_size[-1] - 1) // 2 * m.dilation[-1] * scale
+    return reach
+
+
 @torch.no_grad()
 def _decode_window(codec: Codec, windows: list[np.ndarray]) -> list[torch.Tensor]:
     """Decode several same-shape code windows in one batch -> log-mel [n_mels, 16 * columns] each."""

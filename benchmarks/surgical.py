@@ -10,7 +10,8 @@ Distances are log-mel L1 (log1p power mel, the model's own front end), averaged 
 - cross-clip swap (all levels, 1 s, every band, from clip B): inside vs the oracle that swaps the same
   STFT tiles of the two recordings; with and without the donor's phase.
 - known-target edits (the edited grid is the encoding of a transformed clip A' inside 1 s: +6 dB, a
-  2 kHz low-pass, A mixed with B): inside vs A', per detail amount. This picks DEFAULT_DETAIL.
+  2 kHz low-pass, A mixed with B, A replaced by B with no donor given, where A's detail is a ghost):
+  inside vs A', per detail amount. Their mean picks DEFAULT_DETAIL.
 - render time for a 10 s clip after one edit, default-size model (`ConvVQVAE(VQVAEConfig())`).
 """
 
@@ -109,7 +110,8 @@ def bench_clip(codec: Codec, name: str, a: np.ndarray, b: np.ndarray, rows: dict
     # 4. known-target edits: the region's codes come from a transformed A'
     sl = slice(c0 * TILE * codec.mel_cfg.hop_length, c1 * TILE * codec.mel_cfg.hop_length)
     lowpassed = AF.lowpass_biquad(torch.from_numpy(a.copy()), codec.sample_rate, 2000.0).numpy()
-    for label, changed in (("+6 dB", a[sl] * 2.0), ("low-pass 2 kHz", lowpassed[sl]), ("mix with B", 0.7 * (a[sl] + b[sl]))):
+    for label, changed in (("+6 dB", a[sl] * 2.0), ("low-pass 2 kHz", lowpassed[sl]), ("mix with B", 0.7 * (a[sl] + b[sl])),
+                            ("replaced by B", b[sl])):
         target = a.copy()
         target[sl] = changed
         codes = ga.codes.copy()
@@ -118,6 +120,9 @@ def bench_clip(codec: Codec, name: str, a: np.ndarray, b: np.ndarray, rows: dict
         for d in DETAILS:
             rows[f"target {label}: inside vs A', detail {d:g}"].append(
                 l1(codec, render_edit(codec, grid, a, ga, detail=d), target, inside))
+        for d in (0.5, 1.0):
+            rows[f"target {label}: inside vs A', detail {d:g}, no GL (A's phase)"].append(
+                l1(codec, render_edit(codec, grid, a, ga, detail=d, gl_iters=0), target, inside))
         rows[f"target {label}: inside vs A', plain decode (A phase)"].append(
             l1(codec, codec.decode(grid, phase_from=a), target, inside))
     print(f"  {name}: {len(a) / codec.sample_rate:.1f} s, edit columns {c0}-{c1 - 1}", flush=True)
@@ -156,6 +161,7 @@ def main() -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--clips", type=int, default=6)
     p.add_argument("--timing-only", action="store_true")
+    p.add_argument("--skip-timing", action="store_true")
     args = p.parse_args()
     sr = MelConfig().sample_rate
     clips = pick_clips(args.data_dir, args.clips + 1, min_s=3.0, max_s=10.0, sr=sr)
@@ -164,7 +170,7 @@ def main() -> None:
     long_clip = np.concatenate([c for _, c in clips])[: 10 * sr]
     long_clip = np.pad(long_clip, (0, max(0, 10 * sr - len(long_clip))))
     default_threads = torch.get_num_threads()
-    for threads in sorted({1, default_threads}):
+    for threads in [] if args.skip_timing else sorted({1, default_threads}):
         torch.set_num_threads(threads)
         wall, cpu, plain = time_render(long_clip)
         print(f"render time, 10 s clip, one 1 s edit, default-size model, {threads} thread(s): {wall:.3f} s wall "
@@ -178,10 +184,10 @@ def main() -> None:
     for (name, a), (_, b) in zip(clips[:-1], clips[1:], strict=True):
         n = min(len(a), len(b))
         bench_clip(codec, name, a[:n], b[:n], rows)
-    print(f"\n{'measure (log-mel L1, mean over clips)':<62} {'mean':>7} {'min':>7} {'max':>7}")
+    print(f"\n{'measure (log-mel L1, mean over clips)':<66} {'mean':>7} {'min':>7} {'max':>7}")
     for k, v in rows.items():
-        print(f"{k:<62} {np.mean(v):7.4f} {np.min(v):7.4f} {np.max(v):7.4f}")
-    targets = [k for k in rows if k.startswith("target") and "detail" in k]
+        print(f"{k:<66} {np.mean(v):7.4f} {np.min(v):7.4f} {np.max(v):7.4f}")
+    targets = [k for k in rows if k.startswith("target") and "detail" in k and "GL" not in k]
     by_detail = {d: np.mean([np.mean(rows[k]) for k in targets if k.endswith(f"detail {d:g}")]) for d in DETAILS}
     best = min(by_detail, key=by_detail.get)
     print("\nknown-target edits, mean over transforms: " + ", ".join(f"detail {d:g}: {v:.4f}" for d, v in by_detail.items())

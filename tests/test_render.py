@@ -144,11 +144,10 @@ def test_grid_from_other_audio_or_model_is_refused(codec):
         render_edit(codec, _edit(codec, grid, 0, 0, 2), x, grid, donors=[Donor(x, 0, grid.num_columns - 1, 3, 0, 0)])
 
 
-def test_cli_decode_with_source_keeps_the_recording(trained, tmp_path, capsys):
+def test_cli_decode_with_source_keeps_the_recording(codec, trained, tmp_path, capsys):
     import soundfile as sf
 
     from distill.cli import main
-    from distill.codes import CodeGrid
 
     model = str(trained[1])
     x = _mix(1.5)
@@ -156,19 +155,15 @@ def test_cli_decode_with_source_keeps_the_recording(trained, tmp_path, capsys):
     clip, donor = tmp_path / "a.wav", tmp_path / "b.wav"
     sf.write(clip, x, 48000, subtype="FLOAT")
     sf.write(donor, b, 48000, subtype="FLOAT")
-    codes = tmp_path / "a.codes.json"
-    assert main(["encode", model, str(clip), "-o", str(codes)]) == 0
-    grid = CodeGrid.load(codes)
-    out = tmp_path / "out.wav"
+    grid, codes, out = codec.encode(x), tmp_path / "a.codes.json", tmp_path / "out.wav"
+    grid.save(codes)
     assert main(["decode", model, str(codes), "-o", str(out), "--source", str(clip)]) == 0
     y, _ = sf.read(out, dtype="float32")
     assert len(y) == len(x) and np.abs(y - x).max() < 2e-4  # only 16-bit rounding
     # copy 0.5 s of b (columns 3..5) onto a: a named span and a by-codes donor render the same
-    edited = tmp_path / "e.codes.json"
-    b_codes = tmp_path / "b.codes.json"
-    assert main(["encode", model, str(donor), "-o", str(b_codes)]) == 0
     new = grid.codes.copy()
-    new[:, :, 3:6] = CodeGrid.load(b_codes).codes[:, :, 3:6]
+    new[:, :, 3:6] = codec.encode(b).codes[:, :, 3:6]
+    edited = tmp_path / "e.codes.json"
     grid.with_codes(new).save(edited)
     spc = grid.seconds_per_column
     outs = []

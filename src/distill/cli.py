@@ -134,20 +134,19 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    if not args.source and (args.donor or args.detail is not None):
+        raise CliError("--detail and --donor only apply with --source (the clip the codes were encoded from)")
     codec = Codec.load(args.model)
     grid = CodeGrid.load(args.codes)
     phase = None
     if args.phase_from:
         phase, _ = load_audio(args.phase_from, codec.sample_rate)
-    if not args.source and (args.donor or args.detail is not None):
-        raise CliError("--detail and --donor only apply with --source (the clip the codes were encoded from)")
     t0 = time.perf_counter()
     if args.source:  # surgical: the source recording everywhere the codes did not change
-        from .render import DEFAULT_DETAIL, donor_from_seconds, donors_by_match, parse_donor_spec
+        from .render import DEFAULT_DETAIL, check_grids, donor_from_seconds, donors_by_match, parse_donor_spec
 
         source, _ = load_audio(args.source, codec.sample_rate)
-        codec.check(grid)
-        source_grid = codec.encode(source)
+        source_grid = check_grids(codec, grid, source, None)  # refuses codes of another clip before any work
         donors = []
         for spec in args.donor or []:
             path, span = parse_donor_spec(spec)

@@ -144,7 +144,7 @@ def render_edit(codec: Codec, edited: CodeGrid, source_audio: np.ndarray, source
     """
     source = _as_wave(source_audio)
     _check_args(detail, gl_iters, feather)
-    source_grid = _check_grids(codec, edited, source, source_grid)
+    source_grid = check_grids(codec, edited, source, source_grid)
     changed = _changed_with_donors(codec, edited, source, source_grid, donors, None)
     out = source
     for cells in _clusters(changed):  # far-apart edits are rendered separately: cost follows the edits
@@ -164,7 +164,7 @@ def render_spectrum(codec: Codec, edited: CodeGrid, source_audio: np.ndarray, so
     """
     source = _as_wave(source_audio)
     _check_args(detail, gl_iters, feather)
-    source_grid = _check_grids(codec, edited, source, source_grid)
+    source_grid = check_grids(codec, edited, source, source_grid)
     changed = _changed_with_donors(codec, edited, source, source_grid, donors, changed)
     if not changed.any():
         return None
@@ -293,8 +293,9 @@ def _check_args(detail: float, gl_iters: int, feather: float) -> None:
         raise RenderError(f"feather must be in [0, 1] code tiles, got {feather}")
 
 
-def _check_grids(codec: Codec, edited: CodeGrid, source: np.ndarray, source_grid: CodeGrid | None) -> CodeGrid:
-    """Refuse a grid that was not encoded from this audio with this model; return the source grid."""
+def check_grids(codec: Codec, edited: CodeGrid, source: np.ndarray, source_grid: CodeGrid | None) -> CodeGrid:
+    """Refuse a grid that was not encoded from this audio with this model; return the source grid
+    (encoded from the audio when not given)."""
     codec.check(edited)
     sr = codec.sample_rate
     if edited.num_samples != len(source):

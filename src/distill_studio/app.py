@@ -106,6 +106,9 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                         original = gr.Audio(label="Original", interactive=False, elem_id="audio-original")
                         recon = gr.Audio(label="Plain reconstruction", interactive=False, elem_id="audio-recon")
                         edited = gr.Audio(label="Edited", interactive=False, elem_id="audio-edited")
+                        render_mode = gr.Radio(["surgical", "plain"], value="surgical", show_label=False, container=False,
+                                               info="surgical: the recording stays exact outside the edits · "
+                                                    "plain: the model decodes everything", elem_id="render-mode")
                         preview = gr.Audio(label="Code preview (click a cell)", interactive=False, autoplay=True,
                                            elem_id="audio-preview")
                         gr.Markdown("**Edit the selection** (A's region; B's region or the same cells on B)")
@@ -260,6 +263,7 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
 
         levels.input(lambda s, n: emit(handlers.set_levels(s, n)), [session, levels], edit_outputs, **quiet)
         sel_all.click(lambda s, n: emit(handlers.select_all(s, n)), [session, levels], edit_outputs, **quiet)
+        render_mode.input(lambda s, m: emit(handlers.set_render_mode(s, m)), [session, render_mode], edit_outputs, **quiet)
         sel_clear.click(lambda s: emit(handlers.clear_selection(s)), [session], edit_outputs, **quiet)
 
         def bind(btn, fn, inputs=()):

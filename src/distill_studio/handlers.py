@@ -30,6 +30,7 @@ from distill.edits import (
     shift_region,
     swap_regions,
 )
+from distill.render import RenderError, donors_from_patches, render_edit
 
 from .heatmap import empty_html, heatmap_html, mel_html, usage_html
 from .state import Clip, Limits, Session
@@ -79,12 +80,52 @@ def to_int16(wave: np.ndarray | None, sr: int) -> tuple[int, np.ndarray] | None:
 
 
 def decode(codec: Codec, grid: CodeGrid, phase: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, float]:
-    """grid -> (wave, decoded log-mel, seconds). The mel is kept for the picture, so the network runs once."""
+    """grid -> (wave, decoded log-mel, seconds): the model everywhere, with the given clip's phase."""
     t0 = time.perf_counter()
     codec.check(grid)
     mel = codec.decode_mel(grid)
     wave = codec.front.invert(mel, grid.num_samples, phase_from=phase).numpy().astype(np.float32)
     return wave, mel.numpy(), time.perf_counter() - t0
+
+
+def render_current(s: Session) -> tuple[np.ndarray, float, str]:
+    """A's edited audio in the session's mode -> (wave, seconds, note).
+
+    "surgical" keeps the source recording exactly wherever no code changed and renders only the
+    edited cells (phase from the clip the cells came from); "plain" decodes the whole grid.
+    """
+    grid, a = s.grid, s.a
+    if s.render_mode == "surgical" and a is not None and a.grid.num_samples == grid.num_samples:
+        t0 = time.perf_counter()
+        patches = s.donor_timeline[s.history.position] if s.history and s.history.position < len(s.donor_timeline) else ()
+        try:
+            donors = donors_from_patches(patches, a.wave, s.b.wave if s.b else None)
+            wave = render_edit(s.codec, grid, a.wave, a.grid, donors=donors)
+            return np.asarray(wave, np.float32), time.perf_counter() - t0, "surgical render"
+        except (RenderError, CodesError, ValueError):
+            pass  # fall back to the plain decode below
+    wave, _, dt = decode(s.codec, grid, a.wave if a is not None else None)
+    return wave, dt, "plain decode"
+
+
+def _timeline_start(s: Session) -> None:
+    """B's grid and the active donor patches at every history position, so undo/redo restore them too."""
+    n = (len(s.history.labels) + 1) if s.history is not None else 1
+    s.b_timeline = [s.b_grid] * n
+    s.donor_timeline = [()] * n
+
+
+def _timeline_push(s: Session, before: int, b_grid: CodeGrid | None, donors: tuple) -> None:
+    s.b_timeline = s.b_timeline[:before + 1] + [b_grid]
+    s.donor_timeline = s.donor_timeline[:before + 1] + [donors]
+    keep = len(s.history.labels) + 1   # the history drops its oldest steps past its limit
+    s.b_timeline, s.donor_timeline = s.b_timeline[-keep:], s.donor_timeline[-keep:]
+
+
+def _timeline_goto(s: Session) -> None:
+    pos = s.history.position
+    if pos < len(s.b_timeline):
+        s.b_grid = s.b_timeline[pos]
 
 
 # ---------------------------------------------------------------------- model + clips
@@ -153,15 +194,14 @@ def open_clip(s: Session | None, which: str, name: str | None, upload: str | Non
     if which == "A":
         s.a, s.sel_a, s.clipboard = clip, None, None
         s.history = EditHistory(clip.grid)
-        s.b_timeline = [s.b_grid]
+        _timeline_start(s)
         wave, _, dt = decode(codec, clip.grid, clip.wave)
         s.recon, s.edited, s.last_decode_s = wave, wave, dt
         return s, render(s, audio=True, status=f"Opened **{html.escape(label)}** as A "
                                                  f"({clip.grid.duration_s:.2f} s, {clip.grid.num_columns} columns); decoded in {dt:.2f} s.",
                          clip_a=label)
     s.b, s.b_grid, s.sel_b = clip, clip.grid, None
-    n = (len(s.history.labels) + 1) if s.history is not None else 1
-    s.b_timeline = [clip.grid] * n
+    _timeline_start(s)
     return s, render(s, status=f"Opened **{html.escape(label)}** as B ({clip.grid.duration_s:.2f} s).", clip_b=label)
 
 
@@ -174,7 +214,7 @@ def set_model(s: Session, codec: Codec, label: str, path: str | None) -> Session
             setattr(s, which, Clip(clip.name, clip.wave, codec.encode(clip.wave)) if clip.wave is not None else None)
     s.b_grid = s.b.grid if s.b else None
     s.history = EditHistory(s.a.grid) if s.a else None
-    s.b_timeline = [s.b_grid]
+    _timeline_start(s)
     s.sel_a = s.sel_b = s.clipboard = None
     s.recon = s.edited = None
     if s.a is not None:
@@ -236,14 +276,15 @@ def render(s: Session, *, audio: bool = False, decode_now: bool = False, status:
     grid = s.grid
     panels = []
     if decode_now and s.a is not None:
-        s.edited, mel, s.last_decode_s = decode(codec, grid, s.a.wave)
-        status = (status or "") + f" Decoded in **{s.last_decode_s:.2f} s**."
+        s.edited, s.last_decode_s, how = render_current(s)
+        status = (status or "") + f" Decoded in **{s.last_decode_s:.2f} s** ({how})."
     if s.a is not None:
         frames = grid.num_columns * 16
         src_mel = codec.logmel(s.a.wave).numpy()
         panels = [(f"A: {s.a.name} (original)", src_mel)]
         if s.history is not None and s.history.position > 0 and s.grid != s.a.grid:
-            panels.append(("A: edited (decoded from the codes below)", codec.decode_mel(grid).numpy()))
+            edited = s.edited if s.edited is not None else render_current(s)[0]
+            panels.append(("A: edited (what the Edited player plays)", codec.logmel(edited).numpy()))
     else:
         frames = 0
     names = list(codec.level_names)
@@ -432,11 +473,10 @@ def commit(s: Session, result: EditResult, note: str = "") -> tuple[Session, Vie
     """Push an edit on A's history (and B's new grid for swaps), then decode at once."""
     before = s.history.position
     s.history.push(result)
-    s.b_timeline = s.b_timeline[:before + 1]
     if result.other is not None:
         s.b_grid = result.other
-    s.b_timeline.append(s.b_grid)
-    s.b_timeline = s.b_timeline[-(len(s.history.labels) + 1):]
+    active = s.donor_timeline[before] if before < len(s.donor_timeline) else ()
+    _timeline_push(s, before, s.b_grid, tuple(active) + tuple(result.donors))
     s.sel_a = Region(s.sel_a.levels, result.region.r0, result.region.r1, result.region.c0, result.region.c1) \
         if s.sel_a is not None and result.region.levels == s.sel_a.levels else s.sel_a
     msg = f"{html.escape(result.label)}{' (clipped at the edge)' if result.clipped else ''}.{note}"
@@ -514,7 +554,7 @@ def undo(s: Session | None) -> tuple[Session, View]:
     if not s.history.can_undo:
         return s, View(status="Nothing to undo.")
     s.history.undo()
-    s.b_grid = s.b_timeline[s.history.position] if s.history.position < len(s.b_timeline) else s.b_grid
+    _timeline_goto(s)
     return s, render(s, decode_now=True, status="Undone.")
 
 
@@ -523,7 +563,7 @@ def redo(s: Session | None) -> tuple[Session, View]:
     if not s.history.can_redo:
         return s, View(status="Nothing to redo.")
     s.history.redo()
-    s.b_grid = s.b_timeline[s.history.position] if s.history.position < len(s.b_timeline) else s.b_grid
+    _timeline_goto(s)
     return s, render(s, decode_now=True, status="Redone.")
 
 
@@ -533,9 +573,16 @@ def reset(s: Session | None) -> tuple[Session, View]:
     before = s.history.position
     s.history.reset()
     if s.history.position != before:
-        s.b_timeline = s.b_timeline[:before + 1] + [s.b.grid if s.b else None]
         s.b_grid = s.b.grid if s.b else None
+        _timeline_push(s, before, s.b_grid, ())
     return s, render(s, decode_now=True, status="Reset to the original codes (undo brings the edits back).")
+
+
+def set_render_mode(s: Session | None, mode: str) -> tuple[Session, View]:
+    """Surgical (source kept outside the edits) or plain (the model's decode everywhere) for the Edited player."""
+    _need_a(s)
+    s.render_mode = "plain" if str(mode).lower().startswith("plain") else "surgical"
+    return s, render(s, decode_now=True, status=f"Edited player: {s.render_mode} rendering.")
 
 
 # ---------------------------------------------------------------------- files
@@ -545,7 +592,7 @@ def export(s: Session | None) -> tuple[Session, list[str], View]:
     folder = Path(tempfile.mkdtemp(prefix="distill-export-"))
     stem = Path(a.name).stem or "clip"
     if s.edited is None:
-        s.edited, _, s.last_decode_s = decode(s.codec, s.grid, a.wave)
+        s.edited, s.last_decode_s, _ = render_current(s)
     wav = folder / f"{stem}.edited.wav"
     sf.write(wav, np.clip(s.edited, -1, 1), s.codec.sample_rate, subtype="PCM_16")
     codes = folder / f"{stem}.codes.json"
@@ -580,7 +627,7 @@ def import_codes(s: Session | None, path: str | None, limits: Limits) -> tuple[S
     wave = s.a.wave if s.a is not None and s.a.grid.num_samples == grid.num_samples else None
     s.a = Clip(f"{name} (imported)", wave if wave is not None else np.zeros(grid.num_samples, np.float32), grid)
     s.history, s.sel_a, s.clipboard = history, None, None
-    s.b_timeline = [s.b_grid] * (len(history.labels) + 1)
+    _timeline_start(s)
     phase = wave
     s.recon, _, _ = decode(codec, grid, phase)
     note = "phase from the open clip" if wave is not None else "no source audio, so phase is estimated (Griffin-Lim)"

@@ -100,6 +100,8 @@ class Session:
     b_grid: CodeGrid | None = None          # B as edited by cross-clip swaps
     history: object | None = None           # distill.edits.EditHistory over A's grid
     b_timeline: list = field(default_factory=list)  # B's grid at each history position
+    donor_timeline: list = field(default_factory=list)  # distill.edits.DonorPatch tuples active at each position
+    render_mode: str = "surgical"          # "surgical" (source kept outside edits) or "plain" (model everywhere)
     sel_a: object | None = None             # distill.edits.Region on A
     sel_b: object | None = None             # Region on B
     clipboard: tuple | None = None          # (source grid, Region) from Copy

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from conftest import tone
 
-from distill import CodeGrid
+from distill import CodeGrid, TrainResult
 from distill_studio import handlers, training
 from distill_studio.heatmap import heatmap_html, palette
 from distill_studio.state import Limits
@@ -241,3 +241,19 @@ def test_limits_come_from_the_environment(monkeypatch):
     lim = Limits.from_env()
     assert lim.max_files == 12 and lim.max_train_minutes == 3
     assert training.budget(training.Settings(amount=60), lim) == (3, None)
+
+
+def test_training_events_cross_a_process_boundary(corpus_dir):
+    """On ZeroGPU the training generator runs in a worker process: its inputs, events and result must pickle."""
+    import pickle
+
+    from distill.audio import scan_paths
+
+    limits = Limits(preset="tiny")
+    report = scan_paths(sorted(corpus_dir.iterdir()))
+    cfg = training.build_config(len(report.accepted), training.Settings(levels=2, batch_size=4), limits)
+    pickle.loads(pickle.dumps((report, cfg)))
+    items = list(training.train_events(report, cfg, None, 1.0))
+    result = pickle.loads(pickle.dumps(items[-1]))
+    assert isinstance(result, TrainResult) and result.codec.fingerprint == items[-1].codec.fingerprint
+    assert all(pickle.loads(pickle.dumps(ev)).kind == ev.kind for ev in items[:-1])

@@ -8,12 +8,30 @@ from pathlib import Path
 
 import numpy as np
 
-from distill import AudioError, BundleError, Codec, CodeGrid, CodesError, Trainer, TrainingError, load_audio
+from distill import (
+    AudioError,
+    BundleError,
+    Codec,
+    CodeGrid,
+    CodesError,
+    TrainingError,
+    TrainResult,
+    load_audio,
+)
 from distill.edits import EditError, apply_operation
 
 from .handlers import fail, to_int16
 from .state import Limits
-from .training import Settings, _run, budget, build_config, limited_scan, uploaded_paths
+from .training import (
+    Settings,
+    budget,
+    build_config,
+    limited_scan,
+    on_zero_gpu,
+    train_events,
+    train_events_gpu,
+    uploaded_paths,
+)
 
 ERRORS = (AudioError, BundleError, CodesError, EditError, TrainingError, ValueError, OSError)
 
@@ -51,17 +69,17 @@ def api_train(files: list | None, minutes: float, limits: Limits) -> tuple[str, 
         st = Settings(budget="minutes", amount=float(minutes or 1.0))
         cfg = build_config(len(report.accepted), st, limits)
         mins, epochs = budget(st, limits)
-        trainer = Trainer(report, cfg, minutes=mins, epochs=epochs)
-        for _ in _run(trainer):
-            pass
+        run = train_events_gpu if on_zero_gpu() else train_events
+        result = [ev for ev in run(report, cfg, mins, epochs) if isinstance(ev, TrainResult)][-1]
     except ERRORS as exc:
         raise fail(str(exc)) from exc
-    result = trainer.result
+    except IndexError:
+        raise fail("training stopped before a model existed") from None
     path = _out("model.distill")
     result.save(path)
     levels = "; ".join(f"{h['name']} {h['verdict']} ({h['utilization']:.0%} used)" for h in result.info.health.get("levels", []))
     summary = (f"trained {result.steps} steps on {len(report.accepted)} files ({report.total_duration_s:.1f} s); "
-               f"best validation loss {result.best_val_loss:.4f}; {levels}; fingerprint {result.info.fingerprint}\n"
+               f"best validation loss {result.best_val_loss}; {levels}; fingerprint {result.info.fingerprint}\n"
                + report.summary())
     return str(path), summary
 

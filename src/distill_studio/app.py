@@ -77,7 +77,7 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
     demo_model_file = _public_copy(limits.demo_model) if demo_codec is not None else None
 
     with gr.Blocks(title="Distill Studio", delete_cache=(3600, 24 * 3600)) as demo:
-        session = gr.State(None)
+        session = gr.State(None, time_to_live=6 * 3600)  # a forgotten tab's clips and model are freed
         gr.Markdown(INTRO)
         model_md = gr.Markdown(elem_id="model-summary")
         with gr.Tabs():

@@ -18,6 +18,7 @@ from distill import (
     Trainer,
     TrainEvent,
     TrainingError,
+    TrainResult,
     VQVAEConfig,
     adaptive_config,
 )
@@ -226,14 +227,22 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
     try:
         cfg = build_config(len(s.report.accepted), st, limits)
         minutes, epochs = budget(st, limits)
-        trainer = Trainer(s.report, cfg, minutes=minutes, epochs=epochs, log_every_s=0.5)
-    except (ValueError, TrainingError) as exc:
+    except ValueError as exc:
         raise fail(str(exc)) from exc
-    s.trainer, s.loss_rows = trainer, []
+    s.loss_rows = []
     health = health_html(())
     lines: list[str] = []
+    result: TrainResult | None = None
+    holder: list[Trainer] = []
+    events = (train_events_gpu(s.report, cfg, minutes, epochs) if on_zero_gpu()
+              else train_events(s.report, cfg, minutes, epochs, holder))
     try:
-        for ev in _run(trainer):
+        for ev in events:
+            if holder and s.trainer is None:
+                s.trainer = holder[0]
+            if isinstance(ev, TrainResult):
+                result = ev
+                continue
             s.loss_rows += event_rows(ev)
             if ev.codebook:
                 health = health_html(ev.codebook)
@@ -242,11 +251,10 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
             totals, parts = loss_frames(s.loss_rows)
             yield Progress(plottable(totals, ("train", "validation")), plottable(parts), health,
                            "  \n".join(lines[-3:] + [status_line(ev)]))
-    except TrainingError as exc:
+    except (TrainingError, ValueError) as exc:
         raise fail(str(exc)) from exc
     finally:
         s.trainer = None
-    result = trainer.result
     if result is None:
         raise fail("Training stopped before a model existed; nothing was changed.")
     folder = Path(tempfile.mkdtemp(prefix="distill-model-"))
@@ -258,15 +266,35 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
               str(path))
     s.clips = {v.name: v.path for v in s.report.accepted}
     totals, parts = loss_frames(s.loss_rows)
-    done = (f"**Model ready:** {result.steps} steps{' (stopped: kept the best model so far)' if result.cancelled else ''}, "
-            f"best validation loss {result.best_val_loss:.4f}. Download it below, or go to **Edit & Listen**.")
+    done = (f"**Model ready:** {result.steps} steps{' (stopped: kept the best model so far)' if result.cancelled else ''}"
+            + (f", best validation loss {result.best_val_loss:.4f}" if result.best_val_loss is not None else "")
+            + ". Download it below, or go to **Edit & Listen**.")
     yield Progress(plottable(totals), plottable(parts), health, done, str(path))
 
 
-@gpu(duration=300)
-def _run(trainer: Trainer) -> Iterator[TrainEvent]:
-    """The GPU-bound part: on ZeroGPU this generator runs on the borrowed GPU."""
+def on_zero_gpu() -> bool:
+    return bool(os.environ.get("SPACES_ZERO_GPU"))
+
+
+def train_events(report: ScanReport, cfg: VQVAEConfig, minutes: float | None, epochs: float | None,
+                 holder: list | None = None) -> Iterator[TrainEvent | TrainResult]:
+    """Every TrainEvent, then the TrainResult. Inputs and outputs pickle, as ZeroGPU's worker process needs;
+    `holder` (same process only) receives the Trainer so Stop can cancel it."""
+    trainer = Trainer(report, cfg, minutes=minutes, epochs=epochs, log_every_s=0.5)
+    if holder is not None:
+        holder.append(trainer)
     yield from trainer.run()
+    if trainer.result is not None:
+        result = trainer.result
+        result.codec.model.cpu()
+        yield result
+
+
+@gpu(duration=300)
+def train_events_gpu(report: ScanReport, cfg: VQVAEConfig, minutes: float | None,
+                     epochs: float | None) -> Iterator[TrainEvent | TrainResult]:
+    """train_events on a borrowed ZeroGPU GPU (Stop then works through gradio's cancel)."""
+    yield from train_events(report, cfg, minutes, epochs)
 
 
 def stop(s: Session | None) -> str:

@@ -257,3 +257,11 @@ def test_training_events_cross_a_process_boundary(corpus_dir):
     result = pickle.loads(pickle.dumps(items[-1]))
     assert isinstance(result, TrainResult) and result.codec.fingerprint == items[-1].codec.fingerprint
     assert all(pickle.loads(pickle.dumps(ev)).kind == ev.kind for ev in items[:-1])
+
+
+def test_without_a_model_the_page_explains_and_edits_ask_for_one(tmp_path):
+    s, view = handlers.start(None, "no demo model (demo.distill: fingerprint mismatch)", None, {}, Limits())
+    assert "fingerprint mismatch" in view.status and "Data & Train" in view.status
+    assert all(h is None or "Open a clip" in h for h in view.heat_a)
+    with pytest.raises(gr.Error, match="No model loaded"):
+        handlers.edit(s, "swap")

@@ -199,10 +199,11 @@ def open_clip(s: Session | None, which: str, name: str | None, upload: str | Non
         s.recon, s.edited, s.last_decode_s = wave, wave, dt
         return s, render(s, audio=True, status=f"Opened **{html.escape(label)}** as A "
                                                  f"({clip.grid.duration_s:.2f} s, {clip.grid.num_columns} columns); decoded in {dt:.2f} s.",
-                         clip_a=label)
+                         clip_a=label, clips=sorted(s.clips))
     s.b, s.b_grid, s.sel_b = clip, clip.grid, None
     _timeline_start(s)
-    return s, render(s, status=f"Opened **{html.escape(label)}** as B ({clip.grid.duration_s:.2f} s).", clip_b=label)
+    return s, render(s, status=f"Opened **{html.escape(label)}** as B ({clip.grid.duration_s:.2f} s).", clip_b=label,
+                     clips=sorted(s.clips))
 
 
 def set_model(s: Session, codec: Codec, label: str, path: str | None) -> Session:
@@ -328,7 +329,10 @@ def start(codec: Codec | None, label: str, model_path: str | None, clips: dict[s
         except gr.Error:
             pass
     view = full_view(s)
-    if s.a is not None:
+    if codec is None:
+        view = View(**{**view.fields(), "status": f"The bundled demo model is not available ({html.escape(label)}). "
+                                                  "Train a model on **Data & Train**, or upload a `.distill` file there."})
+    elif s.a is not None:
         view = View(**{**view.fields(), "status": f"Demo clips open: A = **{s.a.name}**, B = **{s.b.name if s.b else '-'}**. "
                                                   f"Drag on a heatmap to select, then edit."})
     return s, view

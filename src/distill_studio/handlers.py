@@ -290,7 +290,10 @@ def render(s: Session, *, audio: bool = False, decode_now: bool = False, status:
         frames = 0
     names = list(codec.level_names)
     levels_value = [names[q] for q in s.sel_a.levels] if s.sel_a is not None else []
-    view = dict(heat_a=_heatmaps(s, grid, s.sel_a, "A"), heat_b=_heatmaps(s, s.b_grid, s.sel_b, "B"),
+    b_key = (id(s.b_grid), s.sel_b, id(codec))
+    heat_b = SKIP if b_key == s.shown_b and not audio else _heatmaps(s, s.b_grid, s.sel_b, "B")
+    s.shown_b = b_key  # B's heatmaps are re-sent only when B or its selection changed
+    view = dict(heat_a=_heatmaps(s, grid, s.sel_a, "A"), heat_b=heat_b,
                 mel=mel_html(panels, frames, codec.mel_cfg.hop_length / codec.sample_rate), selection=selection_text(s), history=history_text(s),
                 levels=(names, levels_value), status=status.strip() if status else SKIP)
     sr = codec.sample_rate

@@ -145,9 +145,15 @@ def colormap(x: np.ndarray) -> np.ndarray:
     return (_STOPS[i] * (1 - f) + _STOPS[i + 1] * f).astype(np.uint8)
 
 
-def png_data_uri(rgb: np.ndarray) -> str:
+MAX_IMAGE_WIDTH = 1600  # a minute of audio is ~5600 frames: more pixels than any screen shows, and slow to send
+
+
+def png_data_uri(rgb: np.ndarray, max_width: int = MAX_IMAGE_WIDTH) -> str:
+    image = Image.fromarray(rgb)
+    if image.width > max_width:
+        image = image.resize((max_width, image.height), Image.Resampling.BOX)
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG", optimize=False)
+    image.save(buf, format="PNG", optimize=False)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 

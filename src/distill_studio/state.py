@@ -41,7 +41,7 @@ class Limits:
     max_files: int = 500
     max_total_minutes: float = 120.0
     max_train_minutes: float = 30.0
-    max_clip_seconds: float = 120.0
+    max_clip_seconds: float = 60.0
     queue_size: int = 32
     train_concurrency: int = 1
     preset: str = ""
@@ -101,6 +101,7 @@ class Session:
     history: object | None = None           # distill.edits.EditHistory over A's grid
     b_timeline: list = field(default_factory=list)  # B's grid at each history position
     donor_timeline: list = field(default_factory=list)  # distill.edits.DonorPatch tuples active at each position
+    shown_b: tuple | None = None            # what B's heatmaps last showed (skip re-sending the same)
     render_mode: str = "surgical"          # "surgical" (source kept outside edits) or "plain" (model everywhere)
     sel_a: object | None = None             # distill.edits.Region on A
     sel_b: object | None = None             # Region on B

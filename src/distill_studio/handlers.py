@@ -492,7 +492,7 @@ def commit(s: Session, result: EditResult, note: str = "") -> tuple[Session, Vie
 
 def edit(s: Session | None, operation: str, **params) -> tuple[Session, View]:
     """Apply one named operation to A's selection; EditError becomes a message and nothing changes."""
-    a = _need_a(s)
+    _need_a(s)
     grid = s.grid
     try:
         if operation == "set":
@@ -521,11 +521,12 @@ def edit(s: Session | None, operation: str, **params) -> tuple[Session, View]:
             result = copy_region(src, region, grid, dst.c0, dst.r0, same_clip=same)
         else:
             raise fail(f"Unknown edit {operation!r}.")
-    except (EditError, CodesError, ValueError) as exc:
+    except (EditError, CodesError, ValueError, TypeError) as exc:
         if isinstance(exc, gr.Error):
             raise
+        if isinstance(exc, TypeError):  # an emptied number box arrives as None
+            raise fail(f"{operation}: fill in the number next to the button.") from exc
         raise fail(str(exc)) from exc
-    del a
     return commit(s, result)
 
 

@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--iters", type=int, default=DEFAULT_GL_ITERS, help="Griffin-Lim iterations without --phase-from")
     d.add_argument("--source", help="the clip the codes were encoded from: keep it exactly wherever no code changed")
     d.add_argument("--detail", type=float, help="with --source: fraction (0-1) of the source's fine detail kept "
-                   "inside edits; 0 = pure model (default 0.5)")
+                   "inside edits; 0 = pure model (default 0.75)")
     d.add_argument("--donor", action="append", metavar="CLIP[:START-END@DST]",
                    help="with --source: clip whose phase/detail edited cells came from; CLIP alone matches its "
                    "codes at the same columns, CLIP:START-END@DST (seconds) names a copied span. Repeatable")

@@ -230,7 +230,7 @@ def test_stop_keeps_the_best_model(corpus_dir):
     s, _, _, _ = training.scan(None, [str(p) for p in sorted(corpus_dir.iterdir())], None, limits)
     gen = training.train_stream(s, training.Settings(levels=2, budget="epochs", amount=500, batch_size=4), limits)
     next(gen)
-    assert "Stopping" in training.stop(s)
+    assert "Stop requested" in training.stop(s)
     last = list(gen)[-1]
     assert "stopped" in last.status and s.codec is not None
 

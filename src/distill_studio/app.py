@@ -180,6 +180,7 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                 with gr.Row():
                     train_btn = gr.Button("Train", variant="primary", elem_id="train-btn")
                     stop_btn = gr.Button("Stop (keep best)", variant="stop", elem_id="stop-btn")
+                stop_note = gr.Markdown(elem_id="stop-note")
                 train_status = gr.Markdown(elem_id="train-status")
                 with gr.Row():
                     loss_plot = gr.LinePlot(x="step", y="loss", color="curve", title="Loss (train / validation)",
@@ -319,7 +320,8 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                                     concurrency_limit=limits.train_concurrency, concurrency_id="train",
                                     api_visibility="undocumented")
         train_evt.success(after_model, [session], edit_outputs, **quiet)
-        stop_btn.click(training.stop, [session], [train_status], api_visibility="undocumented", queue=False)
+        # its own output: a reply landing after training's last update must not overwrite "Model ready"
+        stop_btn.click(training.stop, [session], [stop_note], api_visibility="undocumented", queue=False)
 
         def on_model_upload(s, path):
             s = training.load_model_file(s, path)

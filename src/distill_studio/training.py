@@ -301,7 +301,7 @@ def stop(s: Session | None) -> str:
     if s is None or s.trainer is None:
         return "Nothing is training."
     s.trainer.cancel()
-    return "Stopping at the next step; the best model so far is kept…"
+    return "Stop requested: the run ends at its next step and keeps the best model so far."
 
 
 def load_model_file(s: Session | None, path: str | None) -> Session:

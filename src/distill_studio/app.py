@@ -107,8 +107,9 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                         recon = gr.Audio(label="Plain reconstruction", interactive=False, elem_id="audio-recon")
                         edited = gr.Audio(label="Edited", interactive=False, elem_id="audio-edited")
                         render_mode = gr.Radio(["surgical", "plain"], value="surgical", show_label=False, container=False,
-                                               info="surgical: the recording stays exact outside the edits · "
-                                                    "plain: the model decodes everything", elem_id="render-mode")
+                                               info="surgical: the recording stays exact outside the edited cells · "
+                                                    "plain (faster): the model decodes everything, with the clip's phase",
+                                               elem_id="render-mode")
                         preview = gr.Audio(label="Code preview (click a cell)", interactive=False, autoplay=True,
                                            elem_id="audio-preview")
                         gr.Markdown("**Edit the selection** (A's region; B's region or the same cells on B)")

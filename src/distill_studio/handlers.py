@@ -13,6 +13,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import soundfile as sf
+import torch
 
 from distill import AudioError, Codec, CodeGrid, CodesError, load_audio
 from distill.edits import (
@@ -30,7 +31,8 @@ from distill.edits import (
     shift_region,
     swap_regions,
 )
-from distill.render import RenderError, donors_from_patches, render_edit
+from distill.model import DOWNSAMPLE
+from distill.render import RenderError, decoder_reach, donors_from_patches, render_edit
 
 from .heatmap import empty_html, heatmap_html, mel_html, usage_html
 from .state import Clip, Limits, Session
@@ -88,6 +90,41 @@ def decode(codec: Codec, grid: CodeGrid, phase: np.ndarray | None) -> tuple[np.n
     return wave, mel.numpy(), time.perf_counter() - t0
 
 
+def decode_mel_cached(s: Session, grid: CodeGrid) -> torch.Tensor:
+    """A's decoded log-mel, re-running the decoder only around the columns that changed since the last call.
+
+    The decoder is local (per-position norms, reach = render.decoder_reach frames), so output columns
+    more than `reach` away from every changed code are unchanged; the window decoded here carries
+    `reach` more columns of context on each side, which makes the splice exact.
+    """
+    codec = s.codec
+    prev = s.mel_cache
+    mel = None
+    if prev is not None and prev[0] == codec.fingerprint and prev[1].codes.shape == grid.codes.shape \
+            and prev[1].num_samples == grid.num_samples:
+        changed = np.flatnonzero(np.any(prev[1].codes != grid.codes, axis=(0, 1)))
+        if changed.size == 0:
+            mel = prev[2]
+        else:
+            reach = -(-decoder_reach(codec.model) // DOWNSAMPLE)
+            lo, hi = max(0, int(changed[0]) - reach), min(grid.num_columns - 1, int(changed[-1]) + reach)
+            w0, w1 = max(0, lo - reach), min(grid.num_columns - 1, hi + reach)
+            # round the window up to a multiple of 16 columns: each new input shape costs the CPU
+            # backend a slow first call, so a few recurring shapes keep every edit fast
+            width = -(-(w1 - w0 + 1) // 16) * 16
+            w1 = min(grid.num_columns - 1, w0 + width - 1)
+            w0 = max(0, w1 - width + 1)
+            if (w1 - w0 + 1) < 0.8 * grid.num_columns:
+                window = codec.decode_mel(grid.codes[..., w0:w1 + 1])
+                mel = prev[2].clone()
+                f0, f1 = lo * DOWNSAMPLE, min((hi + 1) * DOWNSAMPLE, mel.shape[-1])
+                mel[:, f0:f1] = window[:, (lo - w0) * DOWNSAMPLE:(lo - w0) * DOWNSAMPLE + (f1 - f0)]
+    if mel is None:
+        mel = codec.decode_mel(grid)
+    s.mel_cache = (codec.fingerprint, grid, mel)
+    return mel
+
+
 def render_current(s: Session) -> tuple[np.ndarray, float, str]:
     """A's edited audio in the session's mode -> (wave, seconds, note).
 
@@ -104,8 +141,11 @@ def render_current(s: Session) -> tuple[np.ndarray, float, str]:
             return np.asarray(wave, np.float32), time.perf_counter() - t0, "surgical render"
         except (RenderError, CodesError, ValueError):
             pass  # fall back to the plain decode below
-    wave, _, dt = decode(s.codec, grid, a.wave if a is not None else None)
-    return wave, dt, "plain decode"
+    t0 = time.perf_counter()
+    s.codec.check(grid)
+    mel = decode_mel_cached(s, grid)
+    wave = s.codec.front.invert(mel, grid.num_samples, phase_from=a.wave if a is not None else None)
+    return wave.numpy().astype(np.float32), time.perf_counter() - t0, "plain decode"
 
 
 def _timeline_start(s: Session) -> None:
@@ -281,11 +321,16 @@ def render(s: Session, *, audio: bool = False, decode_now: bool = False, status:
         status = (status or "") + f" Decoded in **{s.last_decode_s:.2f} s** ({how})."
     if s.a is not None:
         frames = grid.num_columns * 16
-        src_mel = codec.logmel(s.a.wave).numpy()
-        panels = [(f"A: {s.a.name} (original)", src_mel)]
+        if s.src_mel is None or s.src_mel[0] is not s.a.wave:
+            s.src_mel = (s.a.wave, codec.logmel(s.a.wave).numpy())
+        panels = [(f"A: {s.a.name} (original)", s.src_mel[1])]
         if s.history is not None and s.history.position > 0 and s.grid != s.a.grid:
-            edited = s.edited if s.edited is not None else render_current(s)[0]
-            panels.append(("A: edited (what the Edited player plays)", codec.logmel(edited).numpy()))
+            if s.render_mode == "plain" and s.mel_cache is not None and s.mel_cache[1] is grid:
+                edited_mel = s.mel_cache[2].numpy()   # what the decoder produced for the Edited player
+            else:
+                edited = s.edited if s.edited is not None else render_current(s)[0]
+                edited_mel = codec.logmel(edited).numpy()
+            panels.append(("A: edited (what the Edited player plays)", edited_mel))
     else:
         frames = 0
     names = list(codec.level_names)
@@ -589,7 +634,7 @@ def reset(s: Session | None) -> tuple[Session, View]:
 def set_render_mode(s: Session | None, mode: str) -> tuple[Session, View]:
     """Surgical (source kept outside the edits) or plain (the model's decode everywhere) for the Edited player."""
     _need_a(s)
-    s.render_mode = "plain" if str(mode).lower().startswith("plain") else "surgical"
+    s.render_mode = "surgical" if str(mode).lower().startswith("surgical") else "plain"
     return s, render(s, decode_now=True, status=f"Edited player: {s.render_mode} rendering.")
 
 

@@ -103,6 +103,8 @@ class Session:
     donor_timeline: list = field(default_factory=list)  # distill.edits.DonorPatch tuples active at each position
     shown_b: tuple | None = None            # what B's heatmaps last showed (skip re-sending the same)
     render_mode: str = "surgical"          # "surgical" (source kept outside edits) or "plain" (model everywhere)
+    src_mel: tuple | None = None            # (A's wave, its log-mel) for the spectrogram picture
+    mel_cache: tuple | None = None          # (model fingerprint, grid, decoded log-mel) of A's last plain decode
     sel_a: object | None = None             # distill.edits.Region on A
     sel_b: object | None = None             # Region on B
     clipboard: tuple | None = None          # (source grid, Region) from Copy

@@ -10,6 +10,8 @@ CODEBOOK_SIZES = (64, 128, 256)
 ARCHITECTURES = frozenset({"distill", "seed"})
 NORMS = frozenset({"channel", "batch", "none"})
 DEVICES = frozenset({"auto", "cpu", "cuda", "mps"})
+# Fields added after the first models were saved: a saved config without them meant these values.
+LEGACY_DEFAULTS = {"res_from": 0, "full_res_head": True, "power_floor": 0.0, "logpower_weight": 0.0}
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,11 @@ class VQVAEConfig:
     num_quantizers: int = 3
     arch: str = "distill"
     channels: tuple[int, ...] = (32, 64, 128, 256)
-    res_blocks: int = 1
-    res_from: int = 0  # first of the 4 stages (0 = highest resolution) that gets residual blocks
+    res_blocks: int = 0  # benchmarks/README.md: on a laptop CPU, more steps beat residual blocks
+    res_from: int = 1  # first of the 4 stages (0 = highest resolution) that gets residual blocks
+    full_res_head: bool = False  # a conv block at full mel resolution before the output (costly)
     norm: str = "channel"
-    power_floor: float = 0.0  # > 0: the distill encoder sees log(mel power + floor), so quiet tails are visible
+    power_floor: float = 1e-8  # > 0: the decoder emits log power (wide range) and recon/logpower uses this floor
     # quantizer
     decay: float = 0.95
     commitment_weight: float = 0.25
@@ -44,7 +47,7 @@ class VQVAEConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
     gradient_clip_norm: float = 1.0
-    warmup_steps: int = 50
+    warmup_steps: int = 10
     chunk_duration_s: float = 1.0
     val_fraction: float = 0.2
     augmentation_expansion: int = 10
@@ -56,10 +59,9 @@ class VQVAEConfig:
     seed: int = 0
     # loss weights (keys match losses.LOSS_KEYS)
     mse_weight: float = 1.0
-    multiscale_weight: float = 1.0
-    spectral_weight: float = 1.0
-    l1_weight: float = 0.0
-    logpower_weight: float = 0.0
+    multiscale_weight: float = 0.0
+    spectral_weight: float = 0.0
+    logpower_weight: float = 0.25
 
     def __post_init__(self) -> None:
         _check(2 <= self.num_quantizers <= 4, f"num_quantizers must be 2-4, got {self.num_quantizers}")
@@ -89,7 +91,10 @@ class VQVAEConfig:
         return replace(self, **changes)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        """A config read by from_dict gives back exactly what was read (fields added or dropped since
+        included), so a model saved by an older version keeps its fingerprint."""
+        saved = getattr(self, "_saved", None)
+        d = dict(saved) if saved is not None else asdict(self)
         d["channels"] = list(self.channels)
         return d
 
@@ -99,10 +104,12 @@ class VQVAEConfig:
     @classmethod
     def from_dict(cls, d: dict) -> VQVAEConfig:
         known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in d.items() if k in known}
+        kwargs = {**LEGACY_DEFAULTS, **{k: v for k, v in d.items() if k in known}}
         if "channels" in kwargs:
             kwargs["channels"] = tuple(kwargs["channels"])
-        return cls(**kwargs)
+        cfg = cls(**kwargs)
+        object.__setattr__(cfg, "_saved", dict(d))  # not a field: equality and replace() ignore it
+        return cfg
 
 
 def _check(ok: bool, message: str) -> None:
@@ -115,6 +122,7 @@ def seed_config(file_count: int) -> VQVAEConfig:
     base = adaptive_config(file_count)
     return base.replace(arch="seed", norm="batch", res_blocks=0, dropout=0.4 if file_count <= 20 else 0.2,
                         batch_size=32, warmup_steps=0, spectral_weight=0.0, mse_weight=0.0, multiscale_weight=1.0,
+                        logpower_weight=0.0, power_floor=0.0,
                         learning_rate=5e-4 if file_count <= 20 else 1e-3)
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .config import VQVAEConfig
 
-LOSS_KEYS = ("recon/mse", "recon/multiscale", "recon/spectral", "recon/l1", "recon/logpower", "vq/commitment")
+LOSS_KEYS = ("recon/mse", "recon/multiscale", "recon/spectral", "recon/logpower", "vq/commitment")
 LOGPOWER_FLOOR = 1e-5  # mel power of 1e-5 is ~110 dB below a full-scale sine
 
 
@@ -64,7 +64,6 @@ def compute_losses(recon: torch.Tensor, target: torch.Tensor, commit_loss: torch
         "recon/multiscale": multiscale_mel_loss(recon, target) if cfg.multiscale_weight else recon.new_zeros(()),
         "recon/spectral": (spectral_loss(recon, target, fbank_pinv)
                            if cfg.spectral_weight and fbank_pinv is not None else recon.new_zeros(())),
-        "recon/l1": F.l1_loss(recon, target) if cfg.l1_weight else recon.new_zeros(()),
         "recon/logpower": (logpower_l1(recon, target, cfg.power_floor or LOGPOWER_FLOOR)
                            if cfg.logpower_weight else recon.new_zeros(())),
         "vq/commitment": commit_loss.sum(),
@@ -74,8 +73,7 @@ def compute_losses(recon: torch.Tensor, target: torch.Tensor, commit_loss: torch
 
 def loss_weights(cfg: VQVAEConfig) -> dict[str, float]:
     return {"recon/mse": cfg.mse_weight, "recon/multiscale": cfg.multiscale_weight,
-            "recon/spectral": cfg.spectral_weight, "recon/l1": cfg.l1_weight,
-            "recon/logpower": cfg.logpower_weight, "vq/commitment": 1.0}
+            "recon/spectral": cfg.spectral_weight, "recon/logpower": cfg.logpower_weight, "vq/commitment": 1.0}
 
 
 def total_loss(losses: dict[str, torch.Tensor], cfg: VQVAEConfig) -> torch.Tensor:

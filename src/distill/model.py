@@ -8,7 +8,6 @@ several threads at once.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -19,6 +18,8 @@ from vector_quantize_pytorch import ResidualVQ
 from .config import VQVAEConfig
 
 DOWNSAMPLE = 16  # 4 stride-2 stages
+LOG_POWER_SCALE = 4.0  # with power_floor > 0: natural-log units of output power per unit of activation
+OUT_SHIFT = -4.0       # an untrained decoder starts at log power -4 (near silence), not at log1p 0.69
 
 
 class ChannelNorm(nn.Module):
@@ -65,7 +66,6 @@ class VQEncoder(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         in_ch = 1
-        self.power_floor = cfg.power_floor if cfg.arch != "seed" else 0.0
         for stage, out_ch in enumerate(cfg.channels):
             if cfg.arch == "seed":
                 layers += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1), nn.BatchNorm2d(out_ch),
@@ -79,10 +79,7 @@ class VQEncoder(nn.Module):
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         _check_mel(mel)
-        x = pad_to_grid(mel)
-        if self.power_floor > 0:
-            x = log_power(x, self.power_floor)
-        return self.proj(self.convs(x))
+        return self.proj(self.convs(pad_to_grid(mel)))
 
 
 class VQDecoder(nn.Module):
@@ -91,6 +88,7 @@ class VQDecoder(nn.Module):
     def __init__(self, cfg: VQVAEConfig):
         super().__init__()
         chans = list(reversed(cfg.channels))  # e.g. 256, 128, 64, 32
+        self.log_power_out = cfg.arch != "seed" and cfg.power_floor > 0
         self.proj = nn.Conv2d(cfg.codebook_dim, chans[0], 1)
         layers: list[nn.Module] = []
         outs = chans[1:] + [chans[-1]]
@@ -104,14 +102,19 @@ class VQDecoder(nn.Module):
             else:
                 stage = len(chans) - 1 - i  # mirror of the encoder stage at this resolution
                 layers += [ResBlock(in_ch, cfg.norm, cfg.dropout) for _ in range(stage_blocks(cfg, stage))]
+                if last and not cfg.full_res_head:  # upsample straight to the mel: full resolution is the costly part
+                    layers.append(nn.ConvTranspose2d(in_ch, 1, 4, stride=2, padding=1))
+                    continue
                 layers += [nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1), make_norm(cfg.norm, out_ch), nn.SiLU()]
-        if cfg.arch != "seed":
+        if cfg.arch != "seed" and cfg.full_res_head:
             layers.append(nn.Conv2d(chans[-1], 1, 3, padding=1))
         self.deconvs = nn.Sequential(*layers)
 
     def forward(self, quantized: torch.Tensor, frames: int) -> torch.Tensor:
-        out = F.softplus(self.deconvs(self.proj(quantized)))
-        return out[..., :frames]
+        out = self.deconvs(self.proj(quantized))
+        if self.log_power_out:  # the output is log power: softplus(log p) = log1p(p), so the range stays wide
+            out = out * LOG_POWER_SCALE + OUT_SHIFT
+        return F.softplus(out)[..., :frames]
 
 
 class VQOutput(NamedTuple):
@@ -193,12 +196,6 @@ class ConvVQVAE(nn.Module):
 def stage_blocks(cfg: VQVAEConfig, stage: int) -> int:
     """Residual blocks at one stage: none above `res_from`, where they cost most and help least."""
     return cfg.res_blocks if stage >= cfg.res_from else 0
-
-
-def log_power(logmel: torch.Tensor, floor: float) -> torch.Tensor:
-    """log1p mel -> log(power + floor) - log(floor): silence stays 0, and the 60 dB below the
-    loudest partials that log1p squashes to ~0 become visible to the encoder."""
-    return torch.log(torch.expm1(logmel.clamp(min=0, max=30)) + floor) - math.log(floor)
 
 
 def grid_width(frames: int) -> int:

@@ -391,7 +391,8 @@ class Trainer:
         codes = torch.cat(codes_all).permute(1, 0, 2, 3).numpy()
         health = tuple(level_health(codes, cfg.codebook_size, cfg.level_names))
         state.validations += 1
-        if math.isfinite(val) and (state.best_val is None or val < state.best_val):
+        # the untrained baseline (step 0) is for the curves only: it must never be the model that is kept
+        if state.step > 0 and math.isfinite(val) and (state.best_val is None or val < state.best_val):
             state.best_val = val
             state.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         if state.history:

@@ -34,14 +34,22 @@ class BundleInfo:
     health: dict = field(default_factory=dict)    # per-level codebook health at the end of training
     history: list = field(default_factory=list)   # [{step, train, val}] loss history
     usage: list = field(default_factory=list)     # [levels][codebook_size] code counts on the training set
+    # the JSON strings exactly as stored: the fingerprint is checked against these, so a model saved
+    # before VQVAEConfig gained a field still loads and keeps its fingerprint
+    stored_config: str = field(default="", repr=False)
+
+    def config_strings(self) -> tuple[str, str]:
+        """(config JSON as stored, canonical mel JSON): what the fingerprint hashes."""
+        return (self.stored_config or self.config.to_json(), mel_json(self.mel))
 
     def metadata(self) -> dict[str, str]:
+        config_json, mel_str = self.config_strings()
         return {
             "format": BUNDLE_FORMAT,
             "format_version": BUNDLE_VERSION,
             "fingerprint": self.fingerprint,
-            "config": self.config.to_json(),
-            "mel": json.dumps(self.mel.to_dict()),
+            "config": config_json,
+            "mel": mel_str,
             "dataset": json.dumps(self.dataset),
             "health": json.dumps(self.health),
             "history": json.dumps(self.history),
@@ -54,11 +62,15 @@ def state_to_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def fingerprint(tensors: dict[str, torch.Tensor], config: VQVAEConfig, mel: MelConfig) -> str:
+def mel_json(mel: MelConfig) -> str:
+    return json.dumps(mel.to_dict(), sort_keys=True)
+
+
+def fingerprint(tensors: dict[str, torch.Tensor], config: VQVAEConfig | str, mel: MelConfig | str) -> str:
     """A short hash of weights + configs: codes and edit histories carry it so they never meet the wrong model."""
     h = hashlib.sha256()
-    h.update(config.to_json().encode())
-    h.update(json.dumps(mel.to_dict(), sort_keys=True).encode())
+    h.update((config if isinstance(config, str) else config.to_json()).encode())
+    h.update((mel if isinstance(mel, str) else mel_json(mel)).encode())
     for k in sorted(tensors):
         h.update(k.encode())
         h.update(tensors[k].detach().cpu().contiguous().numpy().tobytes())
@@ -90,6 +102,7 @@ def read_info(path: str | os.PathLike) -> BundleInfo:
             health=json.loads(meta.get("health", "{}")),
             history=json.loads(meta.get("history", "[]")),
             usage=json.loads(meta.get("usage", "[]")),
+            stored_config=meta["config"],
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise BundleError(f"{name}: damaged Distill model metadata ({exc})") from exc
@@ -108,7 +121,7 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         raise BundleError(f"{name}: weights do not match the saved configuration ({str(exc)[:200]})") from exc
-    if fingerprint(tensors, info.config, info.mel) != info.fingerprint:
+    if fingerprint(tensors, *info.config_strings()) != info.fingerprint:
         raise BundleError(f"{name}: fingerprint mismatch, the file was modified or is damaged")
     model.eval()
     return model.to(device), info

@@ -395,8 +395,9 @@ class Trainer:
         if state.step > 0 and math.isfinite(val) and (state.best_val is None or val < state.best_val):
             state.best_val = val
             state.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        if state.history:
-            state.history[-1]["val"] = val
+        last = state.history[-1] if state.history else None
+        if last is not None and last["step"] == state.step and "val" not in last:
+            last["val"] = val  # same step as the latest training point: one row
         else:
             state.history.append({"step": state.step, "val": val})
         low = [h.name for h in health if h.utilization < LOW_UTILIZATION]

@@ -176,7 +176,12 @@ def test_cli_decode_with_source_keeps_the_recording(codec, trained, tmp_path, ca
     np.testing.assert_allclose(outs[0][:first], x[:first], atol=2e-4)
     core = slice((3 * TILE + 4) * 512, (6 * TILE - 4) * 512)
     assert np.abs(outs[0][core] - b[core]).max() < 0.01  # whole-tile copy at detail 1 = the donor itself
-    np.testing.assert_allclose(outs[1], outs[0], atol=1e-3)
+    # the by-codes form re-renders only cells whose codes changed (a cell where A and B already share
+    # every code keeps A), so it matches the named span up to those cells: before the edit it is the
+    # recording, inside it the donor's sound
+    np.testing.assert_allclose(outs[1][:first], x[:first], atol=2e-4)
+    energy = lambda v: float(np.sum(v[core] ** 2))  # noqa: E731
+    assert energy(outs[1] - b) < 0.1 * energy(x - b)
     capsys.readouterr()
     short = tmp_path / "short.wav"
     sf.write(short, x[:24000], 48000)

@@ -288,3 +288,19 @@ def test_incremental_decode_matches_a_full_decode(codec):
 
 def torch_allclose(a, b) -> bool:
     return a.shape == b.shape and bool((a - b).abs().max() < 1e-4)
+
+
+def test_detail_slider_changes_only_the_edited_audio(session, codec):
+    s, _ = drag(session, 0, 0, 3, 7, 5)
+    s, _ = handlers.edit(s, "set", code=codec.codebook_size - 1)
+    outs = {}
+    for amount in (0.0, 1.0):
+        s, view = handlers.set_detail(s, amount)
+        outs[amount] = view.edited[1].astype(np.float32)
+    assert s.detail == 1.0
+    cols = s.grid.seconds_per_column * SR
+    head = int(1 * cols)  # well before the edited columns 3-5: the recording either way
+    assert np.array_equal(outs[0.0][:head], outs[1.0][:head])
+    assert np.abs(outs[0.0] - outs[1.0]).max() > 0
+    with pytest.raises(gr.Error, match="between 0 and 1"):
+        handlers.set_detail(s, 1.5)

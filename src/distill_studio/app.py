@@ -11,6 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from distill import BundleError, Codec
+from distill.render import DEFAULT_DETAIL
 
 from . import api, handlers, training
 from .handlers import MAX_LEVELS, View
@@ -110,6 +111,9 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                                                info="surgical: the recording stays exact outside the edited cells · "
                                                     "plain (faster): the model decodes everything, with the clip's phase",
                                                elem_id="render-mode")
+                        detail = gr.Slider(0.0, 1.0, value=DEFAULT_DETAIL, step=0.05, elem_id="detail",
+                                           label="Keep original detail inside edits (surgical)",
+                                           info="0 = the model's sound only; 1 = all of the clip's own fine texture")
                         preview = gr.Audio(label="Code preview (click a cell)", interactive=False, autoplay=True,
                                            elem_id="audio-preview")
                         gr.Markdown("**Edit the selection** (A's region; B's region or the same cells on B)")
@@ -266,6 +270,7 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
         levels.input(lambda s, n: emit(handlers.set_levels(s, n)), [session, levels], edit_outputs, **quiet)
         sel_all.click(lambda s, n: emit(handlers.select_all(s, n)), [session, levels], edit_outputs, **quiet)
         render_mode.input(lambda s, m: emit(handlers.set_render_mode(s, m)), [session, render_mode], edit_outputs, **quiet)
+        detail.release(lambda s, d: emit(handlers.set_detail(s, d)), [session, detail], edit_outputs, **quiet)
         sel_clear.click(lambda s: emit(handlers.clear_selection(s)), [session], edit_outputs, **quiet)
 
         def bind(btn, fn, inputs=()):

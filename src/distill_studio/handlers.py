@@ -137,7 +137,7 @@ def render_current(s: Session) -> tuple[np.ndarray, float, str]:
         patches = s.donor_timeline[s.history.position] if s.history and s.history.position < len(s.donor_timeline) else ()
         try:
             donors = donors_from_patches(patches, a.wave, s.b.wave if s.b else None)
-            wave = render_edit(s.codec, grid, a.wave, a.grid, donors=donors)
+            wave = render_edit(s.codec, grid, a.wave, a.grid, detail=s.detail, donors=donors)
             return np.asarray(wave, np.float32), time.perf_counter() - t0, "surgical render"
         except (RenderError, CodesError, ValueError):
             pass  # fall back to the plain decode below
@@ -629,6 +629,15 @@ def reset(s: Session | None) -> tuple[Session, View]:
         s.b_grid = s.b.grid if s.b else None
         _timeline_push(s, before, s.b_grid, ())
     return s, render(s, decode_now=True, status="Reset to the original codes (undo brings the edits back).")
+
+
+def set_detail(s: Session | None, amount: float | None) -> tuple[Session, View]:
+    """How much of the source's own fine texture survives inside edited cells (surgical rendering)."""
+    _need_a(s)
+    if amount is None or not 0.0 <= float(amount) <= 1.0:
+        raise gr.Error("Keep original detail must be between 0 and 1.")
+    s.detail = float(amount)
+    return s, render(s, decode_now=True, status=f"Keeping {s.detail:.0%} of the original detail inside edits.")
 
 
 def set_render_mode(s: Session | None, mode: str) -> tuple[Session, View]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from distill import Codec, CodeGrid, ScanReport, VQVAEConfig
+from distill.render import DEFAULT_DETAIL
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
@@ -103,6 +104,7 @@ class Session:
     donor_timeline: list = field(default_factory=list)  # distill.edits.DonorPatch tuples active at each position
     shown_b: tuple | None = None            # what B's heatmaps last showed (skip re-sending the same)
     render_mode: str = "surgical"          # "surgical" (source kept outside edits) or "plain" (model everywhere)
+    detail: float = DEFAULT_DETAIL         # surgical: share of the source's fine texture kept inside edits
     src_mel: tuple | None = None            # (A's wave, its log-mel) for the spectrogram picture
     mel_cache: tuple | None = None          # (model fingerprint, grid, decoded log-mel) of A's last plain decode
     sel_a: object | None = None             # distill.edits.Region on A

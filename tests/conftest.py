@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +69,23 @@ def trained(corpus_dir, tiny_config, tmp_path_factory):
 @pytest.fixture(scope="session")
 def codec(trained) -> Codec:
     return Codec.load(trained[1])
+
+
+@contextmanager
+def running_studio(model_path: Path, clips_dir: Path, max_train_minutes: float) -> Iterator[str]:
+    """Launch the real studio on a free local port with a tiny training preset; yields its URL."""
+    from distill_studio import build_app
+    from distill_studio.app import launch_kwargs
+    from distill_studio.state import Limits
+
+    limits = Limits(preset="tiny", demo_model=str(model_path), demo_clips=str(clips_dir),
+                    max_train_minutes=max_train_minutes)
+    demo = build_app(limits)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_kwargs(limits))
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()

@@ -3,36 +3,21 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import running_studio
 from gradio_client import Client, handle_file
 
 from distill import CodeGrid
-from distill_studio import build_app
-from distill_studio.app import launch_kwargs
-from distill_studio.state import Limits
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def client(trained, corpus_dir):
-    limits = Limits(preset="tiny", demo_model=str(trained[1]), demo_clips=str(corpus_dir), max_train_minutes=0.1)
-    demo = build_app(limits)
-    port = free_port()
-    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_kwargs(limits))
-    try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
-    finally:
-        demo.close()
+    with running_studio(trained[1], corpus_dir, max_train_minutes=0.1) as address:
+        yield Client(address, verbose=False)
 
 
 def test_api_lists_the_four_endpoints(client):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 
 import pytest
+from conftest import running_studio
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -18,26 +18,10 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def url(trained, corpus_dir):
-    from distill_studio import build_app
-    from distill_studio.app import launch_kwargs
-    from distill_studio.state import Limits
-
-    limits = Limits(preset="tiny", demo_model=str(trained[1]), demo_clips=str(corpus_dir), max_train_minutes=0.05)
-    demo = build_app(limits)
-    port = free_port()
-    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_kwargs(limits))
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    with running_studio(trained[1], corpus_dir, max_train_minutes=0.05) as address:
+        yield address
 
 
 def _box(page, selector: str) -> tuple[float, float]:

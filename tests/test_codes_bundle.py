@@ -97,3 +97,26 @@ def test_save_is_atomic(tmp_path, trained):
     path = tmp_path / "m.distill"
     result.save(path)
     assert [p.name for p in tmp_path.iterdir()] == ["m.distill"]
+
+
+def test_model_saved_before_newer_config_fields_still_loads(tmp_path, tiny_config):
+    """A .distill whose stored config predates fields added since (legacy defaults) loads, same fingerprint."""
+    from safetensors.torch import load_file
+
+    from distill import MelConfig
+    from distill.bundle import BundleInfo, fingerprint, save_bundle
+    from distill.config import LEGACY_DEFAULTS
+    from distill.model import ConvVQVAE
+
+    cfg = tiny_config.replace(**LEGACY_DEFAULTS)
+    model = ConvVQVAE(cfg)
+    path = tmp_path / "old.distill"
+    save_bundle(path, model, BundleInfo(config=cfg, mel=MelConfig(), fingerprint="x"))
+    old_json = json.dumps({k: v for k, v in cfg.to_dict().items() if k not in LEGACY_DEFAULTS}, sort_keys=True)
+    info = read_info(path)
+    tensors = load_file(path)
+    fp = fingerprint(tensors, old_json, info.mel)
+    save_file(tensors, path, metadata={**info.metadata(), "config": old_json, "fingerprint": fp})
+    codec = Codec.load(path)
+    assert codec.fingerprint == fp
+    assert codec.config == cfg

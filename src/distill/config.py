@@ -91,10 +91,7 @@ class VQVAEConfig:
         return replace(self, **changes)
 
     def to_dict(self) -> dict:
-        """A config read by from_dict gives back exactly what was read (fields added or dropped since
-        included), so a model saved by an older version keeps its fingerprint."""
-        saved = getattr(self, "_saved", None)
-        d = dict(saved) if saved is not None else asdict(self)
+        d = asdict(self)
         d["channels"] = list(self.channels)
         return d
 
@@ -107,9 +104,7 @@ class VQVAEConfig:
         kwargs = {**LEGACY_DEFAULTS, **{k: v for k, v in d.items() if k in known}}
         if "channels" in kwargs:
             kwargs["channels"] = tuple(kwargs["channels"])
-        cfg = cls(**kwargs)
-        object.__setattr__(cfg, "_saved", dict(d))  # not a field: equality and replace() ignore it
-        return cfg
+        return cls(**kwargs)  # fingerprints hash the JSON as stored (bundle.BundleInfo.stored_config)
 
 
 def _check(ok: bool, message: str) -> None:

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import soundfile as sf
 
-from .audio import AudioError, load_audio, scan_folder, scan_paths
+from .audio import AudioError, find_audio_candidates, load_audio, scan_paths
 from .bundle import BundleError, read_info
 from .codec import DEFAULT_GL_ITERS, Codec
 from .codes import CodeGrid, CodesError, atomic_write_text
@@ -77,8 +77,10 @@ def _config_file(path: str) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     paths = args.data
-    report = scan_folder(paths[0]) if len(paths) == 1 and os.path.isdir(paths[0]) else scan_paths(
-        [p for d in paths for p in ([os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs] if os.path.isdir(d) else [d])])
+    for p in paths:
+        if not os.path.exists(p):
+            raise CliError(f"{p}: no such file or folder")
+    report = scan_paths([f for p in paths for f in find_audio_candidates(p)])  # same walk as scan_folder
     for v in report.rejected:
         print(f"skipped {v.describe()}", file=sys.stderr)
     n = len(report.accepted)

@@ -18,7 +18,7 @@ import torch
 
 from .audio import prepare
 from .bundle import BundleInfo, fingerprint, load_bundle, state_to_tensors
-from .codes import CodeGrid
+from .codes import CodeGrid, CodesError
 from .model import DOWNSAMPLE, ConvVQVAE, grid_width
 from .spectrogram import MelConfig, MelFrontEnd
 
@@ -129,7 +129,6 @@ class Codec:
                       sample_rate=self.sample_rate, model=self.fingerprint)
         expected = grid_width(self.mel_cfg.num_frames(grid.num_samples))
         if grid.num_columns != expected:
-            from .codes import CodesError
             raise CodesError(f"{grid.num_columns} columns cannot describe {grid.num_samples} samples "
                              f"(expected {expected})")
 

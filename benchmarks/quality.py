@@ -98,6 +98,7 @@ def run_arm(arm: Arm, train: list[str], test: list[str], minutes: float) -> dict
     t0 = time.perf_counter()
     scores = evaluate(codec, test, arm.phase_locked)
     scores["eval_s"] = time.perf_counter() - t0
+    scores["train_use"] = training_use(codec, train)
     scores["steps"] = result.steps
     scores["train_s"] = float(result.info.dataset["train_seconds"])
     scores["batch_size"] = cfg.batch_size
@@ -124,13 +125,26 @@ def evaluate(codec: Codec, test: list[str], phase_locked: bool) -> dict:
         dist = dist + metrics.distances(wave, decode_audio(codec, grid, wave, phase_locked))
         if phase_locked:  # the floor: the true mel with the clip's own phase
             oracle = oracle + metrics.distances(wave, codec.front.invert(mel, len(wave), phase_from=wave).numpy())
-    out = {**dist.mean(), "model_mel_l1": mel_err / max(mel_n, 1), "levels": []}
+    out = {**dist.mean(), "model_mel_l1": mel_err / max(mel_n, 1), "levels": [], "positions": int(counts[0].sum())}
     for q, name in enumerate(codec.level_names):
         use, ppl = codebook_stats(counts[q])
         out["levels"].append({"name": name, "use": use, "perplexity": ppl})
     if phase_locked:
         out["oracle"] = oracle.mean()
     return out
+
+
+@torch.no_grad()
+def training_use(codec: Codec, train: list[str]) -> list[float]:
+    """Per-level codebook use on the training files: with a small held-out set (5 short files are
+    ~200 code positions for a 64-code book) held-out use measures the sample, not the codebook."""
+    counts = np.zeros((len(codec.level_names), codec.codebook_size), dtype=np.int64)
+    for path in train:
+        wave, _ = load_audio(path, codec.sample_rate)
+        grid = codec.encode(wave[: int(MAX_EVAL_SECONDS * codec.sample_rate)])
+        for q in range(grid.num_levels):
+            counts[q] += np.bincount(grid.codes[q].reshape(-1), minlength=codec.codebook_size)[: codec.codebook_size]
+    return [codebook_stats(c)[0] for c in counts]
 
 
 # ------------------------------------------------------------------ checks in the parent
@@ -206,6 +220,10 @@ def table(a: dict, b: dict, info: dict) -> str:
         lines.append(row(f"{lb['name']} codebook use", la["use"], lb["use"], f">= {USE_TARGET:.0%}",
                          lb["use"] >= USE_TARGET, "{:.0%}"))
         lines.append(row(f"{lb['name']} perplexity", la["perplexity"], lb["perplexity"], fmt="{:.1f}"))
+    lines.append(f"| held-out code positions per level (codebook {info['codebook']}) | {a['positions']} | {b['positions']} "
+                 f"| | | |")
+    use_a, use_b = (" / ".join(f"{u:.0%}" for u in arm["train_use"]) for arm in (a, b))
+    lines.append(f"| codebook use on the training files (per level) | {use_a} | {use_b} | | | |")
     sa, sb = a["steps"] / a["train_s"], b["steps"] / b["train_s"]
     lines.append(row("training steps/s", sa, sb, fmt="{:.2f}"))
     lines.append(row("training crops/s", sa * a["batch_size"], sb * b["batch_size"], fmt="{:.1f}"))
@@ -264,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         pa = arms[0].phase_locked
         info = {"decode_a": time_decode(codec_a, clip, pa), "decode_b": time_decode(codec_b, clip, True),
                 "render_b": time_render(codec_b, clip),
-                "len_a": length_failures(codec_a, clip, pa), "len_b": length_failures(codec_b, clip, True)}
+                "len_a": length_failures(codec_a, clip, pa), "len_b": length_failures(codec_b, clip, True),
+                "codebook": ours.codebook_size}
 
     print(f"\n{args.data_dir} {args.subdirs or ''} --minutes {args.minutes}: {n} train / {len(test)} held-out files, "
           f"codebook {ours.codebook_size}; steps (a) {a['steps']} (b) {b['steps']}; wall {wall / 60:.1f} min\n")

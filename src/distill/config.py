@@ -11,7 +11,8 @@ ARCHITECTURES = frozenset({"distill", "seed"})
 NORMS = frozenset({"channel", "batch", "none"})
 DEVICES = frozenset({"auto", "cpu", "cuda", "mps"})
 # Fields added after the first models were saved: a saved config without them meant these values.
-LEGACY_DEFAULTS = {"res_from": 0, "full_res_head": True, "power_floor": 0.0, "logpower_weight": 0.0}
+LEGACY_DEFAULTS = {"res_from": 0, "full_res_head": True, "power_floor": 0.0, "logpower_weight": 0.0,
+                   "band_embedding": False, "multiscale_weight": 0.0}
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class VQVAEConfig:
     res_from: int = 1  # first of the 4 stages (0 = highest resolution) that gets residual blocks
     full_res_head: bool = False  # a conv block at full mel resolution before the output (costly)
     norm: str = "channel"
+    band_embedding: bool = True  # a learned vector per code band at the bottleneck (benchmarks/README.md)
     power_floor: float = 1e-8  # > 0: the decoder emits log power (wide range) and recon/logpower uses this floor
     # quantizer
     decay: float = 0.95
@@ -59,7 +61,7 @@ class VQVAEConfig:
     seed: int = 0
     # loss weights (keys match losses.LOSS_KEYS)
     mse_weight: float = 1.0
-    multiscale_weight: float = 0.0
+    multiscale_weight: float = 0.5  # the seed's avg-pooled multi-scale mel MSE (a locked decision)
     spectral_weight: float = 0.0
     logpower_weight: float = 0.25
 
@@ -115,7 +117,7 @@ def _check(ok: bool, message: str) -> None:
 def seed_config(file_count: int) -> VQVAEConfig:
     """The seed document's reference design at its adaptive tier (the benchmark's baseline)."""
     base = adaptive_config(file_count)
-    return base.replace(arch="seed", norm="batch", res_blocks=0, dropout=0.4 if file_count <= 20 else 0.2,
+    return base.replace(arch="seed", norm="batch", res_blocks=0, band_embedding=False, dropout=0.4 if file_count <= 20 else 0.2,
                         batch_size=32, warmup_steps=0, spectral_weight=0.0, mse_weight=0.0, multiscale_weight=1.0,
                         logpower_weight=0.0, power_floor=0.0,
                         learning_rate=5e-4 if file_count <= 20 else 1e-3)

@@ -34,7 +34,7 @@ class ChannelNorm(nn.Module):
         self.norm = nn.LayerNorm(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.norm(x.permute(0, 2, 3, 1).contiguous()).permute(0, 3, 1, 2)  # contiguous: ~1.5x faster on CPU
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
@@ -43,6 +43,18 @@ def make_norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     return nn.Identity()
+
+
+class BandEmbedding(nn.Module):
+    """Adds a learned vector per code band: convolutions cannot tell band 2 from band 5, but a
+    mel tile's meaning (bass body, presence, air) depends on where it sits."""
+
+    def __init__(self, channels: int, bands: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, channels, bands, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight
 
 
 class ResBlock(nn.Module):
@@ -62,7 +74,7 @@ class ResBlock(nn.Module):
 class VQEncoder(nn.Module):
     """log-mel [B, 1, M, T] -> spatial embeddings [B, D, M/16, ceil(T/16)]."""
 
-    def __init__(self, cfg: VQVAEConfig):
+    def __init__(self, cfg: VQVAEConfig, n_mels: int = 128):
         super().__init__()
         layers: list[nn.Module] = []
         in_ch = 1
@@ -75,21 +87,23 @@ class VQEncoder(nn.Module):
                 layers += [ResBlock(out_ch, cfg.norm, cfg.dropout) for _ in range(stage_blocks(cfg, stage))]
             in_ch = out_ch
         self.convs = nn.Sequential(*layers)
+        self.band = BandEmbedding(in_ch, n_mels // DOWNSAMPLE) if cfg.band_embedding else nn.Identity()
         self.proj = nn.Conv2d(in_ch, cfg.codebook_dim, 1)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         _check_mel(mel)
-        return self.proj(self.convs(pad_to_grid(mel)))
+        return self.proj(self.band(self.convs(pad_to_grid(mel))))
 
 
 class VQDecoder(nn.Module):
     """Quantized embeddings [B, D, H, W] -> non-negative log-mel [B, 1, H*16, frames] (Softplus, cropped)."""
 
-    def __init__(self, cfg: VQVAEConfig):
+    def __init__(self, cfg: VQVAEConfig, n_mels: int = 128):
         super().__init__()
         chans = list(reversed(cfg.channels))  # e.g. 256, 128, 64, 32
         self.log_power_out = cfg.arch != "seed" and cfg.power_floor > 0
         self.proj = nn.Conv2d(cfg.codebook_dim, chans[0], 1)
+        self.band = BandEmbedding(chans[0], n_mels // DOWNSAMPLE) if cfg.band_embedding else nn.Identity()
         layers: list[nn.Module] = []
         outs = chans[1:] + [chans[-1]]
         for i, (in_ch, out_ch) in enumerate(zip(chans, outs, strict=True)):
@@ -111,7 +125,7 @@ class VQDecoder(nn.Module):
         self.deconvs = nn.Sequential(*layers)
 
     def forward(self, quantized: torch.Tensor, frames: int) -> torch.Tensor:
-        out = self.deconvs(self.proj(quantized))
+        out = self.deconvs(self.band(self.proj(quantized)))
         if self.log_power_out:  # the output is log power: softplus(log p) = log1p(p), so the range stays wide
             out = out * LOG_POWER_SCALE + OUT_SHIFT
         return F.softplus(out)[..., :frames]
@@ -136,7 +150,7 @@ class ConvVQVAE(nn.Module):
             raise ValueError(f"n_mels must be a multiple of {DOWNSAMPLE}, got {n_mels}")
         self.cfg = cfg
         self.n_mels = n_mels
-        self.encoder = VQEncoder(cfg)
+        self.encoder = VQEncoder(cfg, n_mels)
         self.quantizer = ResidualVQ(
             dim=cfg.codebook_dim,
             num_quantizers=cfg.num_quantizers,
@@ -148,7 +162,7 @@ class ConvVQVAE(nn.Module):
             kmeans_iters=cfg.kmeans_iters,
             quantize_dropout=cfg.quantize_dropout,
         )
-        self.decoder = VQDecoder(cfg)
+        self.decoder = VQDecoder(cfg, n_mels)
 
     @property
     def num_bands(self) -> int:

@@ -48,14 +48,19 @@ def test_encode_decode_round_trip(cli_model, capsys):
     if not model.exists():
         pytest.skip("needs the model from the train test")
     clip = root / "clip.wav"
-    sf.write(clip, tone(1.3, sr=44100), 44100)
+    wave = tone(1.3, sr=44100)[:-3]  # an odd length at 44.1 kHz
+    sf.write(clip, wave, 44100)
     assert main(["encode", str(model), str(clip), "-o", str(root / "c.codes.json")]) == 0
     codes = json.loads((root / "c.codes.json").read_text())
     assert codes["levels"] == ["Structure", "Timbre", "Detail"] and len(codes["codes"][0]) == 8
-    assert codes["num_samples"] == 62400  # 1.3 s at 44.1 kHz, resampled to 48 kHz
+    assert codes["num_samples"] == 62397  # resampled to the model's 48 kHz
+    assert (codes["source_rate"], codes["source_samples"]) == (44100, len(wave))
     assert main(["decode", str(model), str(root / "c.codes.json"), "-o", str(root / "o.wav"),
                  "--phase-from", str(clip)]) == 0
     out, sr = sf.read(root / "o.wav")
+    assert sr == 44100 and len(out) == len(wave)  # back at the file's own rate, to the sample
+    assert main(["decode", str(model), str(root / "c.codes.json"), "-o", str(root / "m.wav"), "--model-rate"]) == 0
+    out, sr = sf.read(root / "m.wav")
     assert sr == 48000 and len(out) == codes["num_samples"]
 
 

@@ -29,6 +29,26 @@ def test_json_round_trip_and_documented_fields(tmp_path):
     assert CodeGrid.load(tmp_path / "g.codes.json") == grid
 
 
+def test_source_rate_round_trips_and_older_files_still_read(codec):
+    """A grid records the rate and length of the file it came from; codes written without them
+    (older Distill) read as 'unknown' and decode at the model rate."""
+    wave = tone(0.7, sr=22050)[:-1]
+    grid = codec.encode(wave, 22050)
+    assert (grid.source_rate, grid.source_samples) == (22050, len(wave))
+    back = CodeGrid.from_json(grid.to_json())
+    assert (back.source_rate, back.source_samples) == (22050, len(wave))
+    out, rate = codec.at_source_rate(codec.decode(back, n_iter=2), back)
+    assert rate == 22050 and len(out) == len(wave)
+    old = grid.to_dict()
+    del old["source_rate"], old["source_samples"]
+    legacy = CodeGrid.from_dict(old)
+    assert legacy.source_rate == 0
+    out, rate = codec.at_source_rate(codec.decode(legacy, n_iter=2), legacy)
+    assert rate == codec.sample_rate and len(out) == legacy.num_samples
+    with pytest.raises(CodesError, match="source_rate"):
+        _grid(source_rate=-1)
+
+
 def test_grid_is_immutable():
     grid = _grid()
     with pytest.raises(ValueError):

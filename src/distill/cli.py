@@ -126,8 +126,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- encode / decode
 def cmd_encode(args: argparse.Namespace) -> int:
     codec = Codec.load(args.model)
-    wave, _ = load_audio(args.audio, codec.sample_rate)
-    grid = codec.encode(wave)
+    wave, sr = load_audio(args.audio)
+    grid = codec.encode(wave, sr)  # records the file's rate and length for decode
     out = args.output or os.path.splitext(args.audio)[0] + ".codes.json"
     grid.save(out)
     print(f"wrote {out}: {grid.num_levels} levels ({', '.join(grid.level_names)}) x {grid.num_bands} bands x "
@@ -161,8 +161,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
         wave = codec.decode(grid, phase_from=phase, n_iter=args.iters)
         how = "phase from " + os.path.basename(args.phase_from) if args.phase_from else ""
     dt = time.perf_counter() - t0
-    sf.write(args.output, np.clip(wave, -1, 1), codec.sample_rate, subtype="PCM_16")
-    print(f"wrote {args.output}: {len(wave) / codec.sample_rate:.3f} s at {codec.sample_rate} Hz "
+    wave, rate = (wave, codec.sample_rate) if args.model_rate else codec.at_source_rate(wave, grid)
+    sf.write(args.output, np.clip(wave, -1, 1), rate, subtype="PCM_16")
+    print(f"wrote {args.output}: {len(wave)} samples, {len(wave) / rate:.3f} s at {rate} Hz "
           f"(decoded in {dt:.2f} s{', ' + how if how else ''})")
     return 0
 
@@ -304,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--donor", action="append", metavar="CLIP[:START-END@DST]",
                    help="with --source: clip whose phase/detail edited cells came from; CLIP alone matches its "
                    "codes at the same columns, CLIP:START-END@DST (seconds) names a copied span. Repeatable")
+    d.add_argument("--model-rate", action="store_true", help="write at the model's rate; by default the file comes "
+                   "back at the rate and exact length the codes were encoded from (when the codes record it)")
     d.set_defaults(func=cmd_decode)
 
     i = sub.add_parser("info", help="describe a model file")

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .audio import prepare
+from .audio import prepare, resample, to_mono
 from .bundle import BundleInfo, fingerprint, load_bundle, state_to_tensors
 from .codes import CodeGrid, CodesError
 from .model import DOWNSAMPLE, ConvVQVAE, grid_width
@@ -114,10 +114,24 @@ class Codec:
         return _chunked_over_columns(run, mel, cols, in_scale=DOWNSAMPLE, out_scale=1).cpu().numpy()
 
     def encode(self, wave: np.ndarray, sr: int | None = None) -> CodeGrid:
-        """Waveform (any channels/rate when sr is given) -> CodeGrid."""
+        """Waveform (any channels/rate when sr is given) -> CodeGrid.
+
+        With `sr`, the grid also records the source rate and length, so `at_source_rate` can give
+        a decoded clip back at the rate and sample count it came in with."""
+        source = (int(sr), len(to_mono(wave))) if sr is not None else (0, 0)
         wave = self.load_wave(wave, sr) if sr is not None else np.asarray(wave, dtype=np.float32)
         codes = self.encode_mel(self.logmel(wave))
-        return self.grid(codes, len(wave))
+        return replace(self.grid(codes, len(wave)), source_rate=source[0], source_samples=source[1])
+
+    def at_source_rate(self, wave: np.ndarray, grid: CodeGrid) -> tuple[np.ndarray, int]:
+        """A decoded model-rate waveform -> (waveform, rate) of the clip the grid was encoded from:
+        resampled to its rate and cut or padded to its exact length. Unchanged when not recorded."""
+        if not grid.source_rate:
+            return wave, self.sample_rate
+        out = resample(np.asarray(wave, dtype=np.float32), self.sample_rate, grid.source_rate)
+        n = grid.source_samples or len(out)
+        out = out[:n] if len(out) >= n else np.pad(out, (0, n - len(out)))
+        return out.astype(np.float32), grid.source_rate
 
     def grid(self, codes: np.ndarray, num_samples: int) -> CodeGrid:
         return CodeGrid(codes=codes, level_names=self.level_names, seconds_per_column=self.seconds_per_column,

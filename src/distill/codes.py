@@ -27,6 +27,9 @@ class CodeGrid:
         sample_rate (int): model sample rate.
         num_samples (int): length of the encoded audio at the model rate; decode returns exactly this.
         model (str): fingerprint of the model that produced the codes.
+        source_rate (int): sample rate of the file the codes came from (0 = not known, e.g. codes
+            written by an older Distill); decoding to a file goes back to this rate and ...
+        source_samples (int): ... to exactly this many samples, so a 44.1 kHz clip comes back as one.
     """
 
     codes: np.ndarray
@@ -35,6 +38,8 @@ class CodeGrid:
     sample_rate: int
     num_samples: int
     model: str = ""
+    source_rate: int = 0
+    source_samples: int = 0
 
     def __post_init__(self) -> None:
         codes = np.array(self.codes, dtype=np.int64, copy=True)
@@ -42,6 +47,8 @@ class CodeGrid:
             raise CodesError(f"codes must be [levels, bands, columns], got shape {codes.shape}")
         if len(self.level_names) != codes.shape[0]:
             raise CodesError(f"{len(self.level_names)} level names for {codes.shape[0]} levels")
+        if self.source_rate < 0 or self.source_samples < 0:
+            raise CodesError(f"source_rate and source_samples must be >= 0, got {self.source_rate}, {self.source_samples}")
         codes.setflags(write=False)  # grids are values: edits make new ones
         object.__setattr__(self, "codes", codes)
         object.__setattr__(self, "level_names", tuple(self.level_names))
@@ -116,6 +123,7 @@ class CodeGrid:
             "seconds_per_column": self.seconds_per_column,
             "sample_rate": self.sample_rate,
             "num_samples": self.num_samples,
+            **({"source_rate": self.source_rate, "source_samples": self.source_samples} if self.source_rate else {}),
         }
 
     def to_json(self) -> str:
@@ -135,7 +143,8 @@ class CodeGrid:
                 raise CodesError(f"\"codes\" must be levels x bands x columns, got {codes.ndim} dimensions")
             return cls(codes=codes.astype(np.int64), level_names=tuple(d["levels"]),
                        seconds_per_column=float(d["seconds_per_column"]), sample_rate=int(d["sample_rate"]),
-                       num_samples=int(d["num_samples"]), model=str(d.get("model", "")))
+                       num_samples=int(d["num_samples"]), model=str(d.get("model", "")),
+                       source_rate=int(d.get("source_rate", 0)), source_samples=int(d.get("source_samples", 0)))
         except KeyError as exc:
             raise CodesError(f"codes file is missing the field {exc.args[0]!r}") from exc
         except (TypeError, ValueError) as exc:

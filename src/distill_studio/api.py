@@ -90,8 +90,8 @@ def api_encode(model_file: str, audio_file: str) -> str:
     if not audio_file:
         raise fail("audio_file is required")
     try:
-        wave, _ = load_audio(audio_file, codec.sample_rate)
-        grid = codec.encode(wave)
+        wave, sr = load_audio(audio_file)
+        grid = codec.encode(wave, sr)  # records the file's rate and length: /decode gives them back
     except ERRORS as exc:
         raise fail(str(exc)) from exc
     path = _out(Path(audio_file).stem + ".codes.json")
@@ -114,7 +114,8 @@ def api_edit(model_file: str, codes_file: str, operation: str, other_codes_file:
 
 
 def api_decode(model_file: str, codes_file: str, phase_audio: str | None = None) -> tuple[int, np.ndarray]:
-    """Model + codes JSON (+ the clip the codes came from, for its phase) -> audio."""
+    """Model + codes JSON (+ the clip the codes came from, for its phase) -> audio at the encoded
+    file's own rate and length (model rate for codes that do not record them)."""
     codec = _codec(model_file)
     grid = _grid(codec, codes_file)
     phase = None
@@ -123,8 +124,8 @@ def api_decode(model_file: str, codes_file: str, phase_audio: str | None = None)
             phase, _ = load_audio(phase_audio, codec.sample_rate)
         except AudioError as exc:
             raise fail(str(exc)) from exc
-    wave = codec.decode(grid, phase_from=phase)
-    return to_int16(wave, codec.sample_rate)
+    wave, rate = codec.at_source_rate(codec.decode(grid, phase_from=phase), grid)
+    return to_int16(wave, rate)
 
 
 def basename(path: str | None) -> str:

@@ -5,7 +5,8 @@
 Uses quality.py's file split (every 5th sorted file held out), so a model kept with
 `quality.py --keep DIR` is scored on the files it never saw. For each set it prints the
 model-domain log1p-mel L1 of: the decoder fed the encoder's unquantized latent, the codes of the
-first level only, the first two, all levels, and a silent prediction (the scale). A large
+first level only, the first two, all levels, optionally codes found by `--search N` steps of
+encode-by-search, and a silent prediction (the scale). A large
 training/held-out gap with a small codes-vs-latent gap says the encoder-decoder generalises
 poorly, not that the codebooks are short of bits.
 """
@@ -24,13 +25,15 @@ from quality import MAX_EVAL_SECONDS, holdout_split, select_files  # noqa: E402
 
 from distill import Codec  # noqa: E402
 from distill.audio import load_audio  # noqa: E402
+from distill.codec import search_codes  # noqa: E402
 
 
 @torch.no_grad()
-def mel_errors(codec: Codec, files: list[str]) -> dict[str, float]:
+def mel_errors(codec: Codec, files: list[str], search: int = 0) -> dict[str, float]:
     """Length-weighted model-domain L1 for each way of feeding the decoder."""
     model = codec.model.eval()
     labels = ["unquantized latent"] + [f"codes, levels 1-{k}" for k in range(1, len(codec.level_names) + 1)]
+    labels += [f"codes by search, {search} steps (encode --search)"] if search else []
     labels.append("silence (scale)")
     sums, count = np.zeros(len(labels)), 0
     for path in files:
@@ -41,6 +44,8 @@ def mel_errors(codec: Codec, files: list[str]) -> dict[str, float]:
         _, codes, _ = model.quantize(latent)
         outs = [model.decode(latent, frames)]
         outs += [model.decode_codes(codes[:, :k], frames) for k in range(1, codes.shape[1] + 1)]
+        if search:
+            outs.append(model.decode_codes(search_codes(model, mel, search), frames))
         outs.append(torch.zeros_like(mel))
         sums += [float((o - mel).abs().sum()) for o in outs]
         count += mel.numel()
@@ -54,12 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--holdout-every", type=int, default=5)
     ap.add_argument("--subdirs", default="")
     ap.add_argument("--files", type=int, default=None)
+    ap.add_argument("--search", type=int, default=0, help="also score codes found by N steps of encode search")
     args = ap.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     codec = Codec.load(args.model)
     paths = select_files(args.data_dir, [s for s in args.subdirs.split(",") if s], args.files)
     train, test = holdout_split(paths, args.holdout_every)
-    rows = {"held-out": mel_errors(codec, test), "training": mel_errors(codec, train)}
+    rows = {"held-out": mel_errors(codec, test, args.search), "training": mel_errors(codec, train, args.search)}
     print(f"{args.model}: model-domain log1p-mel L1, {len(test)} held-out / {len(train)} training files\n")
     print("| decoder input | held-out | training |\n|---|---|---|")
     for label in rows["held-out"]:

@@ -55,6 +55,9 @@ def test_encode_decode_round_trip(cli_model, capsys):
     assert codes["levels"] == ["Structure", "Timbre", "Detail"] and len(codes["codes"][0]) == 8
     assert codes["num_samples"] == 62397  # resampled to the model's 48 kHz
     assert (codes["source_rate"], codes["source_samples"]) == (44100, len(wave))
+    assert main(["encode", str(model), str(clip), "-o", str(root / "s.codes.json"), "--search", "3"]) == 0
+    searched = json.loads((root / "s.codes.json").read_text())
+    assert np.shape(searched["codes"]) == np.shape(codes["codes"]) and searched["num_samples"] == codes["num_samples"]
     assert main(["decode", str(model), str(root / "c.codes.json"), "-o", str(root / "o.wav"),
                  "--phase-from", str(clip)]) == 0
     out, sr = sf.read(root / "o.wav")

@@ -58,3 +58,19 @@ def test_decode_is_thread_safe(codec: Codec):
         parallel = list(pool.map(codec.decode_mel, grids * 3))
     for i, mel in enumerate(parallel):
         assert torch.allclose(mel, serial[i % 2], atol=1e-5)
+
+
+def test_encode_by_search_decodes_at_least_as_close_and_leaves_the_model_alone(codec):
+    """`search_steps` picks codes whose decoded mel is no further from the clip than the encoder's
+    (usually closer), stays inside the codebook, works across chunk seams, and trains nothing."""
+    wave = np.concatenate([tone(0.8, freq=330.0), tone(0.7, freq=523.0)])
+    before = {k: v.clone() for k, v in codec.model.state_dict().items()}
+    mel = codec.logmel(wave)
+    plain, found = codec.encode(wave), codec.encode(wave, search_steps=15)
+    err = lambda g: float((codec.decode_mel(g) - mel).abs().mean())  # noqa: E731
+    assert err(found) < err(plain)  # the tiny test model leaves plenty to find
+    assert found.codes.shape == plain.codes.shape and found.codes.max() < codec.codebook_size
+    assert all(torch.equal(before[k], v) for k, v in codec.model.state_dict().items())
+    assert all(p.grad is None for p in codec.model.parameters())
+    long = np.tile(wave, 30)  # ~45 s: more than one encode chunk
+    assert codec.encode(long, search_steps=2).num_columns == codec.encode(long).num_columns

@@ -127,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_encode(args: argparse.Namespace) -> int:
     codec = Codec.load(args.model)
     wave, sr = load_audio(args.audio)
-    grid = codec.encode(wave, sr)  # records the file's rate and length for decode
+    grid = codec.encode(wave, sr, search_steps=args.search)  # records the file's rate and length for decode
     out = args.output or os.path.splitext(args.audio)[0] + ".codes.json"
     grid.save(out)
     print(f"wrote {out}: {grid.num_levels} levels ({', '.join(grid.level_names)}) x {grid.num_bands} bands x "
@@ -291,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model")
     e.add_argument("audio")
     e.add_argument("-o", "--output")
+    e.add_argument("--search", type=int, default=0, metavar="STEPS",
+                   help="pick codes that decode closer to the clip by STEPS of search (20 is a good value; "
+                   "~0.1 s per second of audio)")
     e.set_defaults(func=cmd_encode)
 
     d = sub.add_parser("decode", help="decode a codes JSON file to a WAV")

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 CHUNK_COLUMNS = 256   # ~44 s of audio per network pass
 CONTEXT_COLUMNS = 8   # 128 frames each side; the encoder's receptive field is ~166 frames in all
+SEARCH_LR = 0.01  # Adam step on the latent for encode-by-search (20-40 steps: benchmarks/README.md)
 DEFAULT_GL_ITERS = 32
 PREVIEW_SECONDS = 0.5  # code audition length
 PREVIEW_RMS = 0.1      # -20 dBFS: every previewed code plays at the same loudness...
@@ -102,25 +103,30 @@ class Codec:
         return self.front.logmel(wave)
 
     @torch.no_grad()
-    def encode_mel(self, logmel: torch.Tensor) -> np.ndarray:
-        """log-mel [n_mels, F] -> codes [levels, bands, ceil(F/16)], chunked without seams."""
+    def encode_mel(self, logmel: torch.Tensor, search_steps: int = 0) -> np.ndarray:
+        """log-mel [n_mels, F] -> codes [levels, bands, ceil(F/16)], chunked without seams.
+
+        search_steps > 0: refine the encoder's choice by search (`search_codes`), slower."""
         mel = logmel.to(self.device)[None, None]
 
         def run(piece: torch.Tensor) -> torch.Tensor:
+            if search_steps > 0:
+                return search_codes(self.model, piece, search_steps)[0]
             _, codes, _ = self.model.quantize(self.model.encode(piece))
             return codes[0]
 
         cols = grid_width(logmel.shape[-1])
         return _chunked_over_columns(run, mel, cols, in_scale=DOWNSAMPLE, out_scale=1).cpu().numpy()
 
-    def encode(self, wave: np.ndarray, sr: int | None = None) -> CodeGrid:
+    def encode(self, wave: np.ndarray, sr: int | None = None, search_steps: int = 0) -> CodeGrid:
         """Waveform (any channels/rate when sr is given) -> CodeGrid.
 
         With `sr`, the grid also records the source rate and length, so `at_source_rate` can give
-        a decoded clip back at the rate and sample count it came in with."""
+        a decoded clip back at the rate and sample count it came in with. `search_steps` > 0 picks
+        codes that decode closer to the clip, at ~0.1 s per second of audio per 20 steps."""
         source = (int(sr), len(to_mono(wave))) if sr is not None else (0, 0)
         wave = self.load_wave(wave, sr) if sr is not None else np.asarray(wave, dtype=np.float32)
-        codes = self.encode_mel(self.logmel(wave))
+        codes = self.encode_mel(self.logmel(wave), search_steps)
         return replace(self.grid(codes, len(wave)), source_rate=source[0], source_samples=source[1])
 
     def at_source_rate(self, wave: np.ndarray, grid: CodeGrid) -> tuple[np.ndarray, int]:
@@ -269,6 +275,34 @@ class Codec:
         usage = self.info.usage or []
         return [health_from_counts(np.asarray(usage[q]), name) for q, name in enumerate(self.level_names)
                 if q < len(usage)]
+
+
+def search_codes(model: ConvVQVAE, mel: torch.Tensor, steps: int, lr: float = SEARCH_LR) -> torch.Tensor:
+    """Codes for mel [1, 1, M, F] found by analysis-by-synthesis, not by the encoder alone.
+
+    On clips it never trained on, the encoder's latent is the weak link (benchmarks/README.md: the
+    decoder can do far better from a better latent). Starting from the encoder's latent, `steps`
+    Adam steps move it to lower the decoded mel's L1 through the quantizer (straight-through), so
+    the codes stay codebook entries. The encoder's own codes are kept when the search did not
+    beat them. Only the latent gets gradients; the model is untouched.
+    """
+    frames = mel.shape[-1]
+    with torch.no_grad():
+        latent = model.encode(mel)
+        _, start, _ = model.quantize(latent)
+        start_err = float((model.decode_codes(start, frames) - mel).abs().mean())
+    z = latent.clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            q, _, _ = model.quantize(z)
+            loss = (model.decode(z + (q - z).detach(), frames) - mel).abs().mean()
+            (z.grad,) = torch.autograd.grad(loss, z)
+            opt.step()
+    with torch.no_grad():
+        _, found, _ = model.quantize(z)
+        found_err = float((model.decode_codes(found, frames) - mel).abs().mean())
+    return found if found_err < start_err else start
 
 
 def _chunked_over_columns(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, columns: int,

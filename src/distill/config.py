@@ -12,7 +12,7 @@ NORMS = frozenset({"channel", "batch", "none"})
 DEVICES = frozenset({"auto", "cpu", "cuda", "mps"})
 # Fields added after the first models were saved: a saved config without them meant these values.
 LEGACY_DEFAULTS = {"res_from": 0, "full_res_head": True, "power_floor": 0.0, "logpower_weight": 0.0,
-                   "band_embedding": False, "multiscale_weight": 0.0}
+                   "band_embedding": False}
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .audio import prepare, resample, to_mono
+from .audio import prepare, resample
 from .bundle import BundleInfo, fingerprint, load_bundle, state_to_tensors
 from .codes import CodeGrid, CodesError
 from .model import DOWNSAMPLE, ConvVQVAE, grid_width
@@ -124,10 +124,11 @@ class Codec:
         With `sr`, the grid also records the source rate and length, so `at_source_rate` can give
         a decoded clip back at the rate and sample count it came in with. `search_steps` > 0 picks
         codes that decode closer to the clip, at ~0.1 s per second of audio per 20 steps."""
-        source = (int(sr), len(to_mono(wave))) if sr is not None else (0, 0)
-        wave = self.load_wave(wave, sr) if sr is not None else np.asarray(wave, dtype=np.float32)
-        codes = self.encode_mel(self.logmel(wave), search_steps)
-        return replace(self.grid(codes, len(wave)), source_rate=source[0], source_samples=source[1])
+        model_wave = self.load_wave(wave, sr) if sr is not None else np.asarray(wave, dtype=np.float32)
+        codes = self.encode_mel(self.logmel(model_wave), search_steps)
+        grid = self.grid(codes, len(model_wave))
+        # load_wave checked the layout ([samples] or [samples, channels]): the length is its first axis
+        return replace(grid, source_rate=int(sr), source_samples=np.shape(wave)[0]) if sr is not None else grid
 
     def at_source_rate(self, wave: np.ndarray, grid: CodeGrid) -> tuple[np.ndarray, int]:
         """A decoded model-rate waveform -> (waveform, rate) of the clip the grid was encoded from:

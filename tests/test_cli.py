@@ -52,7 +52,7 @@ def test_encode_decode_round_trip(cli_model, capsys):
     sf.write(clip, wave, 44100)
     assert main(["encode", str(model), str(clip), "-o", str(root / "c.codes.json")]) == 0
     codes = json.loads((root / "c.codes.json").read_text())
-    assert codes["levels"] == ["Structure", "Timbre", "Detail"] and len(codes["codes"][0]) == 8
+    assert codes["levels"] == ["Structure", "Timbre", "Detail"] and len(codes["codes"][0]) == 16  # bands
     assert codes["num_samples"] == 62397  # resampled to the model's 48 kHz
     assert (codes["source_rate"], codes["source_samples"]) == (44100, len(wave))
     assert main(["encode", str(model), str(clip), "-o", str(root / "s.codes.json"), "--search", "3"]) == 0

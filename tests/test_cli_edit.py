@@ -51,7 +51,7 @@ def test_chained_edits_apply_in_command_line_order(files, capsys):
     assert CodeGrid.load(out) == grid
     history = EditHistory.from_json(open(hist, encoding="utf-8").read(), codec.fingerprint)
     assert history.position == 5 and history.current == grid
-    assert "touched Timbre 0.85-2.05 s, bands 0-7 (columns 5-11)" in printed  # 1.0-2.0 s snapped outward
+    assert "touched Timbre 0.85-2.05 s, bands 0-15 (columns 5-11)" in printed  # 1.0-2.0 s snapped outward
 
 
 def test_order_matters(files):

@@ -13,7 +13,7 @@ from distill.codec import Codec
 def test_encode_decode_exact_length(codec: Codec, seconds):
     wave = tone(seconds)
     grid = codec.encode(wave)
-    assert grid.codes.shape == (3, 8, -(-(len(wave) // 512 + 1) // 16))
+    assert grid.codes.shape == (3, 16, -(-(len(wave) // 512 + 1) // 16))  # 8 mel bins per band, 16 frames per column
     assert len(codec.decode(grid)) == len(wave)
     assert len(codec.decode(grid, phase_from=wave)) == len(wave)
 

@@ -222,7 +222,8 @@ def test_randomize_draws_from_usage():
 def test_blend_endpoints_and_requantization(codec):
     wave_a, wave_b = tone(2.0, 220, seed=1), tone(2.0, 440, seed=2)
     a, b = codec.encode(wave_a), codec.encode(wave_b)
-    ra, rb = Region((0, 1, 2), 0, 7, 2, 5), Region((0, 1, 2), 0, 7, 6, 9)
+    top = a.num_bands - 1
+    ra, rb = Region((0, 1, 2), 0, top, 2, 5), Region((0, 1, 2), 0, top, 6, 9)
     assert blend_region(codec, a, ra, b, rb, 0.0).grid == a
     full = blend_region(codec, a, ra, b, rb, 1.0).grid.codes
     want = a.codes.copy()
@@ -325,7 +326,8 @@ def test_apply_operation_matches_the_functions(codec, clip_a):
     assert apply_operation(codec, a, "set Timbre@0.5-1.0=17").grid == set_codes(a, r, 17, codec.codebook_size).grid
     # 0.0-0.5 s snaps to columns 0-2 and 1.0-1.5 s to 5-8: the second takes the first's width
     swap = apply_operation(codec, a, "swap Timbre@0.0-0.5 Timbre@1.0-1.5")
-    assert swap.grid == swap_regions(a, Region((1,), 0, 7, 0, 2), a, Region((1,), 0, 7, 5, 7), same_clip=True).grid
+    top = a.num_bands - 1  # a region without /BANDS covers every band
+    assert swap.grid == swap_regions(a, Region((1,), 0, top, 0, 2), a, Region((1,), 0, top, 5, 7), same_clip=True).grid
     cross = apply_operation(codec, a, "swap B:Timbre@0.0-0.5 Timbre@1.0-1.5", other=b)
     assert cross.other is not None and cross.region == parse_region("Timbre@1.0-1.5", a)
     copy = apply_operation(codec, a, "copy B:Structure@0.0-0.5 --to 1.9", other=b)  # 3 columns onto the last

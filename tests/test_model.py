@@ -1,4 +1,5 @@
-"""Model: grid geometry for 2-4 levels and any length, no per-call state, -1 levels contribute nothing."""
+"""Model: grid geometry for 2-4 levels, any length and 4/8/16 mel bins per band, no per-call state,
+-1 levels contribute nothing."""
 
 import pytest
 import torch
@@ -16,10 +17,29 @@ def test_shapes(levels, frames):
     with torch.no_grad():
         out = model(torch.rand(1, 1, 128, frames))
     cols = -(-frames // 16)
-    assert out.codes.shape == (1, levels, 8, cols)
+    assert out.codes.shape == (1, levels, 16, cols)  # default: 8 mel bins per band, 16 frames per column
     assert out.recon.shape == (1, 1, 128, frames)
-    assert out.latent.shape == (1, 16, 8, cols)
+    assert out.latent.shape == (1, 16, 16, cols)
     assert (out.recon >= 0).all()  # Softplus: log1p-mel is never negative
+
+
+@pytest.mark.parametrize("band_bins,bands", [(16, 8), (8, 16), (4, 32)])
+def test_band_bins_set_the_number_of_bands_not_the_columns(band_bins, bands):
+    model = ConvVQVAE(VQVAEConfig(band_bins=band_bins, **SMALL)).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 1, 128, 94))
+    assert model.num_bands == bands
+    assert out.codes.shape == (2, 3, bands, 6) and out.recon.shape == (2, 1, 128, 94)
+    assert torch.equal(model.decode_codes(out.codes, 94), out.recon)
+
+
+def test_band_bins_validated_and_old_models_keep_16():
+    with pytest.raises(ValueError, match="4, 8 or 16"):
+        VQVAEConfig(band_bins=32)
+    with pytest.raises(ValueError, match="seed design"):
+        VQVAEConfig(arch="seed", band_bins=8)
+    old = {k: v for k, v in VQVAEConfig().to_dict().items() if k != "band_bins"}  # saved before the field existed
+    assert VQVAEConfig.from_dict(old).band_bins == 16
 
 
 def test_seed_architecture_builds_and_runs():
@@ -47,7 +67,7 @@ def test_level_left_out_contributes_nothing():
     model = ConvVQVAE(VQVAEConfig(**SMALL)).train()
     model(torch.rand(8, 1, 128, 96) * 4)  # k-means init: codebooks are zeros before the first batch
     model.eval()
-    codes = torch.randint(0, 16, (1, 3, 8, 4))
+    codes = torch.randint(0, 16, (1, 3, 16, 4))
     first_only = codes.clone()
     first_only[:, 1:] = -1
     lat = model.codes_to_latent(first_only)
@@ -87,12 +107,12 @@ def test_band_embedding_tells_the_decoder_which_band_a_code_sits_in():
     model = ConvVQVAE(VQVAEConfig(**SMALL)).eval()
     with torch.no_grad():
         model.decoder.band.weight.normal_()
-        latent = torch.ones(1, 16, 8, 6)
+        latent = torch.ones(1, 16, 16, 6)
         mel = model.decode(latent, 96)[0, 0]
-    tile = lambda band: mel[band * 16:(band + 1) * 16, 32:64]  # noqa: E731  (middle columns: no edge effects)
-    assert not torch.allclose(tile(3), tile(4), atol=1e-4)
+    tile = lambda band: mel[band * 8:(band + 1) * 8, 32:64]  # noqa: E731  (middle columns: no edge effects)
+    assert not torch.allclose(tile(6), tile(7), atol=1e-4)
     flat = ConvVQVAE(VQVAEConfig(**SMALL, band_embedding=False)).eval()
     with torch.no_grad():
         mel = flat.decode(latent, 96)[0, 0]
-    assert torch.allclose(tile(3), tile(4), atol=1e-5)
+    assert torch.allclose(tile(6), tile(7), atol=1e-5)
     assert not any("band" in name for name, _ in ConvVQVAE(seed_config(50)).named_parameters())

@@ -81,7 +81,7 @@ def test_select_out_of_range_is_refused_and_keeps_the_old_selection(session):
 def test_swap_with_b_then_undo_redo_restore_both_clips(session):
     s = session
     a0, b0 = s.grid.codes.copy(), s.b_grid.codes.copy()
-    s, _ = drag(s, 1, 0, 1, 7, 4)
+    s, _ = drag(s, 1, 0, 1, s.grid.num_bands - 1, 4)  # every band of columns 1-4
     s, view = handlers.edit(s, "swap")
     assert np.array_equal(s.grid.codes[1, :, 1:5], b0[1, :, 1:5])
     assert np.array_equal(s.b_grid.codes[1, :, 1:5], a0[1, :, 1:5])
@@ -106,7 +106,7 @@ def test_copy_paste_set_reverse_and_reset(session, codec):
     assert np.array_equal(s.grid.codes[2, 3:5, 5:7], src)
     s, _ = handlers.edit(s, "set", code=codec.codebook_size - 1)
     assert (s.grid.codes[2, 3:5, 5:7] == codec.codebook_size - 1).all()
-    s, _ = drag(s, 0, 0, 0, 7, 3)
+    s, _ = drag(s, 0, 0, 0, s.grid.num_bands - 1, 3)
     before = s.grid.codes[0, :, 0:4].copy()
     s, _ = handlers.edit(s, "reverse")
     assert np.array_equal(s.grid.codes[0, :, 0:4], before[:, ::-1])
@@ -189,6 +189,14 @@ def test_heatmap_html_marks_the_selection_and_colours_by_code():
     assert all(col == palette(8)[int(k)] for _, _, k, col in cells)
     assert len(set(palette(64))) == 64
     assert "left:0.0%;width:66.66" in html and "top:0.0%;height:50.0%" in html
+
+
+@pytest.mark.parametrize("bands,row_px", [(8, 14), (16, 7), (32, 5)])
+def test_heatmap_keeps_its_height_whatever_the_band_count(bands, row_px):
+    """8-band (older) and 16-band models give heatmaps of about the same height; rows never vanish."""
+    html = heatmap_html(np.zeros((bands, 4), dtype=int), level=0, name="A · Structure", grid_id="A",
+                        seconds_per_column=0.17, codebook_size=8)
+    assert f"--row-h:{row_px}px" in html and html.count('class="hm-c"') == bands * 4
 
 
 def test_dataset_report_lists_every_file_and_implied_settings(tmp_path):

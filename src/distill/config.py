@@ -12,7 +12,7 @@ NORMS = frozenset({"channel", "batch", "none"})
 DEVICES = frozenset({"auto", "cpu", "cuda", "mps"})
 # Fields added after the first models were saved: a saved config without them meant these values.
 LEGACY_DEFAULTS = {"res_from": 0, "full_res_head": True, "power_floor": 0.0, "logpower_weight": 0.0,
-                   "band_embedding": False}
+                   "band_embedding": False, "band_bins": 16}
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class VQVAEConfig:
     num_quantizers: int = 3
     arch: str = "distill"
     channels: tuple[int, ...] = (32, 64, 128, 256)
+    band_bins: int = 8  # mel bins per code band (8: 16 bands; benchmarks/README.md); a column is always 16 frames
     res_blocks: int = 0  # benchmarks/README.md: on a laptop CPU, more steps beat residual blocks
     res_from: int = 1  # first of the 4 stages (0 = highest resolution) that gets residual blocks
     full_res_head: bool = False  # a conv block at full mel resolution before the output (costly)
@@ -81,6 +82,8 @@ class VQVAEConfig:
         _check(self.device in DEVICES, f"device must be one of {sorted(DEVICES)}, got {self.device!r}")
         _check(len(self.channels) == 4 and all(c >= 1 for c in self.channels),
                f"channels must be 4 positive widths (one per 2x downsampling), got {self.channels}")
+        _check(self.band_bins in (4, 8, 16), f"band_bins must be 4, 8 or 16, got {self.band_bins}")
+        _check(self.arch != "seed" or self.band_bins == 16, f"the seed design has 16 mel bins per band, got {self.band_bins}")
         _check(self.res_blocks >= 0, f"res_blocks must be >= 0, got {self.res_blocks}")
         _check(0 <= self.res_from <= 4, f"res_from must be 0-4, got {self.res_from}")
         _check(self.power_floor >= 0, f"power_floor must be >= 0, got {self.power_floor}")
@@ -117,7 +120,7 @@ def _check(ok: bool, message: str) -> None:
 def seed_config(file_count: int) -> VQVAEConfig:
     """The seed document's reference design at its adaptive tier (the benchmark's baseline)."""
     base = adaptive_config(file_count)
-    return base.replace(arch="seed", norm="batch", res_blocks=0, band_embedding=False, dropout=0.4 if file_count <= 20 else 0.2,
+    return base.replace(arch="seed", norm="batch", res_blocks=0, band_embedding=False, band_bins=16, dropout=0.4 if file_count <= 20 else 0.2,
                         batch_size=32, warmup_steps=0, spectral_weight=0.0, mse_weight=0.0, multiscale_weight=1.0,
                         logpower_weight=0.0, power_floor=0.0,
                         learning_rate=5e-4 if file_count <= 20 else 1e-3)

@@ -1,7 +1,8 @@
-"""VQEncoder, VQDecoder and ConvVQVAE: log-mel [B, 1, M, T] <-> code grid [B, Q, M/16, ceil(T/16)].
+"""VQEncoder, VQDecoder and ConvVQVAE: log-mel [B, 1, M, T] <-> code grid [B, Q, M/band_bins, ceil(T/16)].
 
-Four stride-2 stages give 16x reduction in frequency and time: with 128 mels at 48 kHz / hop 512,
-one code column covers 16 frames = 0.171 s and one band row covers 16 mel bins.
+Four stages halve time (16x): with 128 mels at 48 kHz / hop 512 one code column covers 16 frames
+= 0.171 s. The first log2(band_bins) stages also halve frequency: by default a band row covers
+8 mel bins (16 bands); the seed design and older models use 16 (8 bands).
 Nothing here keeps per-call state: shapes go in and come out explicitly, so one model can serve
 several threads at once.
 """
@@ -17,7 +18,7 @@ from vector_quantize_pytorch import ResidualVQ
 
 from .config import VQVAEConfig
 
-DOWNSAMPLE = 16  # 4 stride-2 stages
+DOWNSAMPLE = 16  # frames per code column: 4 stages each halve time
 LOG_POWER_SCALE = 4.0  # with power_floor > 0: natural-log units of output power per unit of activation
 OUT_SHIFT = -4.0       # an untrained decoder starts at log power -4 (near silence), not at log1p 0.69
 
@@ -72,7 +73,7 @@ class ResBlock(nn.Module):
 
 
 class VQEncoder(nn.Module):
-    """log-mel [B, 1, M, T] -> spatial embeddings [B, D, M/16, ceil(T/16)]."""
+    """log-mel [B, 1, M, T] -> spatial embeddings [B, D, M/band_bins, ceil(T/16)]."""
 
     def __init__(self, cfg: VQVAEConfig, n_mels: int = 128):
         super().__init__()
@@ -83,27 +84,30 @@ class VQEncoder(nn.Module):
                 layers += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1), nn.BatchNorm2d(out_ch),
                            nn.ReLU(inplace=True), nn.Dropout2d(cfg.dropout)]
             else:
-                layers += [nn.Conv2d(in_ch, out_ch, 4, stride=2, padding=1), make_norm(cfg.norm, out_ch), nn.SiLU()]
+                sf = freq_stride(cfg, stage)
+                layers += [nn.Conv2d(in_ch, out_ch, (2 + sf, 4), stride=(sf, 2), padding=1),
+                           make_norm(cfg.norm, out_ch), nn.SiLU()]
                 layers += [ResBlock(out_ch, cfg.norm, cfg.dropout) for _ in range(stage_blocks(cfg, stage))]
             in_ch = out_ch
         self.convs = nn.Sequential(*layers)
-        self.band = BandEmbedding(in_ch, n_mels // DOWNSAMPLE) if cfg.band_embedding else nn.Identity()
+        self.band = BandEmbedding(in_ch, n_mels // cfg.band_bins) if cfg.band_embedding else nn.Identity()
         self.proj = nn.Conv2d(in_ch, cfg.codebook_dim, 1)
+        self.band_bins = cfg.band_bins
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         _check_mel(mel)
-        return self.proj(self.band(self.convs(pad_to_grid(mel))))
+        return self.proj(self.band(self.convs(pad_to_grid(mel, self.band_bins))))
 
 
 class VQDecoder(nn.Module):
-    """Quantized embeddings [B, D, H, W] -> non-negative log-mel [B, 1, H*16, frames] (Softplus, cropped)."""
+    """Quantized embeddings [B, D, H, W] -> non-negative log-mel [B, 1, H*band_bins, frames] (Softplus, cropped)."""
 
     def __init__(self, cfg: VQVAEConfig, n_mels: int = 128):
         super().__init__()
         chans = list(reversed(cfg.channels))  # e.g. 256, 128, 64, 32
         self.log_power_out = cfg.arch != "seed" and cfg.power_floor > 0
         self.proj = nn.Conv2d(cfg.codebook_dim, chans[0], 1)
-        self.band = BandEmbedding(chans[0], n_mels // DOWNSAMPLE) if cfg.band_embedding else nn.Identity()
+        self.band = BandEmbedding(chans[0], n_mels // cfg.band_bins) if cfg.band_embedding else nn.Identity()
         layers: list[nn.Module] = []
         outs = chans[1:] + [chans[-1]]
         for i, (in_ch, out_ch) in enumerate(zip(chans, outs, strict=True)):
@@ -116,10 +120,12 @@ class VQDecoder(nn.Module):
             else:
                 stage = len(chans) - 1 - i  # mirror of the encoder stage at this resolution
                 layers += [ResBlock(in_ch, cfg.norm, cfg.dropout) for _ in range(stage_blocks(cfg, stage))]
+                sf = freq_stride(cfg, stage)
+                up = dict(kernel_size=(2 + sf, 4), stride=(sf, 2), padding=1)
                 if last and not cfg.full_res_head:  # upsample straight to the mel: full resolution is the costly part
-                    layers.append(nn.ConvTranspose2d(in_ch, 1, 4, stride=2, padding=1))
+                    layers.append(nn.ConvTranspose2d(in_ch, 1, **up))
                     continue
-                layers += [nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1), make_norm(cfg.norm, out_ch), nn.SiLU()]
+                layers += [nn.ConvTranspose2d(in_ch, out_ch, **up), make_norm(cfg.norm, out_ch), nn.SiLU()]
         if cfg.arch != "seed" and cfg.full_res_head:
             layers.append(nn.Conv2d(chans[-1], 1, 3, padding=1))
         self.deconvs = nn.Sequential(*layers)
@@ -146,8 +152,8 @@ class ConvVQVAE(nn.Module):
 
     def __init__(self, cfg: VQVAEConfig, n_mels: int = 128):
         super().__init__()
-        if n_mels % DOWNSAMPLE:
-            raise ValueError(f"n_mels must be a multiple of {DOWNSAMPLE}, got {n_mels}")
+        if n_mels % cfg.band_bins:
+            raise ValueError(f"n_mels must be a multiple of {cfg.band_bins} (band_bins), got {n_mels}")
         self.cfg = cfg
         self.n_mels = n_mels
         self.encoder = VQEncoder(cfg, n_mels)
@@ -166,7 +172,7 @@ class ConvVQVAE(nn.Module):
 
     @property
     def num_bands(self) -> int:
-        return self.n_mels // DOWNSAMPLE
+        return self.n_mels // self.cfg.band_bins
 
     # -------------------------------------------------------------- pieces
     def encode(self, mel: torch.Tensor) -> torch.Tensor:
@@ -212,15 +218,20 @@ def stage_blocks(cfg: VQVAEConfig, stage: int) -> int:
     return cfg.res_blocks if stage >= cfg.res_from else 0
 
 
+def freq_stride(cfg: VQVAEConfig, stage: int) -> int:
+    """A stage halves frequency until the stages so far make up `band_bins`, then keeps it (time always halves)."""
+    return 2 if 2 ** (stage + 1) <= cfg.band_bins else 1
+
+
 def grid_width(frames: int) -> int:
     """Code columns for a mel of `frames` frames."""
     return -(-int(frames) // DOWNSAMPLE)
 
 
-def pad_to_grid(mel: torch.Tensor) -> torch.Tensor:
-    """Zero-pad time (and frequency) up to a multiple of 16; zero is silence in log1p-mel."""
+def pad_to_grid(mel: torch.Tensor, band_bins: int = DOWNSAMPLE) -> torch.Tensor:
+    """Zero-pad time to whole 16-frame columns and frequency to whole bands; zero is silence in log1p-mel."""
     h, w = mel.shape[-2:]
-    ph, pw = (-h) % DOWNSAMPLE, (-w) % DOWNSAMPLE
+    ph, pw = (-h) % band_bins, (-w) % DOWNSAMPLE
     return F.pad(mel, (0, pw, 0, ph)) if (ph or pw) else mel
 
 

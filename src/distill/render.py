@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 # smallest worst-case loss (replaced-by-B: 0.98 at 0, 1.32 at .75, 1.44 at 1, where A's detail is a ghost).
 DEFAULT_DETAIL = 0.75
 DEFAULT_GL_ITERS = 8
-DEFAULT_FEATHER = 0.5        # crossfade width, in code tiles (16 frames / 16 mel bins)
+DEFAULT_FEATHER = 0.5        # crossfade width, in code tiles (16 frames x one band of mel bins)
 DECODE_CONTEXT_COLUMNS = 6   # clustering gap / 2; each decode window's context comes from decoder_reach()
 ENCODE_CONTEXT_COLUMNS = 8   # encoder receptive field ~166 frames; same value the codec chunks with
 
@@ -207,7 +207,8 @@ def _render_patch(codec: Codec, edited: CodeGrid, source: np.ndarray, source_gri
     n_cols = edited.num_columns
     cols = np.flatnonzero(changed.any(axis=0))
     c_lo, c_hi = int(cols[0]), int(cols[-1]) + 1
-    fw = int(round(feather * DOWNSAMPLE))
+    fw = int(round(feather * DOWNSAMPLE))  # frames
+    fws = (int(round(feather * cfg.n_mels / codec.num_bands)), fw)  # (mel bins, frames): half a tile each way
     margin = fw + cfg.n_fft // cfg.hop_length  # fixed frames around the mask keep the local GL exact
     f0 = max(0, c_lo * DOWNSAMPLE - margin)
     f1 = min(n_frames, c_hi * DOWNSAMPLE + margin)
@@ -241,9 +242,9 @@ def _render_patch(codec: Codec, edited: CodeGrid, source: np.ndarray, source_gri
             continue
         cover, spec, same = _donor_window(codec, d, cells, edited, source, source_grid, f0, f1)
         donor_hard = torch.maximum(donor_hard, cover)
-        donor_phase = torch.where(_mel_to_linear(front, _feather(cover, fw)) > 0, spec, donor_phase)
+        donor_phase = torch.where(_mel_to_linear(front, _feather(cover, fws)) > 0, spec, donor_phase)
         if bool(same.any()):
-            near = _feather(same, fw) > 0
+            near = _feather(same, fws) > 0
             d_logmel = front.power_to_logmel(spec.abs().square())
             donor_res = torch.where(near, d_logmel - dec_edit, donor_res)
             d_fine = spec.abs() - front.logmel_to_magnitude(d_logmel)
@@ -253,23 +254,23 @@ def _render_patch(codec: Codec, edited: CodeGrid, source: np.ndarray, source_gri
     # residual: where a cell holds exactly a donor's codes (all levels), that recording is the truth
     # for those codes, so detail 1 gives the donor's own spectrum there; elsewhere the source's residual.
     # detail = mel residual + the linear fine structure, so detail 1 on unchanged codes is the source itself.
-    res_w = _feather(donor_res_w, fw)
+    res_w = _feather(donor_res_w, fws)
     residual = (1 - res_w) * residual + res_w * donor_res
     res_w_lin = _mel_to_linear(front, res_w)
     fine = (1 - res_w_lin) * fine + res_w_lin * donor_fine
     target = dec_edit + detail * residual
 
-    mask = _mel_to_linear(front, _feather(hard, fw))
+    mask = _mel_to_linear(front, _feather(hard, fws))
     mask = torch.where(mask > 1e-6, mask, torch.zeros_like(mask))
     model_mag = (front.logmel_to_magnitude(target) + detail * fine).clamp(min=0)
     magnitude = (1 - mask) * src_mag + mask * model_mag
 
-    w_donor = _mel_to_linear(front, _feather(donor_hard, fw)).clamp(0, 1) * (mask > 0)
+    w_donor = _mel_to_linear(front, _feather(donor_hard, fws)).clamp(0, 1) * (mask > 0)
     if bool(w_donor.any()):
         dph = donor_phase / donor_phase.abs().clamp(min=1e-8)
         mixed = (1 - w_donor) * phase + w_donor * dph
         phase = torch.where(mixed.abs() > 1e-4, mixed / mixed.abs().clamp(min=1e-8), dph)
-    gl_region = _mel_to_linear(front, _feather(hard * (1 - donor_hard), fw)).clamp(0, 1) * (mask > 0)
+    gl_region = _mel_to_linear(front, _feather(hard * (1 - donor_hard), fws)).clamp(0, 1) * (mask > 0)
     spec = magnitude * phase
     if gl_iters > 0 and bool(gl_region.any()):
         spec = _constrained_gl(front, spec, magnitude, 1 - gl_region, gl_iters)
@@ -401,13 +402,13 @@ def _cells_to_mel(cells: np.ndarray, f0: int, f1: int, n_mels: int) -> torch.Ten
     return torch.from_numpy(up.astype(np.float32))
 
 
-def _feather(hard: torch.Tensor, width: int) -> torch.Tensor:
-    """Raised-cosine dilation by `width` bins/frames on both axes: 1 on the cells, 0 beyond width."""
-    if width <= 0 or not bool(hard.any()):
+def _feather(hard: torch.Tensor, widths: tuple[int, int]) -> torch.Tensor:
+    """Raised-cosine dilation by widths = (mel bins, frames): 1 on the cells, 0 beyond the width."""
+    if max(widths) <= 0 or not bool(hard.any()):
         return hard
-    ramp = [0.5 * (1 + math.cos(math.pi * d / (width + 1))) for d in range(width + 1)]
     out = hard
-    for dim in (0, 1):
+    for dim, width in enumerate(widths):
+        ramp = [0.5 * (1 + math.cos(math.pi * d / (width + 1))) for d in range(width + 1)]
         grown = out.clone()
         n = out.shape[dim]
         for d in range(1, width + 1):

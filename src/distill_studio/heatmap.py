@@ -15,7 +15,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-CELL_PX = 13  # height of one band row
+GRID_PX = 112  # height of one level's heatmap: 8 bands of 14 px, 16 of 7 px (at least MIN_ROW_PX a row)
+MIN_ROW_PX = 5
 
 HEATMAP_CSS = """
 .hm { font: 12px/1.3 var(--font, sans-serif); margin: 2px 0 6px 0; user-select: none; }
@@ -24,7 +25,7 @@ HEATMAP_CSS = """
 .hm-info { color: var(--body-text-color-subdued, #888); font-variant-numeric: tabular-nums; }
 .hm-body { position: relative; display: grid; width: 100%; cursor: crosshair; touch-action: none;
            outline: 1px solid rgba(128,128,128,.35); }
-.hm-c { height: %dpx; min-width: 0; }
+.hm-c { height: var(--row-h, 14px); min-width: 0; }
 .hm-c:hover { outline: 1px solid #fff; outline-offset: -1px; }
 .hm-sel { position: absolute; pointer-events: none; border: 2px solid #fff; box-shadow: 0 0 0 2px #000, inset 0 0 0 1px #000;
           background: rgba(255,255,255,.18); display: none; }
@@ -36,7 +37,7 @@ HEATMAP_CSS = """
 .ruler span { position: absolute; top: 0; border-left: 1px solid currentColor; padding-left: 2px; line-height: 14px; }
 .usage img { width: 100%; height: 28px; image-rendering: pixelated; display: block; }
 .usage .cap { font: 12px var(--font, sans-serif); margin: 4px 0 1px 0; }
-""".replace("%dpx", f"{CELL_PX}px")
+"""
 
 # Runs once per heatmap; listeners are delegated on `element` so in-place re-renders keep them.
 HEATMAP_JS = r"""
@@ -126,7 +127,13 @@ def heatmap_html(codes: np.ndarray, *, level: int, name: str, grid_id: str, seco
     return (f'<div class="hm" data-grid="{grid_id}" data-level="{level}" data-rows="{bands}" data-cols="{cols}" '
             f'data-spc="{seconds_per_column:.6f}"><div class="hm-head"><b>{html.escape(name)}</b>'
             f'<span class="hm-info">{html.escape(note) or "hover a cell; drag to select, shift-drag adds this level"}</span></div>'
-            f'<div class="hm-body" style="grid-template-columns:repeat({cols},1fr)">{"".join(cells)}{sel}</div></div>')
+            f'<div class="hm-body" style="grid-template-columns:repeat({cols},1fr);--row-h:{row_px(bands)}px">'
+            f'{"".join(cells)}{sel}</div></div>')
+
+
+def row_px(bands: int) -> int:
+    """Row height that keeps a level's heatmap about GRID_PX tall whatever the model's band count."""
+    return max(MIN_ROW_PX, GRID_PX // max(1, bands))
 
 
 def empty_html(message: str) -> str:

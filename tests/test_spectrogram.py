@@ -56,3 +56,17 @@ def test_own_phase_inversion_is_much_closer_than_griffin_lim():
 def test_config_round_trip():
     cfg = MelConfig(sample_rate=44100)
     assert MelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("bands", [8, 16])
+def test_band_ranges_tile_the_spectrum_and_hold_their_filters(bands):
+    cfg = MelConfig()
+    ranges = cfg.band_ranges_hz(bands)
+    assert len(ranges) == bands and ranges[0][0] == 0 and ranges[-1][1] == pytest.approx(24000)
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))  # contiguous, low to high
+    fb = MelFrontEnd(cfg).fbank
+    hz = torch.linspace(0, 24000, cfg.n_freqs)
+    per = cfg.n_mels // bands
+    for r, (lo, hi) in enumerate(ranges):  # every filter of the band peaks inside the band's range
+        peaks = hz[fb[r * per:(r + 1) * per].argmax(1)]
+        assert ((peaks >= lo - 24) & (peaks <= hi + 24)).all()  # one STFT bin of slack

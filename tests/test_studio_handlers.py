@@ -13,7 +13,7 @@ from conftest import tone
 
 from distill import CodeGrid, TrainResult
 from distill_studio import handlers, training
-from distill_studio.heatmap import heatmap_html, palette
+from distill_studio.heatmap import heatmap_html, hz_label, palette
 from distill_studio.state import Limits
 
 SR = 48000
@@ -189,6 +189,14 @@ def test_heatmap_html_marks_the_selection_and_colours_by_code():
     assert all(col == palette(8)[int(k)] for _, _, k, col in cells)
     assert len(set(palette(64))) == 64
     assert "left:0.0%;width:66.66" in html and "top:0.0%;height:50.0%" in html
+
+
+def test_bands_are_labelled_in_hz_on_hover_and_in_the_selection(session):
+    s, view = drag(session, 1, 2, 0, 5, 1)
+    labels = re.search(r'data-hz="([^"]+)"', view.heat_a[1]).group(1).split("|")
+    assert len(labels) == s.grid.num_bands and labels[0].startswith("0–")
+    lo, hi = s.codec.band_ranges_hz[2][0], s.codec.band_ranges_hz[5][1]
+    assert f"bands 2–5 ({hz_label(lo, hi)})" in view.selection
 
 
 @pytest.mark.parametrize("bands,row_px", [(8, 14), (16, 7), (32, 5)])

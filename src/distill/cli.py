@@ -19,6 +19,7 @@ from .codec import DEFAULT_GL_ITERS, Codec
 from .codes import CodeGrid, CodesError, atomic_write_text
 from .config import adaptive_config
 from .edits import EditHistory, apply_operation
+from .model import DOWNSAMPLE
 from .train import Trainer, TrainEvent, TrainingError
 
 
@@ -181,6 +182,9 @@ def cmd_info(args: argparse.Namespace) -> int:
           f"{cfg.codebook_dim}, arch {cfg.arch}")
     print(f"  front end   {info.mel.sample_rate} Hz, n_fft {info.mel.n_fft}, hop {info.mel.hop_length}, "
           f"{info.mel.n_mels} mels (log1p power)")
+    bands = info.mel.band_ranges_hz(info.mel.n_mels // cfg.band_bins)
+    print(f"  grid        {len(bands)} bands x columns of {DOWNSAMPLE * info.mel.hop_length / info.mel.sample_rate:.3f} s; "
+          "bands (Hz): " + ", ".join(f"{r}: {lo:.0f}-{hi:.0f}" for r, (lo, hi) in enumerate(bands)))
     if ds:
         print(f"  dataset     {ds.get('accepted', '?')} of {ds.get('files', '?')} files, {ds.get('total_seconds', 0):.1f} s; "
               f"{len(ds.get('train_files', []))} train / {len(ds.get('val_files', []))} validation")

@@ -82,6 +82,11 @@ class Codec:
         return self.model.num_bands
 
     @property
+    def band_ranges_hz(self) -> list[tuple[float, float]]:
+        """(low, high) Hz each code band covers, row 0 (lowest) first."""
+        return self.mel_cfg.band_ranges_hz(self.num_bands)
+
+    @property
     def sample_rate(self) -> int:
         return self.mel_cfg.sample_rate
 

@@ -39,6 +39,18 @@ class MelConfig:
     def n_freqs(self) -> int:
         return self.n_fft // 2 + 1
 
+    def band_ranges_hz(self, bands: int) -> list[tuple[float, float]]:
+        """(low, high) Hz of each code band, row 0 first: a band of k mel bins spans from halfway below
+        its first filter's centre to halfway above its last's (HTK mel scale, as the filterbank)."""
+        hz_to_mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+        lo, hi = hz_to_mel(self.f_min), hz_to_mel(self.f_max or self.sample_rate / 2)
+        step = (hi - lo) / (self.n_mels + 1)  # filter centres sit at lo + (i + 1) * step
+        per = self.n_mels // bands
+        edges = [lo + (r * per + 0.5) * step for r in range(bands)] + [lo + (bands * per + 0.5) * step]
+        edges[0], edges[-1] = lo, hi
+        hz = [700.0 * (10 ** (m / 2595.0) - 1.0) for m in edges]
+        return [(hz[r], hz[r + 1]) for r in range(bands)]
+
 
 class MelFrontEnd:
     """Waveform <-> log-mel at one fixed configuration. Stateless after construction (thread-safe)."""

@@ -34,7 +34,7 @@ from distill.edits import (
 from distill.model import DOWNSAMPLE
 from distill.render import RenderError, decoder_reach, donors_from_patches, render_edit
 
-from .heatmap import empty_html, heatmap_html, mel_html, usage_html
+from .heatmap import empty_html, heatmap_html, hz_label, mel_html, usage_html
 from .state import Clip, Limits, Session
 
 MAX_LEVELS = 4
@@ -276,7 +276,7 @@ def _heatmaps(s: Session, grid: CodeGrid | None, region: Region | None, grid_id:
         sel = (region.r0, region.r1, region.c0, region.c1) if region is not None and q in region.levels else None
         out.append(heatmap_html(grid.codes[q], level=q, name=f"{grid_id} · {grid.level_names[q]}", grid_id=grid_id,
                                 seconds_per_column=grid.seconds_per_column, codebook_size=s.codec.codebook_size,
-                                selection=sel))
+                                selection=sel, band_hz=s.codec.band_ranges_hz))
     return tuple(out)
 
 
@@ -285,8 +285,10 @@ def selection_text(s: Session) -> str:
     for tag, region, grid in (("A", s.sel_a, s.grid), ("B", s.sel_b, s.b_grid)):
         if region is not None and grid is not None:
             a, b = region.seconds(grid)
+            hz = s.codec.band_ranges_hz if s.codec is not None else None
+            span = f" ({hz_label(hz[region.r0][0], hz[region.r1][1])})" if hz and region.r1 < len(hz) else ""
             parts.append(f"**{tag}:** {html.escape(region.level_label(grid))} · **{a:.2f}–{b:.2f} s** "
-                         f"({b - a:.2f} s, {region.num_columns} columns) · bands {region.r0}–{region.r1}")
+                         f"({b - a:.2f} s, {region.num_columns} columns) · bands {region.r0}–{region.r1}{span}")
     if not parts:
         return "No selection: drag on a heatmap (shift-drag on another level adds that level)."
     clip = " · clipboard holds a copy" if s.clipboard else ""

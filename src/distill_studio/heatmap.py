@@ -10,6 +10,7 @@ import base64
 import colorsys
 import html
 import io
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -45,7 +46,8 @@ let drag = null;
 const info = (root, cell) => {
   const spc = +root.dataset.spc, c = +cell.dataset.c, r = +cell.dataset.r;
   const out = root.querySelector('.hm-info');
-  if (out) out.textContent = `t ${(c * spc).toFixed(2)}–${((c + 1) * spc).toFixed(2)} s · band ${r} · code ${cell.dataset.k}`;
+  const hz = (root.dataset.hz || '').split('|')[r];
+  if (out) out.textContent = `t ${(c * spc).toFixed(2)}–${((c + 1) * spc).toFixed(2)} s · band ${r}${hz ? ' (' + hz + ')' : ''} · code ${cell.dataset.k}`;
 };
 const box = (a, b) => [Math.min(a.r, b.r), Math.max(a.r, b.r), Math.min(a.c, b.c), Math.max(a.c, b.c)];
 const paint = (root, bx) => {
@@ -106,11 +108,13 @@ def palette(codebook_size: int) -> tuple[str, ...]:
 
 
 def heatmap_html(codes: np.ndarray, *, level: int, name: str, grid_id: str, seconds_per_column: float,
-                 codebook_size: int, selection: tuple[int, int, int, int] | None = None, note: str = "") -> str:
+                 codebook_size: int, selection: tuple[int, int, int, int] | None = None, note: str = "",
+                 band_hz: Sequence[tuple[float, float]] | None = None) -> str:
     """One level's codes [bands, columns] as a grid of cells, top row = highest band.
 
     Args:
         selection: (r0, r1, c0, c1) inclusive, drawn as a rectangle; None for no selection.
+        band_hz: (low, high) Hz of each band, shown on hover (a row number alone means little).
     """
     bands, cols = codes.shape
     colours = palette(codebook_size)
@@ -124,11 +128,20 @@ def heatmap_html(codes: np.ndarray, *, level: int, name: str, grid_id: str, seco
         r0, r1, c0, c1 = selection
         sel = (f'<div class="hm-sel on" style="left:{100 * c0 / cols}%;width:{100 * (c1 - c0 + 1) / cols}%;'
                f'top:{100 * (bands - 1 - r1) / bands}%;height:{100 * (r1 - r0 + 1) / bands}%"></div>')
+    hz = f' data-hz="{html.escape("|".join(hz_label(lo, hi) for lo, hi in band_hz))}"' if band_hz else ""
     return (f'<div class="hm" data-grid="{grid_id}" data-level="{level}" data-rows="{bands}" data-cols="{cols}" '
-            f'data-spc="{seconds_per_column:.6f}"><div class="hm-head"><b>{html.escape(name)}</b>'
+            f'data-spc="{seconds_per_column:.6f}"{hz}><div class="hm-head"><b>{html.escape(name)}</b>'
             f'<span class="hm-info">{html.escape(note) or "hover a cell; drag to select, shift-drag adds this level"}</span></div>'
             f'<div class="hm-body" style="grid-template-columns:repeat({cols},1fr);--row-h:{row_px(bands)}px">'
             f'{"".join(cells)}{sel}</div></div>')
+
+
+def hz_label(lo: float, hi: float) -> str:
+    """'185–404 Hz', '1.0–1.4 kHz', '404 Hz–1.0 kHz': how a musician reads a band."""
+    def one(f: float) -> str:
+        return f"{f / 1000:.1f} kHz" if f >= 1000 else f"{f:.0f} Hz"
+    a, b = one(lo), one(hi)
+    return f"{a.rsplit(' ', 1)[0]}–{b}" if a.split(" ")[1] == b.split(" ")[1] else f"{a}–{b}"
 
 
 def row_px(bands: int) -> int:

@@ -6,7 +6,8 @@ Uses quality.py's file split (every 5th sorted file held out), so a model kept w
 `quality.py --keep DIR` is scored on the files it never saw. For each set it prints the
 model-domain log1p-mel L1 of: the decoder fed the encoder's unquantized latent, the codes of the
 first level only, the first two, all levels, optionally codes found by `--search N` steps of
-encode-by-search, and a silent prediction (the scale). A large
+encode-by-search, a 3 x 3 box blur of the true mel (what a model that kept everything but the
+finest detail would score) and a silent prediction (the scale). A large
 training/held-out gap with a small codes-vs-latent gap says the encoder-decoder generalises
 poorly, not that the codebooks are short of bits.
 """
@@ -34,7 +35,7 @@ def mel_errors(codec: Codec, files: list[str], search: int = 0) -> dict[str, flo
     model = codec.model.eval()
     labels = ["unquantized latent"] + [f"codes, levels 1-{k}" for k in range(1, len(codec.level_names) + 1)]
     labels += [f"codes by search, {search} steps (encode --search)"] if search else []
-    labels.append("silence (scale)")
+    labels += ["true mel, 3 x 3 box blur (no model: a yardstick)", "silence (scale)"]
     sums, count = np.zeros(len(labels)), 0
     for path in files:
         wave, _ = load_audio(path, codec.sample_rate)
@@ -46,6 +47,7 @@ def mel_errors(codec: Codec, files: list[str], search: int = 0) -> dict[str, flo
         outs += [model.decode_codes(codes[:, :k], frames) for k in range(1, codes.shape[1] + 1)]
         if search:
             outs.append(model.decode_codes(search_codes(model, mel, search), frames))
+        outs.append(torch.nn.functional.avg_pool2d(mel, 3, 1, 1, count_include_pad=False))
         outs.append(torch.zeros_like(mel))
         sums += [float((o - mel).abs().sum()) for o in outs]
         count += mel.numel()

@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output")
     e.add_argument("--search", type=int, default=0, metavar="STEPS",
                    help="pick codes that decode closer to the clip by STEPS of search (20 is a good value; "
-                   "~0.1 s per second of audio)")
+                   "~0.15 s per second of audio)")
     e.set_defaults(func=cmd_encode)
 
     d = sub.add_parser("decode", help="decode a codes JSON file to a WAV")

@@ -128,7 +128,7 @@ class Codec:
 
         With `sr`, the grid also records the source rate and length, so `at_source_rate` can give
         a decoded clip back at the rate and sample count it came in with. `search_steps` > 0 picks
-        codes that decode closer to the clip, at ~0.1 s per second of audio per 20 steps."""
+        codes that decode closer to the clip, at ~0.15 s per second of audio per 20 steps (one thread)."""
         model_wave = self.load_wave(wave, sr) if sr is not None else np.asarray(wave, dtype=np.float32)
         codes = self.encode_mel(self.logmel(model_wave), search_steps)
         grid = self.grid(codes, len(model_wave))

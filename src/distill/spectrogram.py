@@ -49,7 +49,7 @@ class MelConfig:
         edges = [lo + (r * per + 0.5) * step for r in range(bands)] + [lo + (bands * per + 0.5) * step]
         edges[0], edges[-1] = lo, hi
         hz = [700.0 * (10 ** (m / 2595.0) - 1.0) for m in edges]
-        return [(hz[r], hz[r + 1]) for r in range(bands)]
+        return [(float(hz[r]), float(hz[r + 1])) for r in range(bands)]
 
 
 class MelFrontEnd:

@@ -51,7 +51,7 @@ def test_chained_edits_apply_in_command_line_order(files, capsys):
     assert CodeGrid.load(out) == grid
     history = EditHistory.from_json(open(hist, encoding="utf-8").read(), codec.fingerprint)
     assert history.position == 5 and history.current == grid
-    assert "touched Timbre 0.85-2.05 s, bands 0-15 (columns 5-11)" in printed  # 1.0-2.0 s snapped outward
+    assert "touched Timbre 0.85-2.05 s, bands 0-15 (columns 5-11, 0-24000 Hz)" in printed  # 1.0-2.0 s snapped outward
 
 
 def test_order_matters(files):
@@ -69,6 +69,8 @@ def test_edited_codes_decode_to_the_clip_length(files, capsys):
     out = str(files["dir"] / "rev.codes.json")
     wav = str(files["dir"] / "rev.wav")
     assert main(["edit", files["model"], files["A"], "-o", out, "--reverse", "Structure+Timbre@0.5-1.5/0-3"]) == 0
+    top = Codec.load(files["model"]).band_ranges_hz[3][1]
+    assert f"bands 0-3 (columns 2-8, 0-{top:.0f} Hz)" in capsys.readouterr().out  # what rows 0-3 mean, in Hz
     assert main(["decode", files["model"], out, "-o", wav, "--phase-from", files["A_wav"]]) == 0
     audio, sr = sf.read(wav)
     assert sr == SR and len(audio) == 3 * SR

@@ -258,8 +258,10 @@ def cmd_edit(args: argparse.Namespace) -> int:
         history.push(result)
         note = f" ({other_path} itself is not changed)" if result.other is not None else ""
         print(f"{history.position}. {result.label}{note}")
+        hz = codec.band_ranges_hz
         print(f"   touched {result.region.describe(result.grid)}"
-              f" (columns {result.region.c0}-{result.region.c1}){'; clipped at the edge' if result.clipped else ''}")
+              f" (columns {result.region.c0}-{result.region.c1}, {hz[result.region.r0][0]:.0f}-{hz[result.region.r1][1]:.0f} Hz)"
+              f"{'; clipped at the edge' if result.clipped else ''}")
     history.current.save(args.output)
     if args.history:
         atomic_write_text(args.history, history.to_json())

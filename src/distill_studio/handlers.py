@@ -269,6 +269,7 @@ def _heatmaps(s: Session, grid: CodeGrid | None, region: Region | None, grid_id:
     if grid is None:
         return tuple([empty_html(f"Open a clip {grid_id} to see its codes.")] + [None] * (MAX_LEVELS - 1))
     out = []
+    band_hz = s.codec.band_ranges_hz
     for q in range(MAX_LEVELS):
         if q >= grid.num_levels:
             out.append(None)
@@ -276,7 +277,7 @@ def _heatmaps(s: Session, grid: CodeGrid | None, region: Region | None, grid_id:
         sel = (region.r0, region.r1, region.c0, region.c1) if region is not None and q in region.levels else None
         out.append(heatmap_html(grid.codes[q], level=q, name=f"{grid_id} · {grid.level_names[q]}", grid_id=grid_id,
                                 seconds_per_column=grid.seconds_per_column, codebook_size=s.codec.codebook_size,
-                                selection=sel, band_hz=s.codec.band_ranges_hz))
+                                selection=sel, band_hz=band_hz))
     return tuple(out)
 
 

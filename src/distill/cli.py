@@ -239,6 +239,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     grid = CodeGrid.load(args.codes)
     codec.check(grid)
     history = EditHistory(grid)
+    hz = codec.band_ranges_hz
     loaded: dict[str, CodeGrid] = {}
     for kind, regions, mods in steps:
         other, other_path, texts = None, None, []
@@ -258,7 +259,6 @@ def cmd_edit(args: argparse.Namespace) -> int:
         history.push(result)
         note = f" ({other_path} itself is not changed)" if result.other is not None else ""
         print(f"{history.position}. {result.label}{note}")
-        hz = codec.band_ranges_hz
         print(f"   touched {result.region.describe(result.grid)}"
               f" (columns {result.region.c0}-{result.region.c1}, {hz[result.region.r0][0]:.0f}-{hz[result.region.r1][1]:.0f} Hz)"
               f"{'; clipped at the edge' if result.clipped else ''}")

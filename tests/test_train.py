@@ -98,3 +98,14 @@ def test_no_usable_files_is_a_clear_error(tmp_path):
     (tmp_path / "a.txt").write_text("x")
     with pytest.raises(TrainingError, match="no usable audio files"):
         Trainer([tmp_path / "a.txt"])
+
+
+def test_default_validation_cadence_bounds_its_share_of_time():
+    """A time budget buys training steps: by default a validation waits until it costs <= 5% of the
+    time since the last one; an explicit `validate_every` is kept exactly."""
+    due = train_mod.validation_due
+    assert not due(9, 10, 100.0, 0.0, throttle=True)          # not enough steps yet
+    assert due(10, 10, 100.0, 1.0, throttle=True)             # 1 s of 101 s
+    assert not due(10, 10, 5.0, 1.0, throttle=True)           # 1 s of 6 s: wait
+    assert due(10, 10, 5.0, 1.0, throttle=False)              # explicit cadence
+

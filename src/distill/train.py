@@ -28,6 +28,7 @@ from .spectrogram import MelConfig, MelFrontEnd
 
 LOW_UTILIZATION = 0.30  # below this share of codes in use, a level is flagged
 MAX_VAL_CROPS = 64
+VAL_TIME_SHARE = 0.05  # default validation cadence: at most ~5% of training time (it was 17% on lmms)
 MAX_USAGE_SECONDS_PER_FILE = 60.0
 
 
@@ -267,6 +268,7 @@ class Trainer:
         total_steps = None if self.minutes is not None else max(1, int(round(self.epochs * steps_per_epoch)))
         budget_s = self.minutes * 60 if self.minutes is not None else None
         validate_every = self.validate_every or max(10, min(200, steps_per_epoch))
+        throttle = self.validate_every is None  # an explicit cadence is kept exactly
 
         model = ConvVQVAE(cfg, n_mels=mel_cfg.n_mels).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -303,6 +305,7 @@ class Trainer:
                 model.train()
                 model(torch.stack(init)[:, None].to(device))
             yield self._validate(model, val_batch, pinv, state, steps_per_epoch, 0.0, budget_s, total_steps, 0.0, 0.0)
+        last_val_step, last_val_end = state.step, elapsed()
         while not self._cancel.is_set() and progress() < 1.0:
             model.train()
             lr = _lr_at(cfg, state.step, progress())
@@ -345,8 +348,9 @@ class Trainer:
                 yield TrainEvent("step", state.step, state.step / steps_per_epoch, now, max(0.0, eta), total_steps,
                                  sps, lr, {k: v for k, v in mean.items() if k != "total"}, mean["total"],
                                  best_val_loss=state.best_val, skipped_steps=state.skipped)
-            if state.step % validate_every == 0:
+            if validation_due(state.step - last_val_step, validate_every, now - last_val_end, state.val_cost, throttle):
                 yield self._validate(model, val_batch, pinv, state, steps_per_epoch, now, eta, total_steps, sps, lr)
+                last_val_step, last_val_end = state.step, elapsed()
                 if self.checkpoint_path and state.validations % max(1, cfg.checkpoint_interval) == 0:
                     state.elapsed = elapsed()
                     _save_checkpoint(self.checkpoint_path, model, opt, rng, state)
@@ -371,6 +375,7 @@ class Trainer:
     @torch.no_grad()
     def _validate(self, model, val_batch, pinv, state, steps_per_epoch, now, eta, total_steps, sps, lr) -> TrainEvent:
         """Validation losses computed here: the quantizer reports zero commitment in eval mode."""
+        t0 = time.perf_counter()
         cfg = self.config
         model.eval()
         sums: dict[str, float] = {}
@@ -391,6 +396,7 @@ class Trainer:
         codes = torch.cat(codes_all).permute(1, 0, 2, 3).numpy()
         health = tuple(level_health(codes, cfg.codebook_size, cfg.level_names))
         state.validations += 1
+        state.val_cost = time.perf_counter() - t0
         # the untrained baseline (step 0) is for the curves only: it must never be the model that is kept
         if state.step > 0 and math.isfinite(val) and (state.best_val is None or val < state.best_val):
             state.best_val = val
@@ -443,7 +449,16 @@ class _RunState:
     elapsed: float = 0.0
     best_val: float | None = None
     best_state: dict | None = None
+    val_cost: float = 0.0  # seconds the last validation took
     history: list = field(default_factory=list)
+
+
+def validation_due(steps_since: int, every: int, seconds_since: float, cost_s: float, throttle: bool) -> bool:
+    """Validate every `every` steps; by default also wait until the last validation's cost is at
+    most VAL_TIME_SHARE of the time since, so a time budget buys training steps, not evaluations."""
+    if steps_since < every:
+        return False
+    return not throttle or cost_s <= VAL_TIME_SHARE * (seconds_since + cost_s)
 
 
 def _lr_at(cfg: VQVAEConfig, step: int, progress: float) -> float:

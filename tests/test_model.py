@@ -116,3 +116,14 @@ def test_band_embedding_tells_the_decoder_which_band_a_code_sits_in():
         mel = flat.decode(latent, 96)[0, 0]
     assert torch.allclose(tile(6), tile(7), atol=1e-5)
     assert not any("band" in name for name, _ in ConvVQVAE(seed_config(50)).named_parameters())
+
+
+def test_output_layer_stays_fp32_under_mixed_precision():
+    """bf16 training must not round the decoded log-mel (its step is 0.06 between 8 and 16)."""
+    model = ConvVQVAE(VQVAEConfig(codebook_size=16, codebook_dim=16, channels=(4, 8, 8, 16))).eval()
+    mel = torch.rand(1, 1, 128, 32) * 12
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(mel)
+    assert out.recon.dtype == torch.float32
+    rounded = out.recon.to(torch.bfloat16).float()
+    assert (out.recon != rounded).any()  # values between bf16 steps survive

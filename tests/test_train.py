@@ -109,3 +109,21 @@ def test_default_validation_cadence_bounds_its_share_of_time():
     assert not due(10, 10, 5.0, 1.0, throttle=True)           # 1 s of 6 s: wait
     assert due(10, 10, 5.0, 1.0, throttle=False)              # explicit cadence
 
+
+
+def test_mixed_precision_only_where_native(monkeypatch):
+    cpu = torch.device("cpu")
+    assert train_mod.autocast_dtype("fp32", cpu) is None
+    assert train_mod.autocast_dtype("bf16", cpu) == torch.bfloat16
+    monkeypatch.setattr(train_mod, "_native_bf16", lambda device: False)
+    assert train_mod.autocast_dtype("auto", cpu) is None      # emulated bf16 would be slower
+    monkeypatch.setattr(train_mod, "_native_bf16", lambda device: True)
+    assert train_mod.autocast_dtype("auto", cpu) == torch.bfloat16
+
+
+def test_bf16_training_gives_an_fp32_model(corpus_dir, tiny_config):
+    result = train(_files(corpus_dir), config=tiny_config.replace(precision="bf16"), epochs=3, validate_every=100)
+    tensors = [t for t in result.codec.model.state_dict().values() if t.is_floating_point()]
+    assert all(t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
+    wave = np.random.default_rng(0).standard_normal(12000).astype(np.float32) * 0.1
+    assert len(result.codec.decode(result.codec.encode(wave))) == 12000

@@ -10,9 +10,10 @@ CODEBOOK_SIZES = (64, 128, 256)
 ARCHITECTURES = frozenset({"distill", "seed"})
 NORMS = frozenset({"channel", "batch", "none"})
 DEVICES = frozenset({"auto", "cpu", "cuda", "mps"})
+PRECISIONS = frozenset({"auto", "fp32", "bf16"})
 # Fields added after the first models were saved: a saved config without them meant these values.
 LEGACY_DEFAULTS = {"res_from": 0, "full_res_head": True, "power_floor": 0.0, "logpower_weight": 0.0,
-                   "band_embedding": False, "band_bins": 16}
+                   "band_embedding": False, "band_bins": 16, "precision": "fp32"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class VQVAEConfig:
     preview_interval: int = 20
     max_checkpoints: int = 3
     device: str = "auto"
+    precision: str = "auto"  # training only: "auto" = bf16 mixed precision where the processor has it natively
     num_workers: int = 0
     seed: int = 0
     # loss weights (keys match losses.LOSS_KEYS)
@@ -79,6 +81,7 @@ class VQVAEConfig:
         _check(0.1 <= self.chunk_duration_s <= 30, f"chunk_duration_s must be 0.1-30, got {self.chunk_duration_s}")
         _check(self.arch in ARCHITECTURES, f"arch must be one of {sorted(ARCHITECTURES)}, got {self.arch!r}")
         _check(self.norm in NORMS, f"norm must be one of {sorted(NORMS)}, got {self.norm!r}")
+        _check(self.precision in PRECISIONS, f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
         _check(self.device in DEVICES, f"device must be one of {sorted(DEVICES)}, got {self.device!r}")
         _check(len(self.channels) == 4 and all(c >= 1 for c in self.channels),
                f"channels must be 4 positive widths (one per 2x downsampling), got {self.channels}")
@@ -122,7 +125,7 @@ def seed_config(file_count: int) -> VQVAEConfig:
     base = adaptive_config(file_count)
     return base.replace(arch="seed", norm="batch", res_blocks=0, band_embedding=False, band_bins=16, dropout=0.4 if file_count <= 20 else 0.2,
                         batch_size=32, warmup_steps=0, spectral_weight=0.0, mse_weight=0.0, multiscale_weight=1.0,
-                        logpower_weight=0.0, power_floor=0.0,
+                        logpower_weight=0.0, power_floor=0.0, precision="fp32",
                         learning_rate=5e-4 if file_count <= 20 else 1e-3)
 
 

@@ -132,7 +132,12 @@ class VQDecoder(nn.Module):
         self.deconvs = nn.Sequential(*layers)
 
     def forward(self, quantized: torch.Tensor, frames: int) -> torch.Tensor:
-        out = self.deconvs(self.band(self.proj(quantized)))
+        *body, head = self.deconvs
+        x = self.band(self.proj(quantized))
+        for layer in body:
+            x = layer(x)
+        with torch.autocast(x.device.type, enabled=False):  # the output layer stays fp32 under mixed precision:
+            out = head(x.float())                            # bf16 would round log-mel 8..16 to steps of 0.06
         if self.log_power_out:  # the output is log power: softplus(log p) = log1p(p), so the range stays wide
             out = out * LOG_POWER_SCALE + OUT_SHIFT
         return F.softplus(out)[..., :frames]

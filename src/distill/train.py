@@ -150,6 +150,31 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The mixed-precision type for training, or None for plain fp32.
+
+    "auto" uses bf16 only where the processor computes it natively (AVX512-BF16/AMX CPUs, recent
+    GPUs): there a training step is ~1.4x faster (benchmarks/README.md), so a time budget buys
+    more steps; elsewhere bf16 would be emulated and slower. Inference always runs in fp32.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if _native_bf16(device) else None
+
+
+def _native_bf16(device: torch.device) -> bool:
+    try:
+        if device.type == "cpu":
+            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if device.type == "cuda":
+            return bool(torch.cuda.is_bf16_supported())
+    except (AttributeError, RuntimeError):
+        pass
+    return False
+
+
 def crop_frames(cfg: VQVAEConfig, mel: MelConfig) -> int:
     """Training crop length in frames, rounded up to whole code columns (1 s -> 96 frames)."""
     frames = mel.num_frames(int(round(cfg.chunk_duration_s * mel.sample_rate)))
@@ -271,6 +296,9 @@ class Trainer:
         throttle = self.validate_every is None  # an explicit cadence is kept exactly
 
         model = ConvVQVAE(cfg, n_mels=mel_cfg.n_mels).to(device)
+        amp = autocast_dtype(cfg.precision, device)
+        layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format  # oneDNN's fast layout
+        model.to(memory_format=layout)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         pinv = front.fbank_pinv.to(device)
         state = _RunState()
@@ -313,9 +341,11 @@ class Trainer:
                 g["lr"] = lr
             idx = rng.choice(len(train_clips), size=cfg.batch_size, p=weights)
             batch = torch.stack([random_crop(train_clips[i], length, rng) for i in idx])[:, None].to(device)
+            batch = batch.contiguous(memory_format=layout)
             t0 = time.perf_counter()
-            out = model(batch)
-            losses = compute_losses(out.recon, batch, out.commit_loss, pinv, cfg)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                out = model(batch)
+            losses = compute_losses(out.recon.float(), batch, out.commit_loss.float(), pinv, cfg)
             loss = total_loss(losses, cfg)
             opt.zero_grad(set_to_none=True)
             ok = bool(torch.isfinite(loss))
@@ -360,6 +390,7 @@ class Trainer:
         if state.best_state is not None:
             model.load_state_dict(state.best_state)
         model.eval()
+        model.to(memory_format=torch.contiguous_format)
         if self.checkpoint_path:
             state.elapsed = now
             _save_checkpoint(self.checkpoint_path, model, opt, rng, state)

@@ -127,3 +127,27 @@ def test_bf16_training_gives_an_fp32_model(corpus_dir, tiny_config):
     assert all(t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
     wave = np.random.default_rng(0).standard_normal(12000).astype(np.float32) * 0.1
     assert len(result.codec.decode(result.codec.encode(wave))) == 12000
+
+
+def test_padding_after_a_short_clip_is_not_scored():
+    """Short clips are padded with silence to the crop length; the loss must score only real frames."""
+    from distill.config import VQVAEConfig
+    from distill.losses import compute_losses
+    cfg = VQVAEConfig(spectral_weight=0.0)
+    target = torch.rand(2, 1, 16, 32) * 4
+    recon = target.clone()
+    recon[0, ..., 20:] += 3.0                       # wrong only where crop 0 is padding
+    valid = train_mod.frame_mask([20, 32], 32)
+    assert valid.shape == (2, 1, 1, 32) and valid[0, 0, 0, :20].all() and not valid[0, 0, 0, 20:].any()
+    zero = torch.zeros(())
+    masked = compute_losses(recon, target, zero, None, cfg, valid)
+    assert all(float(masked[k]) == 0.0 for k in ("recon/mse", "recon/multiscale", "recon/logpower"))
+    recon[1, ..., 25] += 1.0                        # a real frame of crop 1 is wrong: scored
+    assert float(compute_losses(recon, target, zero, None, cfg, valid)["recon/mse"]) > 0
+
+
+def test_validation_crops_mark_their_real_frames(corpus_dir):
+    clips = [train_mod.Clip("short", torch.rand(128, 40)), train_mod.Clip("long", torch.rand(128, 300))]
+    crops, valid = train_mod.fixed_crops(clips, 96)
+    assert crops.shape[0] == valid.shape[0]
+    assert int(valid[0].sum()) == 40 and bool(valid[1:].all())

@@ -57,8 +57,16 @@ def logpower_l1(recon: torch.Tensor, target: torch.Tensor, floor: float = LOGPOW
 
 
 def compute_losses(recon: torch.Tensor, target: torch.Tensor, commit_loss: torch.Tensor,
-                   fbank_pinv: torch.Tensor | None, cfg: VQVAEConfig) -> dict[str, torch.Tensor]:
-    """All loss terms (unweighted except commitment, which the quantizer already weighted)."""
+                   fbank_pinv: torch.Tensor | None, cfg: VQVAEConfig,
+                   valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """All loss terms (unweighted except commitment, which the quantizer already weighted).
+
+    `valid` ([B, 1, 1, T], bool) marks the real frames of each crop: the silence padded after a
+    short clip is not audio, so it is scored as perfect. Left in, it dominated the log-power term
+    (exact zeros sit at log 1e-8) and made validation swing +-40% between checkpoints.
+    """
+    if valid is not None:
+        recon = torch.where(valid, recon, target)
     losses = {
         "recon/mse": F.mse_loss(recon, target),
         "recon/multiscale": multiscale_mel_loss(recon, target) if cfg.multiscale_weight else recon.new_zeros(()),

@@ -197,18 +197,25 @@ def random_crop(clip: Clip, length: int, rng: np.random.Generator) -> torch.Tens
     return clip.mel[:, start:start + length]
 
 
-def fixed_crops(clips: Sequence[Clip], length: int, limit: int = MAX_VAL_CROPS) -> torch.Tensor:
-    """Deterministic evenly spaced crops for validation: [N, 1, n_mels, length]."""
+def frame_mask(valid: Sequence[int], length: int) -> torch.Tensor:
+    """[N, 1, 1, length] True on each crop's real frames, False on the silence padded after a short clip."""
+    return (torch.arange(length)[None, :] < torch.as_tensor(list(valid))[:, None])[:, None, None, :]
+
+
+def fixed_crops(clips: Sequence[Clip], length: int, limit: int = MAX_VAL_CROPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic evenly spaced crops for validation: ([N, 1, n_mels, length], frame mask)."""
     if not clips:
         raise ValueError("no clips")
     per_file = max(1, limit // len(clips))
-    crops = []
+    crops, valid = [], []
     for clip in clips:
         n = min(per_file, max(1, clip.frames // length))
         starts = np.linspace(0, max(0, clip.frames - length), n).astype(int) if n > 1 else [0]
         for s in starts:
             crops.append(random_crop(Clip(clip.name, clip.mel[:, s:]), length, np.random.default_rng(0)))
-    return torch.stack(crops[:max(limit, len(clips))])[:, None]
+            valid.append(min(clip.frames - int(s), length))
+    keep = max(limit, len(clips))
+    return torch.stack(crops[:keep])[:, None], frame_mask(valid[:keep], length)
 
 
 class Trainer:
@@ -285,7 +292,8 @@ class Trainer:
         train_clips = [clips[i] for i in train_idx]
         val_clips = [clips[i] for i in val_idx] or train_clips
         length = crop_frames(cfg, mel_cfg)
-        val_batch = fixed_crops(val_clips, length).to(device)
+        val_batch, val_mask = fixed_crops(val_clips, length)
+        val_batch, val_mask = val_batch.to(device), val_mask.to(device)
         weights = np.array([min(c.frames, 10 * length) for c in train_clips], dtype=np.float64)
         weights /= weights.sum()
         crops_per_epoch = sum(max(1, c.frames // length) for c in train_clips)
@@ -332,7 +340,7 @@ class Trainer:
             with torch.no_grad():
                 model.train()
                 model(torch.stack(init)[:, None].to(device))
-            yield self._validate(model, val_batch, pinv, state, steps_per_epoch, 0.0, budget_s, total_steps, 0.0, 0.0)
+            yield self._validate(model, val_batch, val_mask, pinv, state, steps_per_epoch, 0.0, budget_s, total_steps, 0.0, 0.0)
         last_val_step, last_val_end = state.step, elapsed()
         while not self._cancel.is_set() and progress() < 1.0:
             model.train()
@@ -342,10 +350,11 @@ class Trainer:
             idx = rng.choice(len(train_clips), size=cfg.batch_size, p=weights)
             batch = torch.stack([random_crop(train_clips[i], length, rng) for i in idx])[:, None].to(device)
             batch = batch.contiguous(memory_format=layout)
+            mask = frame_mask([min(train_clips[i].frames, length) for i in idx], length).to(device)
             t0 = time.perf_counter()
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 out = model(batch)
-            losses = compute_losses(out.recon.float(), batch, out.commit_loss.float(), pinv, cfg)
+            losses = compute_losses(out.recon.float(), batch, out.commit_loss.float(), pinv, cfg, mask)
             loss = total_loss(losses, cfg)
             opt.zero_grad(set_to_none=True)
             ok = bool(torch.isfinite(loss))
@@ -379,14 +388,14 @@ class Trainer:
                                  sps, lr, {k: v for k, v in mean.items() if k != "total"}, mean["total"],
                                  best_val_loss=state.best_val, skipped_steps=state.skipped)
             if validation_due(state.step - last_val_step, validate_every, now - last_val_end, state.val_cost, throttle):
-                yield self._validate(model, val_batch, pinv, state, steps_per_epoch, now, eta, total_steps, sps, lr)
+                yield self._validate(model, val_batch, val_mask, pinv, state, steps_per_epoch, now, eta, total_steps, sps, lr)
                 last_val_step, last_val_end = state.step, elapsed()
                 if self.checkpoint_path and state.validations % max(1, cfg.checkpoint_interval) == 0:
                     state.elapsed = elapsed()
                     _save_checkpoint(self.checkpoint_path, model, opt, rng, state)
 
         now = elapsed()
-        yield self._validate(model, val_batch, pinv, state, steps_per_epoch, now, 0.0, total_steps, 0.0, 0.0)
+        yield self._validate(model, val_batch, val_mask, pinv, state, steps_per_epoch, now, 0.0, total_steps, 0.0, 0.0)
         if state.best_state is not None:
             model.load_state_dict(state.best_state)
         model.eval()
@@ -404,19 +413,19 @@ class Trainer:
 
     # ---------------------------------------------------------------- helpers
     @torch.no_grad()
-    def _validate(self, model, val_batch, pinv, state, steps_per_epoch, now, eta, total_steps, sps, lr) -> TrainEvent:
+    def _validate(self, model, val_batch, val_mask, pinv, state, steps_per_epoch, now, eta, total_steps, sps, lr) -> TrainEvent:
         """Validation losses computed here: the quantizer reports zero commitment in eval mode."""
         t0 = time.perf_counter()
         cfg = self.config
         model.eval()
         sums: dict[str, float] = {}
         codes_all = []
-        for chunk in torch.split(val_batch, 16):
+        for chunk, chunk_mask in zip(torch.split(val_batch, 16), torch.split(val_mask, 16), strict=True):
             latent = model.encode(chunk)
             quantized, codes, _ = model.quantize(latent)
             recon = model.decode(quantized, chunk.shape[-1])
             commit = cfg.commitment_weight * torch.mean((latent - quantized) ** 2)
-            losses = compute_losses(recon, chunk, commit, pinv, cfg)
+            losses = compute_losses(recon, chunk, commit, pinv, cfg, chunk_mask)
             losses["total"] = total_loss({k: v for k, v in losses.items()}, cfg)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(chunk)

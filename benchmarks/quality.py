@@ -4,8 +4,10 @@
 
 (a) seed: seed_config (4 stride-2 convs + BatchNorm + Dropout, 1x1 projections, Softplus, avg-pool MSE),
     decoded with Griffin-Lim, 128 iterations from random phase.
-(b) distill: adaptive_config defaults, decoded with Codec.decode(grid, phase_from=clip), the default path
-    whenever the source clip is known.
+(b) distill: adaptive_config defaults, encoded with Codec.encode's default (20 steps of search), decoded
+    with Codec.decode(grid, phase_from=clip), the default path whenever the source clip is known.
+    (a) encodes with its encoder alone and trains in fp32, as the seed document does; (b) trains in bf16
+    mixed precision where the processor has it natively (config `precision="auto"`).
 Both train at once in two spawned processes with one torch thread each, so both see the same machine load.
 """
 
@@ -50,6 +52,7 @@ class Arm:
     config: dict
     phase_locked: bool
     bundle: str
+    search: int | None = None  # encode search steps: None = Codec's default, 0 = the encoder alone (the seed's)
 
 
 # ------------------------------------------------------------------ file selection
@@ -96,7 +99,7 @@ def run_arm(arm: Arm, train: list[str], test: list[str], minutes: float) -> dict
     result.save(arm.bundle)
     codec = result.codec
     t0 = time.perf_counter()
-    scores = evaluate(codec, test, arm.phase_locked)
+    scores = evaluate(codec, test, arm.phase_locked, arm.search)
     scores["eval_s"] = time.perf_counter() - t0
     scores["train_use"] = training_use(codec, train)
     scores["steps"] = result.steps
@@ -106,7 +109,7 @@ def run_arm(arm: Arm, train: list[str], test: list[str], minutes: float) -> dict
 
 
 @torch.no_grad()
-def evaluate(codec: Codec, test: list[str], phase_locked: bool) -> dict:
+def evaluate(codec: Codec, test: list[str], phase_locked: bool, search: int | None = None) -> dict:
     """Held-out distances of the decoded audio, model-domain mel L1, per-level codebook use."""
     metrics = AudioMetrics(codec.sample_rate)
     dist, oracle = Distances(), Distances()
@@ -116,7 +119,7 @@ def evaluate(codec: Codec, test: list[str], phase_locked: bool) -> dict:
         wave, _ = load_audio(path, codec.sample_rate)
         wave = wave[: int(MAX_EVAL_SECONDS * codec.sample_rate)]
         mel = codec.logmel(wave)
-        grid = codec.encode(wave)
+        grid = codec.encode(wave, search_steps=search)
         recon = codec.decode_mel(grid)
         mel_err += float((recon - mel).abs().sum())
         mel_n += mel.numel()
@@ -137,11 +140,12 @@ def evaluate(codec: Codec, test: list[str], phase_locked: bool) -> dict:
 @torch.no_grad()
 def training_use(codec: Codec, train: list[str]) -> list[float]:
     """Per-level codebook use on the training files: with a small held-out set (5 short files are
-    ~200 code positions for a 64-code book) held-out use measures the sample, not the codebook."""
+    ~200 code positions for a 64-code book) held-out use measures the sample, not the codebook.
+    The encoder's own codes (no search): this row is about the codebooks, and it stays cheap."""
     counts = np.zeros((len(codec.level_names), codec.codebook_size), dtype=np.int64)
     for path in train:
         wave, _ = load_audio(path, codec.sample_rate)
-        grid = codec.encode(wave[: int(MAX_EVAL_SECONDS * codec.sample_rate)])
+        grid = codec.encode(wave[: int(MAX_EVAL_SECONDS * codec.sample_rate)], search_steps=0)
         for q in range(grid.num_levels):
             counts[q] += np.bincount(grid.codes[q].reshape(-1), minlength=codec.codebook_size)[: codec.codebook_size]
     return [codebook_stats(c)[0] for c in counts]
@@ -165,10 +169,20 @@ def edit(grid):
     return grid.with_codes(codes)
 
 
+def time_encode(codec: Codec, wave: np.ndarray, search: int | None) -> float:
+    """Seconds from a waveform to its code grid (the arm's encode path), best of three."""
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        codec.encode(wave, search_steps=search)
+        times.append(time.perf_counter() - t0)
+    return float(min(times))
+
+
 def time_decode(codec: Codec, wave: np.ndarray, phase_locked: bool) -> float:
     """Seconds from an edited grid to a waveform, best of several runs (timeit's rule: the
     machine is shared, and the minimum is the figure least disturbed by other processes)."""
-    grid = edit(codec.encode(wave))
+    grid = edit(codec.encode(wave, search_steps=0))
     times = []
     for _ in range(7 if phase_locked else 2):
         t0 = time.perf_counter()
@@ -179,7 +193,7 @@ def time_decode(codec: Codec, wave: np.ndarray, phase_locked: bool) -> float:
 
 def time_render(codec: Codec, wave: np.ndarray) -> float:
     """Seconds for the studio's surgical render of the same edit (source audio outside the edited cells)."""
-    source = codec.encode(wave)
+    source = codec.encode(wave, search_steps=0)
     edited = edit(source)
     times = []
     for _ in range(5):
@@ -189,16 +203,17 @@ def time_render(codec: Codec, wave: np.ndarray) -> float:
     return float(min(times))
 
 
-def length_failures(codec: Codec, wave: np.ndarray, phase_locked: bool) -> list[str]:
+def length_failures(codec: Codec, wave: np.ndarray, phase_locked: bool, search: int | None) -> list[str]:
     """Durations (20 ms .. 35 s, odd sample counts too) whose decode is not exactly as long as the input."""
     bad = []
     for s in LENGTHS_S:
         n = int(round(s * codec.sample_rate)) + 7
         clip = np.resize(wave, n).astype(np.float32)
         if phase_locked:
-            outs = [codec.decode(codec.encode(clip), phase_from=clip), codec.decode(codec.encode(clip), n_iter=4)]
+            grid = codec.encode(clip, search_steps=search)
+            outs = [codec.decode(grid, phase_from=clip), codec.decode(grid, n_iter=4)]
         else:
-            mel = codec.decode_mel(codec.encode(clip))
+            mel = codec.decode_mel(codec.encode(clip, search_steps=search))
             outs = [codec.front.griffin_lim(codec.front.logmel_to_magnitude(mel), n, n_iter=4).numpy()]
         bad += [f"{n} samples -> {len(o)}" for o in outs if len(o) != n]
     return bad
@@ -227,6 +242,7 @@ def table(a: dict, b: dict, info: dict) -> str:
     sa, sb = a["steps"] / a["train_s"], b["steps"] / b["train_s"]
     lines.append(row("training steps/s", sa, sb, fmt="{:.2f}"))
     lines.append(row("training crops/s", sa * a["batch_size"], sb * b["batch_size"], fmt="{:.1f}"))
+    lines.append(row("encode 10 s clip (s)", info["encode_a"], info["encode_b"], fmt="{:.3f}"))
     lines.append(row("decode 10 s clip, edit -> waveform (s)", info["decode_a"], info["decode_b"],
                      f"<= {DECODE_TARGET_S} s", info["decode_b"] <= DECODE_TARGET_S, "{:.3f}"))
     lines.append(f"| decode 10 s clip, studio surgical render of the same edit (s) | | {info['render_b']:.3f} | | | |")
@@ -263,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.minutes} min each, concurrently, 1 thread each", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        first = (Arm("seed", seed_cfg.to_dict(), False, str(Path(tmp) / "seed.distill")) if not args.vs else
+        first = (Arm("seed", seed_cfg.to_dict(), False, str(Path(tmp) / "seed.distill"), search=0) if not args.vs else
                  Arm("vs", adaptive_config(n, **json.loads(args.vs)).to_dict(), True, str(Path(tmp) / "vs.distill")))
         arms = [first,
                 Arm("distill", ours.to_dict(), True, str(Path(tmp) / "distill.distill"))]
@@ -279,10 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)  # time decoding as the worker processes ran: one thread, no oversubscription
         codec_a, codec_b = Codec.load(arms[0].bundle), Codec.load(arms[1].bundle)
         clip = ten_second_clip(test, codec_b.sample_rate)
-        pa = arms[0].phase_locked
-        info = {"decode_a": time_decode(codec_a, clip, pa), "decode_b": time_decode(codec_b, clip, True),
+        pa, sa = arms[0].phase_locked, arms[0].search
+        info = {"encode_a": time_encode(codec_a, clip, sa), "encode_b": time_encode(codec_b, clip, None),
+                "decode_a": time_decode(codec_a, clip, pa), "decode_b": time_decode(codec_b, clip, True),
                 "render_b": time_render(codec_b, clip),
-                "len_a": length_failures(codec_a, clip, pa), "len_b": length_failures(codec_b, clip, True),
+                "len_a": length_failures(codec_a, clip, pa, sa), "len_b": length_failures(codec_b, clip, True, None),
                 "codebook": ours.codebook_size}
 
     print(f"\n{args.data_dir} {args.subdirs or ''} --minutes {args.minutes}: {n} train / {len(test)} held-out files, "

@@ -15,7 +15,7 @@ import soundfile as sf
 
 from .audio import AudioError, find_audio_candidates, load_audio, scan_paths
 from .bundle import BundleError, read_info
-from .codec import DEFAULT_GL_ITERS, Codec
+from .codec import DEFAULT_GL_ITERS, DEFAULT_SEARCH_STEPS, Codec
 from .codes import CodeGrid, CodesError, atomic_write_text
 from .config import adaptive_config
 from .edits import EditHistory, apply_operation
@@ -297,9 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model")
     e.add_argument("audio")
     e.add_argument("-o", "--output")
-    e.add_argument("--search", type=int, default=0, metavar="STEPS",
-                   help="pick codes that decode closer to the clip by STEPS of search (20 is a good value; "
-                   "~0.15 s per second of audio)")
+    e.add_argument("--search", type=int, default=None, metavar="STEPS",
+                   help=f"steps of search that refine the encoder's codes (default {DEFAULT_SEARCH_STEPS}, "
+                   "~0.1 s per second of audio; 0: the encoder alone, ~20x faster)")
     e.set_defaults(func=cmd_encode)
 
     d = sub.add_parser("decode", help="decode a codes JSON file to a WAV")

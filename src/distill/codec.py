@@ -315,8 +315,9 @@ def search_codes(model: ConvVQVAE, mel: torch.Tensor, steps: int, lr: float = SE
                     better = tiles < best_tiles
                     best = torch.where(better[:, None], codes, best)
                     best_tiles = torch.minimum(tiles, best_tiles)
-                if float(loss.detach()) < best_err:
-                    whole, best_err = codes.clone(), float(loss.detach())
+                value = float(loss.detach())
+                if value < best_err:
+                    whole, best_err = codes.clone(), value
             if step < steps:
                 (z.grad,) = torch.autograd.grad(loss, z)
                 opt.step()

@@ -35,3 +35,13 @@ def test_json_round_trip_and_seed_design():
     assert VQVAEConfig.from_dict(cfg.to_dict()) == cfg
     seed = seed_config(10)
     assert seed.arch == "seed" and seed.norm == "batch" and seed.codebook_size == 64 and seed.dropout == 0.4
+
+
+def test_precision_settings():
+    """The seed design trains in fp32 as its document does; Distill picks bf16 where it is native;
+    models saved before the field existed were trained in fp32."""
+    assert seed_config(10).precision == "fp32" and adaptive_config(10).precision == "auto"
+    legacy = {k: v for k, v in adaptive_config(10).to_dict().items() if k != "precision"}
+    assert VQVAEConfig.from_dict(legacy).precision == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        VQVAEConfig(precision="fp16")

@@ -71,12 +71,3 @@ class AudioMetrics:
 
 def _pad_to(x: torch.Tensor, n: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, n - x.numel())) if x.numel() < n else x
-
-
-def codebook_stats(counts: np.ndarray) -> tuple[float, float]:
-    """counts [codebook_size] -> (share of codes used, perplexity = exp(entropy))."""
-    counts = np.asarray(counts, dtype=np.float64)
-    if counts.sum() <= 0:
-        return 0.0, 0.0
-    p = counts[counts > 0] / counts.sum()
-    return float((counts > 0).mean()), float(np.exp(-(p * np.log(p)).sum()))

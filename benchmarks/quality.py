@@ -29,11 +29,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from metrics import AudioMetrics, Distances, codebook_stats  # noqa: E402
+from metrics import AudioMetrics, Distances  # noqa: E402
 
 from distill import Codec  # noqa: E402
 from distill.audio import load_audio, scan_folder  # noqa: E402
 from distill.config import VQVAEConfig, adaptive_config, seed_config  # noqa: E402
+from distill.health import code_counts, health_from_counts  # noqa: E402
+from distill.render import render_edit  # noqa: E402
 from distill.train import Trainer  # noqa: E402
 
 SEED_GL_ITERS = 128
@@ -123,15 +125,14 @@ def evaluate(codec: Codec, test: list[str], phase_locked: bool, search: int | No
         recon = codec.decode_mel(grid)
         mel_err += float((recon - mel).abs().sum())
         mel_n += mel.numel()
-        for q in range(grid.num_levels):
-            counts[q] += np.bincount(grid.codes[q].reshape(-1), minlength=codec.codebook_size)[: codec.codebook_size]
+        counts += code_counts(grid.codes, codec.codebook_size)
         dist = dist + metrics.distances(wave, decode_audio(codec, grid, wave, phase_locked))
         if phase_locked:  # the floor: the true mel with the clip's own phase
             oracle = oracle + metrics.distances(wave, codec.front.invert(mel, len(wave), phase_from=wave).numpy())
     out = {**dist.mean(), "model_mel_l1": mel_err / max(mel_n, 1), "levels": [], "positions": int(counts[0].sum())}
     for q, name in enumerate(codec.level_names):
-        use, ppl = codebook_stats(counts[q])
-        out["levels"].append({"name": name, "use": use, "perplexity": ppl})
+        h = health_from_counts(counts[q], name)
+        out["levels"].append({"name": name, "use": h.utilization, "perplexity": h.perplexity})
     if phase_locked:
         out["oracle"] = oracle.mean()
     return out
@@ -146,9 +147,8 @@ def training_use(codec: Codec, train: list[str]) -> list[float]:
     for path in train:
         wave, _ = load_audio(path, codec.sample_rate)
         grid = codec.encode(wave[: int(MAX_EVAL_SECONDS * codec.sample_rate)], search_steps=0)
-        for q in range(grid.num_levels):
-            counts[q] += np.bincount(grid.codes[q].reshape(-1), minlength=codec.codebook_size)[: codec.codebook_size]
-    return [codebook_stats(c)[0] for c in counts]
+        counts += code_counts(grid.codes, codec.codebook_size)
+    return [health_from_counts(c, name).utilization for c, name in zip(counts, codec.level_names, strict=True)]
 
 
 # ------------------------------------------------------------------ checks in the parent
@@ -198,7 +198,7 @@ def time_render(codec: Codec, wave: np.ndarray) -> float:
     times = []
     for _ in range(5):
         t0 = time.perf_counter()
-        codec.render(edited, wave, source)
+        render_edit(codec, edited, wave, source)
         times.append(time.perf_counter() - t0)
     return float(min(times))
 

@@ -24,6 +24,7 @@ from metrics import AudioMetrics, Distances  # noqa: E402
 from quality import MAX_EVAL_SECONDS, holdout_split, select_files, ten_second_clip  # noqa: E402
 
 from distill import Codec, Trainer, load_audio  # noqa: E402
+from distill.render import render_edit  # noqa: E402
 
 
 def score(codec: Codec, test: list[str]) -> dict[str, float]:
@@ -39,7 +40,7 @@ def score(codec: Codec, test: list[str]) -> dict[str, float]:
         mel_n += mel.numel()
         paths["own phase"] += metrics.distances(wave, codec.decode(grid, phase_from=wave))
         paths["Griffin-Lim 32"] += metrics.distances(wave, codec.decode(grid))
-        paths["surgical, unedited"] += metrics.distances(wave, codec.render(grid, wave))
+        paths["surgical, unedited"] += metrics.distances(wave, render_edit(codec, grid, wave))
     out = {"model-domain log1p-mel L1": mel_err / max(mel_n, 1)}
     for name, d in paths.items():
         m = d.mean()
@@ -57,7 +58,7 @@ def decode_seconds(codec: Codec, wave: np.ndarray, repeats: int = 5) -> dict[str
     timings = {}
     for name, fn in (("decode, own phase", lambda: codec.decode(edited_grid, phase_from=wave)),
                      ("decode, Griffin-Lim 32", lambda: codec.decode(edited_grid)),
-                     ("surgical render", lambda: codec.render(edited_grid, wave, grid))):
+                     ("surgical render", lambda: render_edit(codec, edited_grid, wave, grid))):
         runs = []
         for _ in range(repeats):
             t0 = time.perf_counter()

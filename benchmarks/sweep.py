@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from metrics import codebook_stats  # noqa: E402
 from quality import MAX_EVAL_SECONDS, holdout_split, select_files  # noqa: E402
 
 from distill.audio import load_audio  # noqa: E402
 from distill.config import VQVAEConfig, adaptive_config, seed_config  # noqa: E402
+from distill.health import code_counts, health_from_counts  # noqa: E402
 from distill.train import Trainer  # noqa: E402
 
 
@@ -50,9 +50,9 @@ def run_variant(name: str, config: dict, train: list[str], test: list[str], minu
             mel, grid = codec.logmel(wave), codec.encode(wave)
             err += float((codec.decode_mel(grid) - mel).abs().sum())
             n += mel.numel()
-            for q in range(grid.num_levels):
-                counts[q] += np.bincount(grid.codes[q].reshape(-1), minlength=codec.codebook_size)[: codec.codebook_size]
-    return name, err / max(n, 1), [codebook_stats(c)[0] for c in counts], trainer.result.steps
+            counts += code_counts(grid.codes, codec.codebook_size)
+    use = [health_from_counts(c, level).utilization for c, level in zip(counts, codec.level_names, strict=True)]
+    return name, err / max(n, 1), use, trainer.result.steps
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -151,3 +151,50 @@ def test_validation_crops_mark_their_real_frames(corpus_dir):
     crops, valid = train_mod.fixed_crops(clips, 96)
     assert crops.shape[0] == valid.shape[0]
     assert int(valid[0].sum()) == 40 and bool(valid[1:].all())
+
+
+def test_validation_loss_is_the_training_loss_on_the_same_batch(corpus_dir, tiny_config):
+    """Fault 9: both curves are plotted together, so validation must score the quantity training minimises.
+
+    The quantizer's commitment term sums every level's error against its own residual; validation
+    used the final residual (latent minus the sum of all levels) alone, a different, smaller number.
+    """
+    from distill.losses import compute_losses, total_loss
+    from distill.model import ConvVQVAE
+    from distill.spectrogram import MelFrontEnd
+
+    torch.manual_seed(0)
+    cfg = tiny_config.replace(quantize_dropout=False, dropout=0.0)  # train mode == eval mode but for the loss
+    model = ConvVQVAE(cfg)
+    batch = torch.rand(6, 1, 128, 96) * 4
+    mask = train_mod.frame_mask([96, 96, 60, 96, 96, 96], 96)
+    pinv = MelFrontEnd().fbank_pinv
+    model.train()
+    with torch.no_grad():
+        model(batch)  # k-means initialises the codebooks
+    trainer = Trainer(_files(corpus_dir), cfg)
+    ev = trainer._validate(model, batch, mask, pinv, train_mod._RunState(), 1, 0.0, 0.0, 1, 0.0, 0.0)
+    model.train()
+    with torch.no_grad():  # the codes are chosen before this step's EMA update: same codebooks as validation's
+        out = model(batch)
+    train_losses = compute_losses(out.recon, batch, out.commit_loss, pinv, cfg, mask)
+    assert float(out.commit_loss) > 0
+    assert ev.val_losses["vq/commitment"] == pytest.approx(float(train_losses["vq/commitment"]), rel=1e-4)
+    assert ev.val_loss == pytest.approx(float(total_loss(train_losses, cfg)), rel=1e-4)
+
+
+def test_stop_file_stops_the_run_at_the_next_step_and_keeps_the_best_model(corpus_dir, tiny_config, tmp_path):
+    """The stop file works where cancel() cannot (a ZeroGPU worker process): the run checks it before every step."""
+    stop = tmp_path / "stop"
+    trainer = Trainer(_files(corpus_dir), tiny_config, minutes=5, validate_every=3, stop_file=stop)
+    stopped_at = None
+    for ev in trainer.run():
+        if ev.kind == "validation" and ev.step >= 6 and stopped_at is None:
+            stop.touch()
+            stopped_at = ev.step
+    result = trainer.result
+    assert stopped_at is not None and result.steps == stopped_at      # not one step more
+    assert result.cancelled and trainer.cancelled and result.info.dataset["cancelled"]
+    assert result.best_val_loss is not None and math.isfinite(result.best_val_loss)
+    grid = result.codec.encode(np.random.default_rng(0).standard_normal(24000).astype(np.float32) * 0.1)
+    assert len(result.codec.decode(grid)) == 24000

@@ -1,19 +1,45 @@
 """Distill: train a residual-VQ autoencoder on your own audio and edit its Structure / Timbre / Detail codes."""
 
-from .audio import AudioError, FileVerdict, ScanReport, load_audio, scan_folder, scan_paths
+from .audio import (
+    AudioError,
+    FileVerdict,
+    ScanReport,
+    SourceAudio,
+    load_audio,
+    load_source,
+    scan_folder,
+    scan_paths,
+)
 from .bundle import BundleError, BundleInfo, load_bundle, read_info, save_bundle
 from .codec import Codec
 from .codes import CodeGrid, CodesError
 from .config import LEVEL_NAMES, VQVAEConfig, adaptive_config
+from .edits import (
+    OPERATION_SYNTAX,
+    DonorPatch,
+    EditError,
+    EditHistory,
+    EditResult,
+    Region,
+    apply_operation,
+    parse_region,
+)
+from .health import LevelHealth
+from .losses import LOSS_KEYS  # names of the loss terms in TrainEvent.losses / .val_losses, in a fixed order
 from .model import ConvVQVAE, VQDecoder, VQEncoder
+from .render import DEFAULT_DETAIL, RenderError
+from .session import Clip, EditSession, Rendered, clip_from_source, load_clip, read_document
 from .spectrogram import MelConfig, MelFrontEnd
-from .train import LevelHealth, Trainer, TrainEvent, TrainingError, TrainResult
+from .train import Trainer, TrainEvent, TrainingError, TrainResult
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_DETAIL", "OPERATION_SYNTAX", "Clip", "DonorPatch", "EditError", "EditHistory", "EditResult",
+    "EditSession", "Region", "RenderError", "Rendered", "SourceAudio", "apply_operation", "clip_from_source",
+    "load_clip", "load_source", "parse_region", "read_document",
     "AudioError", "BundleError", "BundleInfo", "Codec", "CodeGrid", "CodesError", "ConvVQVAE", "FileVerdict",
-    "LEVEL_NAMES", "LevelHealth", "MelConfig", "MelFrontEnd", "ScanReport", "TrainEvent", "TrainResult", "Trainer",
+    "LEVEL_NAMES", "LOSS_KEYS", "LevelHealth", "MelConfig", "MelFrontEnd", "ScanReport", "TrainEvent", "TrainResult", "Trainer",
     "TrainingError", "VQDecoder", "VQEncoder", "VQVAEConfig", "adaptive_config", "load_audio", "load_bundle",
     "read_info", "save_bundle", "scan_folder", "scan_paths",
 ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +98,45 @@ def prepare(wave: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
     if not np.all(np.isfinite(mono)):
         mono = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
     return resample(mono, sr, target_sr)
+
+
+def audio_sha256(mono: np.ndarray, sr: int) -> str:
+    """Hash of a clip's samples as decoded (mono float32 at its own rate, non-finite values zeroed).
+
+    Codes record it (`source_sha256`) so a renderer can tell whether it was handed the audio the
+    codes came from; two files with the same length but different sounds never match.
+    """
+    wave = np.ascontiguousarray(to_mono(mono), dtype="<f4")
+    if not np.all(np.isfinite(wave)):
+        wave = np.nan_to_num(wave, nan=0.0, posinf=0.0, neginf=0.0)
+    return hashlib.sha256(f"{int(sr)}:".encode() + wave.tobytes()).hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class SourceAudio:
+    """A recording as decoded from its file: mono float32 [samples] at its own rate.
+
+    Kept next to the model-rate copy so untouched audio can be written back bit-identical at the
+    file's own rate (channels are mixed to mono by their mean, as everywhere in Distill).
+    """
+
+    name: str
+    samples: np.ndarray
+    rate: int
+
+    @cached_property
+    def sha256(self) -> str:
+        return audio_sha256(self.samples, self.rate)
+
+    def at_rate(self, rate: int) -> np.ndarray:
+        """float32 [samples * rate / self.rate] resampled (identity at the file's own rate)."""
+        return resample(self.samples, self.rate, rate)
+
+
+def load_source(path: str | os.PathLike, name: str | None = None) -> SourceAudio:
+    """Read a file at its own rate (AudioError naming the file when it cannot be decoded)."""
+    wave, sr = load_audio(path)
+    return SourceAudio(name or os.path.basename(os.fspath(path)), wave, sr)
 
 
 def load_audio(path: str | os.PathLike, target_sr: int | None = None) -> tuple[np.ndarray, int]:

@@ -8,10 +8,11 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
 
 from .config import VQVAEConfig
+from .fileio import atomic_write_bytes
 from .model import ConvVQVAE
 from .spectrogram import MelConfig
 
@@ -78,15 +79,8 @@ def fingerprint(tensors: dict[str, torch.Tensor], config: VQVAEConfig | str, mel
 
 
 def save_bundle(path: str | os.PathLike, model: ConvVQVAE, info: BundleInfo) -> None:
-    """Atomic write: a temp file in the same folder, then rename over the target."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        save_file(state_to_tensors(model), tmp, metadata=info.metadata())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write the model atomically (distill.fileio): an interrupted save leaves the old file as it was."""
+    atomic_write_bytes(path, save(state_to_tensors(model), metadata=info.metadata()))
 
 
 def read_info(path: str | os.PathLike) -> BundleInfo:
@@ -128,22 +122,14 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
 
 
 def _read_metadata(path: str | os.PathLike, name: str) -> dict[str, str]:
+    """The header's metadata as safetensors reads it; BundleError unless it is a Distill model this version reads."""
     if not os.path.isfile(path):
         raise BundleError(f"{name}: no such model file")
     try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-        if len(head) < 8:
-            raise BundleError(f"{name}: not a Distill model (file too small)")
-        header_len = int.from_bytes(head, "little")
-        if header_len <= 0 or header_len > 100_000_000 or header_len > os.path.getsize(path):
-            raise BundleError(f"{name}: not a Distill model (no safetensors header)")
-        with open(path, "rb") as f:
-            f.seek(8)
-            header = json.loads(f.read(header_len))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{name}: not a Distill model ({exc.__class__.__name__})") from exc
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
+        with safe_open(os.fspath(path), "pt") as f:
+            meta = f.metadata()
+    except (SafetensorError, OSError) as exc:
+        raise BundleError(f"{name}: not a Distill model ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{name}: not a Distill model (a safetensors file from something else)")
     if meta.get("format_version") != BUNDLE_VERSION:

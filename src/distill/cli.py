@@ -11,15 +11,25 @@ import sys
 import time
 
 import numpy as np
-import soundfile as sf
 
-from .audio import AudioError, find_audio_candidates, load_audio, scan_paths
+from .audio import AudioError, find_audio_candidates, load_audio, load_source, scan_paths
 from .bundle import BundleError, read_info
-from .codec import DEFAULT_GL_ITERS, DEFAULT_SEARCH_STEPS, Codec
-from .codes import CodeGrid, CodesError, atomic_write_text
+from .codec import DEFAULT_SEARCH_STEPS, Codec
+from .codes import CodeGrid, CodesError
 from .config import adaptive_config
-from .edits import EditHistory, apply_operation
+from .dsp import DEFAULT_GL_ITERS
+from .edits import OPERATIONS
+from .fileio import atomic_write_text, atomic_write_wav
 from .model import DOWNSAMPLE
+from .render import (
+    DEFAULT_DETAIL,
+    donor_from_seconds,
+    donors_by_match,
+    parse_donor_spec,
+    render_edit,
+    to_source_rate,
+)
+from .session import Clip, EditSession, read_document
 from .train import Trainer, TrainEvent, TrainingError
 
 
@@ -141,32 +151,59 @@ def cmd_decode(args: argparse.Namespace) -> int:
         raise CliError("--detail and --donor only apply with --source (the clip the codes were encoded from)")
     codec = Codec.load(args.model)
     grid = CodeGrid.load(args.codes)
-    phase = None
-    if args.phase_from:
-        phase, _ = load_audio(args.phase_from, codec.sample_rate)
+    codec.check(grid)
     t0 = time.perf_counter()
-    if args.source:  # surgical: the source recording everywhere the codes did not change
-        from .render import DEFAULT_DETAIL, check_grids, donor_from_seconds, donors_by_match, parse_donor_spec
-
-        source, _ = load_audio(args.source, codec.sample_rate)
-        source_grid = check_grids(codec, grid, source, None)  # refuses codes of another clip before any work
-        donors = []
-        for spec in args.donor or []:
-            path, span = parse_donor_spec(spec)
-            audio, _ = load_audio(path, codec.sample_rate)
-            donors += [donor_from_seconds(codec, audio, *span)] if span else donors_by_match(codec, grid, source_grid, audio)
-        detail = DEFAULT_DETAIL if args.detail is None else args.detail
-        wave = codec.render(grid, source, source_grid, detail=detail, donors=donors)
-        how = f"kept {os.path.basename(args.source)} outside edits, detail {detail:g}, {len(donors)} donor regions"
+    if args.source:
+        wave, rate, how = _surgical(codec, grid, args)
     else:
+        phase = load_audio(args.phase_from, codec.sample_rate)[0] if args.phase_from else None
         wave = codec.decode(grid, phase_from=phase, n_iter=args.iters)
         how = "phase from " + os.path.basename(args.phase_from) if args.phase_from else ""
+        wave, rate = (wave, codec.sample_rate) if args.model_rate else codec.at_source_rate(wave, grid)
     dt = time.perf_counter() - t0
-    wave, rate = (wave, codec.sample_rate) if args.model_rate else codec.at_source_rate(wave, grid)
-    sf.write(args.output, np.clip(wave, -1, 1), rate, subtype="PCM_16")
+    atomic_write_wav(args.output, wave, rate)
     print(f"wrote {args.output}: {len(wave)} samples, {len(wave) / rate:.3f} s at {rate} Hz "
           f"(decoded in {dt:.2f} s{', ' + how if how else ''})")
     return 0
+
+
+def _surgical(codec: Codec, grid: CodeGrid, args: argparse.Namespace) -> tuple[np.ndarray, int, str]:
+    """decode --source: the recording itself wherever the codes are unedited, the model inside the edits.
+
+    The unedited cells are known from the codes file (an edited file records its original grid; a
+    file straight from `encode` is its own original), never guessed by re-encoding, and the source
+    must be the audio the codes were encoded from (by the hash they record)."""
+    source = load_source(args.source)
+    name = os.path.basename(args.source)
+    if grid.source_sha256 and grid.source_sha256 != source.sha256:
+        raise CliError(f"{name} is not the audio {os.path.basename(args.codes)} was encoded from (its samples "
+                       "differ from the recorded source_sha256); pass that file as --source, or decode without "
+                       "--source")
+    wave = codec.load_wave(source.samples, source.rate)
+    if grid.knows_original:
+        original = grid.as_original()
+    else:  # a file written before codes recorded their provenance: the only way left is to re-encode
+        warn(f"{os.path.basename(args.codes)} does not record its original codes (an older file): re-encoding "
+             f"{name} to find the edited cells; cells the re-encode does not reproduce are re-synthesised")
+        original = codec.encode(wave)
+        if not grid.source_sha256 and original.num_samples != grid.num_samples:
+            raise CliError(f"{name} is not the audio {os.path.basename(args.codes)} was encoded from "
+                           f"({original.num_samples} vs {grid.num_samples} samples at the model rate)")
+    donors = []
+    for spec in args.donor or []:
+        path, span = parse_donor_spec(spec)
+        audio, _ = load_audio(path, codec.sample_rate)
+        donors += [donor_from_seconds(codec, audio, *span)] if span else donors_by_match(codec, grid, original, audio)
+    detail = DEFAULT_DETAIL if args.detail is None else args.detail
+    rendered = render_edit(codec, grid, wave, original, detail=detail, donors=donors)
+    how = f"kept {name} outside edits, detail {detail:g}, {len(donors)} donor regions"
+    if args.model_rate:
+        return rendered, codec.sample_rate, how
+    return to_source_rate(rendered, wave, source, codec.sample_rate), source.rate, how
+
+
+def warn(message: str) -> None:
+    print(f"distill: warning: {message}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------- info
@@ -203,8 +240,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- edit
-EDIT_OPS = {"set": 1, "copy": 1, "swap": 2, "blend": 1, "reverse": 1, "shift": 1, "repeat": 1, "randomize": 1}
-EDIT_MODIFIERS = ("to", "amount", "by", "times", "seed", "band")
+EDIT_OPS = {name: spec.regions for name, spec in OPERATIONS.items()}
+EDIT_MODIFIERS = tuple(dict.fromkeys(o for spec in OPERATIONS.values() for o in spec.options))
 
 
 class _InOrder(argparse.Action):
@@ -236,38 +273,47 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if not steps:
         raise CliError("nothing to do: give at least one of " + ", ".join(f"--{k}" for k in EDIT_OPS))
     codec = Codec.load(args.model)
-    grid = CodeGrid.load(args.codes)
-    codec.check(grid)
-    history = EditHistory(grid)
+    name = os.path.basename(args.codes)
+    history, original = read_document(codec, _read_text(args.codes))
+    session = EditSession(codec, Clip(name, original, None), history=history)
     hz = codec.band_ranges_hz
-    loaded: dict[str, CodeGrid] = {}
+    loaded: dict[str, Clip] = {}
     for kind, regions, mods in steps:
-        other, other_path, texts = None, None, []
+        other_path, texts = None, []
         for text in regions:
             path, sep, region = text.rpartition(":")
             if sep and path:  # FILE:REGION -> a region of that codes file ("B:" to apply_operation)
                 if other_path not in (None, path):
                     raise CliError(f"--{kind} can use one other codes file, got {other_path} and {path}")
                 if path not in loaded:
-                    loaded[path] = CodeGrid.load(path)
-                    codec.check(loaded[path])
-                other, other_path = loaded[path], path
+                    grid = CodeGrid.load(path)
+                    codec.check(grid)
+                    loaded[path] = Clip(os.path.basename(path), grid, None)
+                other_path = path
                 text = "B:" + region
             texts.append(text)
+        session.set_partner(loaded[other_path] if other_path else None)
         op = " ".join([kind, *map(shlex.quote, texts)] + [f"--{k} {shlex.quote(v)}" for k, v in mods.items()])
-        result = apply_operation(codec, history.current, op, other=other)
-        history.push(result)
+        result = session.apply(op)
         note = f" ({other_path} itself is not changed)" if result.other is not None else ""
-        print(f"{history.position}. {result.label}{note}")
+        print(f"{session.history.position}. {result.label}{note}")
         print(f"   touched {result.region.describe(result.grid)}"
               f" (columns {result.region.c0}-{result.region.c1}, {hz[result.region.r0][0]:.0f}-{hz[result.region.r1][1]:.0f} Hz)"
               f"{'; clipped at the edge' if result.clipped else ''}")
-    history.current.save(args.output)
+    session.current.save(args.output)
     if args.history:
-        atomic_write_text(args.history, history.to_json())
-    print(f"wrote {args.output} ({history.position} edit{'s' if history.position != 1 else ''})"
+        atomic_write_text(args.history, session.to_json())
+    n = len(steps)
+    print(f"wrote {args.output} ({n} edit{'s' if n != 1 else ''})"
           f"{', history ' + args.history if args.history else ''}")
     return 0
+
+
+def _read_text(path: str) -> str:
+    try:
+        return open(path, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"{os.path.basename(path)}: cannot read ({exc})") from exc
 
 
 # ---------------------------------------------------------------------- parser
@@ -330,11 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("codes")
     ed.add_argument("-o", "--output", required=True, help="edited codes file to write")
     ed.add_argument("--history", help="also write the edit history (JSON, reloadable in the studio)")
-    op_help = {"set": "REGION=CODE: fill a region with one code", "copy": "[FILE:]REGION: paste it at --to SECONDS",
-               "swap": "REGION REGION: exchange two equal-size regions (either may be FILE:REGION)",
-               "blend": "[FILE:]REGION: move the region at --to toward it by --amount 0-1",
-               "reverse": "REGION: reverse its columns in time", "shift": "REGION: move it by --by SECONDS",
-               "repeat": "REGION: play it --times N in a row", "randomize": "REGION: draw codes from training usage"}
+    op_help = {name: spec.help for name, spec in OPERATIONS.items()}
     for name, nargs in EDIT_OPS.items():
         ed.add_argument(f"--{name}", nargs=nargs, action=_InOrder, dest="ops", metavar="REGION", help=op_help[name])
     for name in EDIT_MODIFIERS:

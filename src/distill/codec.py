@@ -12,25 +12,22 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .audio import prepare, resample
+from .audio import audio_sha256, prepare, resample
 from .bundle import BundleInfo, fingerprint, load_bundle, state_to_tensors
 from .codes import CodeGrid, CodesError
+from .dsp import DEFAULT_GL_ITERS
+from .health import LevelHealth, health_from_counts
 from .model import DOWNSAMPLE, ConvVQVAE, grid_width
 from .spectrogram import MelConfig, MelFrontEnd
-
-if TYPE_CHECKING:
-    from .train import LevelHealth
 
 CHUNK_COLUMNS = 256   # ~44 s of audio per network pass
 CONTEXT_COLUMNS = 8   # 128 frames each side; the encoder's receptive field is ~166 frames in all
 SEARCH_LR = 0.01  # Adam step on the latent for encode-by-search (benchmarks/README.md)
 DEFAULT_SEARCH_STEPS = 20  # encode refines the encoder's codes by default (benchmarks/README.md)
-DEFAULT_GL_ITERS = 32
 PREVIEW_SECONDS = 0.5  # code audition length
 PREVIEW_RMS = 0.1      # -20 dBFS: every previewed code plays at the same loudness...
 PREVIEW_PEAK = 0.89    # ...unless that would push a peak over -1 dBFS
@@ -93,6 +90,11 @@ class Codec:
         return self.mel_cfg.sample_rate
 
     @property
+    def frames_per_column(self) -> int:
+        """STFT frames (hops) per code column: the encoder's time reduction."""
+        return DOWNSAMPLE
+
+    @property
     def seconds_per_column(self) -> float:
         return DOWNSAMPLE * self.mel_cfg.hop_length / self.mel_cfg.sample_rate
 
@@ -134,10 +136,13 @@ class Codec:
         a decoded clip back at the rate and sample count it came in with. By default the codes are
         refined by 20 steps of search (~0.1 s per second of audio on two laptop-class cores); they
         decode ~12% closer to the clip on held-out recordings. `search_steps=0`: the encoder alone."""
+        steps = DEFAULT_SEARCH_STEPS if search_steps is None else int(search_steps)
         model_wave = self.load_wave(wave, sr) if sr is not None else np.asarray(wave, dtype=np.float32)
-        codes = self.encode_mel(self.logmel(model_wave), search_steps)
-        grid = self.grid(codes, len(model_wave))
+        codes = self.encode_mel(self.logmel(model_wave), steps)
+        rate = self.sample_rate if sr is None else int(sr)
         # load_wave checked the layout ([samples] or [samples, channels]): the length is its first axis
+        grid = replace(self.grid(codes, len(model_wave)), search_steps=steps,
+                       source_sha256=audio_sha256(wave if sr is not None else model_wave, rate))
         return replace(grid, source_rate=int(sr), source_samples=np.shape(wave)[0]) if sr is not None else grid
 
     def at_source_rate(self, wave: np.ndarray, grid: CodeGrid) -> tuple[np.ndarray, int]:
@@ -214,18 +219,6 @@ class Codec:
         audio = self.decode(grid, **kwargs)
         return DecodeResult(audio, time.perf_counter() - t0)
 
-    def render(self, edited: CodeGrid, source_audio: np.ndarray, source_grid: CodeGrid | None = None,
-               detail: float | None = None, donors=(), **kwargs) -> np.ndarray:
-        """Surgical decode: the source clip's own audio outside edited cells, the model inside them.
-
-        See distill.render.render_edit (detail defaults to render.DEFAULT_DETAIL; donors are
-        render.Donor regions whose phase is transplanted). Output has exactly len(source_audio) samples.
-        """
-        from .render import DEFAULT_DETAIL, render_edit  # here: render is optional machinery on top
-
-        return render_edit(self, edited, source_audio, source_grid,
-                           detail=DEFAULT_DETAIL if detail is None else detail, donors=donors, **kwargs)
-
     def reconstruct(self, wave: np.ndarray, sr: int, use_phase: bool = True) -> np.ndarray:
         """Encode then decode a clip (plain reconstruction), optionally with its own phase."""
         wave = self.load_wave(wave, sr)
@@ -278,11 +271,9 @@ class Codec:
     def usage_health(self) -> list[LevelHealth]:
         """Per level, a LevelHealth from the training-set code counts (codec.info.usage); [] when none were saved.
 
-        Verdicts (distill.train.health_verdict): Healthy when >= 60% of the codes are used,
+        Verdicts (distill.health.health_verdict): Healthy when >= 60% of the codes are used,
         Some codes unused at 30-60%, Collapsed below 30%.
         """
-        from .train import health_from_counts  # here, not at the top: train imports codec
-
         usage = self.info.usage or []
         return [health_from_counts(np.asarray(usage[q]), name) for q, name in enumerate(self.level_names)
                 if q < len(usage)]

@@ -8,6 +8,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .fileio import atomic_write_text
+
 CODES_FORMAT = "distill-codes"
 CODES_VERSION = 1
 
@@ -30,6 +32,11 @@ class CodeGrid:
         source_rate (int): sample rate of the file the codes came from (0 = not known, e.g. codes
             written by an older Distill); decoding to a file goes back to this rate and ...
         source_samples (int): ... to exactly this many samples, so a 44.1 kHz clip comes back as one.
+        source_sha256 (str): audio_sha256 of the file's samples as decoded (mono, its own rate), so a
+            renderer can tell whether the audio it is given is the one these codes came from ("" = unknown).
+        search_steps (int | None): how the encoder made the codes (`encoder` in JSON); None = not recorded.
+        original (np.ndarray | None): int64 [levels, bands, columns], the codes as encoded, before any
+            edit. None for a grid that is its own original (fresh from the encoder, or a legacy file).
     """
 
     codes: np.ndarray
@@ -40,11 +47,20 @@ class CodeGrid:
     model: str = ""
     source_rate: int = 0
     source_samples: int = 0
+    source_sha256: str = ""
+    search_steps: int | None = None
+    original: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         codes = np.array(self.codes, dtype=np.int64, copy=True)
         if codes.ndim != 3:
             raise CodesError(f"codes must be [levels, bands, columns], got shape {codes.shape}")
+        if self.original is not None:
+            original = np.array(self.original, dtype=np.int64, copy=True)
+            if original.shape != codes.shape:
+                raise CodesError(f"original codes have shape {original.shape}, the codes {codes.shape}")
+            original.setflags(write=False)
+            object.__setattr__(self, "original", original)
         if len(self.level_names) != codes.shape[0]:
             raise CodesError(f"{len(self.level_names)} level names for {codes.shape[0]} levels")
         if self.source_rate < 0 or self.source_samples < 0:
@@ -81,12 +97,27 @@ class CodeGrid:
                     return i
         raise CodesError(f"unknown level {name!r}; this grid has {', '.join(self.level_names)}")
 
+    @property
+    def original_codes(self) -> np.ndarray:
+        """[levels, bands, columns]: the codes before any edit (this grid's own codes when it is unedited)."""
+        return self.codes if self.original is None else self.original
+
+    @property
+    def knows_original(self) -> bool:
+        """True when the unedited codes are known: an edited grid records them, and a grid the encoder
+        made (search_steps recorded) is its own original. False only for legacy files."""
+        return self.original is not None or self.search_steps is not None
+
+    def as_original(self) -> CodeGrid:
+        """The unedited grid this one was edited from (itself when it is unedited)."""
+        return self if self.original is None else replace(self, codes=self.original, original=None)
+
     def with_codes(self, codes: np.ndarray) -> CodeGrid:
-        """Same clip metadata, new code array (shape must match)."""
+        """Same clip metadata, new code array (shape must match); the result remembers the original codes."""
         codes = np.asarray(codes)
         if codes.shape != self.codes.shape:
             raise CodesError(f"shape {codes.shape} does not match grid shape {self.codes.shape}")
-        return replace(self, codes=codes)
+        return replace(self, codes=codes, original=self.original_codes)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CodeGrid):
@@ -124,6 +155,9 @@ class CodeGrid:
             "sample_rate": self.sample_rate,
             "num_samples": self.num_samples,
             **({"source_rate": self.source_rate, "source_samples": self.source_samples} if self.source_rate else {}),
+            **({"source_sha256": self.source_sha256} if self.source_sha256 else {}),
+            **({"encoder": {"search_steps": self.search_steps}} if self.search_steps is not None else {}),
+            **({"original": self.original.tolist()} if self.original is not None else {}),
         }
 
     def to_json(self) -> str:
@@ -136,15 +170,20 @@ class CodeGrid:
         if d.get("version") != CODES_VERSION:
             raise CodesError(f"unsupported codes version {d.get('version')!r}; this Distill reads {CODES_VERSION}")
         try:
-            codes = np.asarray(d["codes"])
-            if codes.dtype.kind not in "iu" and codes.size:
-                raise CodesError("codes must be integers")
-            if codes.ndim != 3:
-                raise CodesError(f"\"codes\" must be levels x bands x columns, got {codes.ndim} dimensions")
-            return cls(codes=codes.astype(np.int64), level_names=tuple(d["levels"]),
+            codes = _int_array(d["codes"], "codes")
+            original = _int_array(d["original"], "original") if d.get("original") is not None else None
+            encoder = d.get("encoder")
+            if encoder is not None and not (isinstance(encoder, dict) and isinstance(encoder.get("search_steps"), int)):
+                raise CodesError("\"encoder\" must be an object like {\"search_steps\": 20}")
+            sha = d.get("source_sha256", "")
+            if not isinstance(sha, str):
+                raise CodesError("\"source_sha256\" must be a string")
+            return cls(codes=codes, level_names=tuple(str(n) for n in d["levels"]),
                        seconds_per_column=float(d["seconds_per_column"]), sample_rate=int(d["sample_rate"]),
                        num_samples=int(d["num_samples"]), model=str(d.get("model", "")),
-                       source_rate=int(d.get("source_rate", 0)), source_samples=int(d.get("source_samples", 0)))
+                       source_rate=int(d.get("source_rate", 0)), source_samples=int(d.get("source_samples", 0)),
+                       source_sha256=sha, search_steps=None if encoder is None else int(encoder["search_steps"]),
+                       original=original)
         except KeyError as exc:
             raise CodesError(f"codes file is missing the field {exc.args[0]!r}") from exc
         except (TypeError, ValueError) as exc:
@@ -175,10 +214,11 @@ class CodeGrid:
             raise CodesError(f"{os.path.basename(os.fspath(path))}: {exc}") from exc
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write via a temp file + rename so a crash never leaves half a file."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def _int_array(value: object, what: str) -> np.ndarray:
+    """A JSON nested list -> int64 [levels, bands, columns], refusing floats, ragged lists and other shapes."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iu" and arr.size:
+        raise CodesError(f"\"{what}\" must hold integers")
+    if arr.ndim != 3:
+        raise CodesError(f"\"{what}\" must be levels x bands x columns, got {arr.ndim} dimensions")
+    return arr.astype(np.int64)

@@ -194,6 +194,33 @@ class ConvVQVAE(nn.Module):
         codes = indices.reshape(B, H, W, -1).permute(0, 3, 1, 2)
         return quantized, codes, commit.sum()
 
+    @property
+    def codebooks(self) -> torch.Tensor:
+        """[Q, codebook_size, D]: every level's codewords, as the quantizer holds them (its own `codebooks`).
+
+        The quantizer has no projection (its dim is the latent's), so these are latent-space vectors.
+        """
+        return self.quantizer.codebooks
+
+    def commitment_loss(self, latent: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """The quantizer's training commitment term for `codes`, in any mode (in eval it reports zero).
+
+        Residual VQ commits each level to its own residual: the sum over levels of commitment_weight *
+        mean((residual_q - codeword_q)^2), residual_0 = latent. Codewords come from the quantizer's
+        get_codes_from_indices; a level left out (-1, quantizer dropout) adds nothing, as in training.
+        latent [B, D, H, W], codes [B, Q, H, W] -> scalar.
+        """
+        B, D, H, W = latent.shape
+        idx = codes.permute(0, 2, 3, 1).reshape(B, H * W, -1).long()
+        words = self.quantizer.get_codes_from_indices(idx)  # [Q, B, H*W, D], zero where -1
+        residual = self.quantizer.project_in(latent.permute(0, 2, 3, 1).reshape(B, H * W, D))
+        total = latent.new_zeros(())
+        for q in range(words.shape[0]):
+            used = (idx[..., q] >= 0).to(latent.dtype)  # [B, H*W]
+            total = total + ((residual - words[q]).square().mean(-1) * used).mean()
+            residual = residual - words[q]
+        return total * self.cfg.commitment_weight
+
     def codes_to_latent(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, Q, H, W] (-1 = level left out) -> quantized [B, D, H, W]."""
         B, Q, H, W = codes.shape

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from . import dsp
+from .audio import SourceAudio, resample
 from .codes import CodeGrid
+from .edits import ActiveDonor, column_of, end_column_of
 from .model import DOWNSAMPLE, grid_width
 
 if TYPE_CHECKING:
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
 # inside log-mel L1 to the target for detail 0/.25/.5/.75/1: mean 1.006/.883/.814/.761/.746; 0.75 has the
 # smallest worst-case loss (replaced-by-B: 0.98 at 0, 1.32 at .75, 1.44 at 1, where A's detail is a ghost).
 DEFAULT_DETAIL = 0.75
-DEFAULT_GL_ITERS = 8
+EDIT_GL_ITERS = 8  # constrained Griffin-Lim iterations inside an edit (known phase all around it)
 DEFAULT_FEATHER = 0.5        # crossfade width, in code tiles (16 frames x one band of mel bins)
 DECODE_CONTEXT_COLUMNS = 6   # clustering gap / 2; each decode window's context comes from decoder_reach()
 ENCODE_CONTEXT_COLUMNS = 8   # encoder receptive field ~166 frames; same value the codec chunks with
@@ -48,6 +51,7 @@ class Donor:
     r0: int
     r1: int
     src_r0: int | None = None  # first source band when the copy also moved in frequency
+    codes: np.ndarray | None = None  # int64 [levels, bands, columns]: the donor clip's own codes, when known
 
     def __post_init__(self) -> None:
         audio = np.asarray(self.audio, dtype=np.float32)
@@ -68,15 +72,54 @@ class Donor:
         return self.src_r0 is not None and int(self.src_r0) != self.r0
 
 
-def donors_from_patches(patches: Sequence, source_audio: np.ndarray,
-                        other_audio: np.ndarray | None = None) -> tuple[Donor, ...]:
-    """edits.DonorPatch records (donor "self" or "other") -> Donors carrying the right audio."""
-    out = []
-    for p in patches:
-        audio = source_audio if p.donor == "self" else other_audio
-        if audio is not None and p.n_cols >= 1:
-            out.append(Donor(audio, p.src_c0, p.dst_c0, p.n_cols, p.r0, p.r1, getattr(p, "src_r0", None)))
+def donors_from_active(active: Sequence[ActiveDonor], source_audio: np.ndarray,
+                       partner_audio: np.ndarray | None = None, partner: str = "",
+                       source_codes: np.ndarray | None = None,
+                       partner_codes: np.ndarray | None = None) -> tuple[Donor, ...]:
+    """The donor records still in force (EditHistory.active_donors) -> Donors carrying the right audio.
+
+    Each record keeps only the cells that still hold what it copied there; rows whose kept columns
+    form the same runs are merged, so an untouched paste stays one Donor. "other" records made
+    with another clip B than `partner` (or with no B audio at hand) are dropped: their cells are
+    rendered from the model with Griffin-Lim phase instead. `source_codes` / `partner_codes`
+    ([levels, bands, columns], the clips as encoded) spare a re-encode of the donor when given.
+    """
+    out: list[Donor] = []
+    for a in active:
+        p = a.patch
+        if p.donor == "self":
+            audio, codes = source_audio, source_codes
+        elif partner_audio is not None and a.partner == partner:
+            audio, codes = partner_audio, partner_codes
+        else:
+            continue
+        runs: dict[tuple[tuple[int, int], ...], list[int]] = {}
+        for r in range(p.r0, p.r1 + 1):
+            key = _runs(a.cells[r])
+            if key:
+                runs.setdefault(key, []).append(r)
+        for key, rows in runs.items():
+            for r0, r1 in _consecutive(rows):
+                src_r0 = None if p.src_r0 is None else p.src_r0 + (r0 - p.r0)
+                out += [Donor(audio, p.src_c0 + (c0 - p.dst_c0), c0, c1 - c0, r0, r1, src_r0, codes) for c0, c1 in key]
     return tuple(out)
+
+
+def _runs(row: np.ndarray) -> tuple[tuple[int, int], ...]:
+    """bool [columns] -> ((start, stop), ...) of its runs of True."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(np.int8), [0]])))
+    return tuple((int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True))
+
+
+def _consecutive(rows: list[int]) -> list[tuple[int, int]]:
+    """Sorted row numbers -> (first, last) of each run of consecutive rows."""
+    out: list[tuple[int, int]] = []
+    for r in rows:
+        if out and out[-1][1] == r - 1:
+            out[-1] = (out[-1][0], r)
+        else:
+            out.append((r, r))
+    return out
 
 
 def donors_by_match(codec: Codec, edited: CodeGrid, source_grid: CodeGrid, audio: np.ndarray) -> tuple[Donor, ...]:
@@ -109,11 +152,44 @@ def parse_donor_spec(text: str) -> tuple[str, tuple[float, float, float] | None]
 
 
 def donor_from_seconds(codec: Codec, audio: np.ndarray, start: float, end: float, dst: float) -> Donor:
-    """A donor copying [start, end) seconds of `audio` to `dst` seconds, all bands."""
+    """A donor copying [start, end) seconds of `audio` to `dst` seconds, all bands.
+
+    Seconds become columns by the same rule as `distill edit` (edits.column_of / end_column_of):
+    `--donor B.wav:0-0.5@1.0` describes exactly the cells `--copy B:...@0-0.5 --to 1.0` wrote.
+    """
     spc = codec.seconds_per_column
-    c0 = int(round(start / spc))
-    return Donor(_as_wave(audio), c0, int(round(dst / spc)), max(1, int(round(end / spc)) - c0), 0,
-                 codec.num_bands - 1)
+    c0 = column_of(start, spc)
+    n_cols = max(1, end_column_of(end, spc) - c0 + 1)
+    return Donor(_as_wave(audio), c0, column_of(dst, spc), n_cols, 0, codec.num_bands - 1)
+
+
+def to_source_rate(rendered: np.ndarray, model_wave: np.ndarray, source: SourceAudio, model_rate: int) -> np.ndarray:
+    """A surgical render at the model rate -> the clip at its file's own rate and length.
+
+    rendered, model_wave: float32 [N] at `model_rate` (model_wave is what was rendered against; the
+    render equals it sample for sample outside the edits). Only the difference is resampled, over
+    the span where it is non-zero plus a short margin, and added to the file's own samples; every
+    other sample is the file's (mono mix) bit for bit. Returns float32 [len(source.samples)].
+    """
+    out = np.array(source.samples, dtype=np.float32, copy=True)
+    delta = np.asarray(rendered, np.float32) - np.asarray(model_wave, np.float32)
+    nz = np.flatnonzero(delta)
+    if nz.size == 0:
+        return out
+    if source.rate == model_rate and len(out) == len(delta):
+        return np.asarray(rendered, np.float32).copy()
+    pad = max(64, model_rate // 100)  # 10 ms of zeros on each side: the resampler's kernel dies out in it
+    i0, i1 = max(0, int(nz[0]) - pad), min(len(delta), int(nz[-1]) + 1 + pad)
+    piece = resample(delta[i0:i1], model_rate, source.rate).astype(np.float64)
+    fade = min(len(piece) // 2, max(1, pad * source.rate // model_rate // 2))
+    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)
+    piece[:fade] *= ramp
+    piece[len(piece) - fade:] *= ramp[::-1]
+    j0 = int(round(i0 * source.rate / model_rate))
+    lo, hi = max(0, j0), min(len(out), j0 + len(piece))
+    if hi > lo:
+        out[lo:hi] = (out[lo:hi].astype(np.float64) + piece[lo - j0:hi - j0]).astype(np.float32)
+    return out
 
 
 @dataclass(frozen=True)
@@ -135,7 +211,7 @@ def changed_cells(edited: CodeGrid, source: CodeGrid) -> np.ndarray:
 
 
 def render_edit(codec: Codec, edited: CodeGrid, source_audio: np.ndarray, source_grid: CodeGrid | None = None,
-                detail: float = DEFAULT_DETAIL, donors: Sequence[Donor] = (), gl_iters: int = DEFAULT_GL_ITERS,
+                detail: float = DEFAULT_DETAIL, donors: Sequence[Donor] = (), gl_iters: int = EDIT_GL_ITERS,
                 feather: float = DEFAULT_FEATHER) -> np.ndarray:
     """Edited grid + the audio it was encoded from -> audio of exactly len(source_audio) samples.
 
@@ -151,12 +227,12 @@ def render_edit(codec: Codec, edited: CodeGrid, source_audio: np.ndarray, source
     out = source
     for cells in _clusters(changed):  # far-apart edits are rendered separately: cost follows the edits
         patch = _render_patch(codec, edited, source, source_grid, cells, detail, donors, gl_iters, feather)
-        out = _add_frames(codec.front, out, patch.spectrum - patch.source_spectrum, patch.frame0)
+        out = dsp.add_frames(codec.front.framing, out, patch.spectrum - patch.source_spectrum, patch.frame0)
     return out.copy() if out is source else out
 
 
 def render_spectrum(codec: Codec, edited: CodeGrid, source_audio: np.ndarray, source_grid: CodeGrid | None = None,
-                    detail: float = DEFAULT_DETAIL, donors: Sequence[Donor] = (), gl_iters: int = DEFAULT_GL_ITERS,
+                    detail: float = DEFAULT_DETAIL, donors: Sequence[Donor] = (), gl_iters: int = EDIT_GL_ITERS,
                     feather: float = DEFAULT_FEATHER, changed: np.ndarray | None = None) -> RenderedPatch | None:
     """The STFT frames `render_edit` rewrites (None when nothing changed).
 
@@ -214,7 +290,7 @@ def _render_patch(codec: Codec, edited: CodeGrid, source: np.ndarray, source_gri
     f1 = min(n_frames, c_hi * DOWNSAMPLE + margin)
 
     # source STFT and log-mel over the span only
-    src_spec = stft_frames(front, source, f0, f1)
+    src_spec = dsp.stft(front.framing, source, f0, f1)
     src_logmel = front.power_to_logmel(src_spec.abs().square())
 
     # model decodes of the edited and the source codes over the span (+ receptive-field context)
@@ -273,7 +349,7 @@ def _render_patch(codec: Codec, edited: CodeGrid, source: np.ndarray, source_gri
     gl_region = _mel_to_linear(front, _feather(hard * (1 - donor_hard), fws)).clamp(0, 1) * (mask > 0)
     spec = magnitude * phase
     if gl_iters > 0 and bool(gl_region.any()):
-        spec = _constrained_gl(front, spec, magnitude, 1 - gl_region, gl_iters)
+        spec = dsp.griffin_lim(front.framing, spec, magnitude, gl_iters, fixed=1 - gl_region)
     spec = torch.where(mask > 0, spec, src_spec)
     return RenderedPatch(frame0=f0, spectrum=spec, source_spectrum=src_spec, mask=mask, target_logmel=target,
                          changed=changed)
@@ -315,82 +391,6 @@ def check_grids(codec: Codec, edited: CodeGrid, source: np.ndarray, source_grid:
         raise RenderError(f"the source grid {source_grid.codes.shape} ({source_grid.num_samples} samples) does not "
                           f"match the edited grid {edited.codes.shape} ({edited.num_samples} samples)")
     return source_grid
-
-
-# ---------------------------------------------------------------------- STFT pieces
-def stft_frames(front: MelFrontEnd, wave: np.ndarray, f0: int, f1: int) -> torch.Tensor:
-    """Frames f0..f1-1 of front.stft(wave) without computing the rest (zero outside the clip)."""
-    cfg = front.cfg
-    half, hop = cfg.n_fft // 2, cfg.hop_length
-    a, b = f0 * hop - half, (f1 - 1) * hop + half
-    seg = np.zeros(b - a, dtype=np.float32)
-    lo, hi = max(a, 0), min(b, len(wave))
-    if hi > lo:
-        seg[lo - a:hi - a] = wave[lo:hi]
-    return torch.stft(torch.from_numpy(seg), cfg.n_fft, hop, window=front.window, center=False,
-                      return_complex=True)
-
-
-def _overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:
-    """[n_fft, F] windowed frames -> [(F-1) * hop + n_fft] samples; ~10x faster than fold when hop divides n_fft."""
-    n_fft, n = frames.shape
-    if n_fft % hop:
-        fold = dict(output_size=(1, (n - 1) * hop + n_fft), kernel_size=(1, n_fft), stride=(1, hop))
-        return torch.nn.functional.fold(frames[None], **fold).reshape(-1)
-    r = n_fft // hop
-    parts = frames.reshape(r, hop, n)
-    out = torch.zeros(n + r - 1, hop, dtype=frames.dtype)
-    for k in range(r):
-        out[k:k + n] += parts[k].T
-    return out.reshape(-1)
-
-
-def _synthesis(front: MelFrontEnd, spec: torch.Tensor) -> torch.Tensor:
-    """Local istft of a run of frames: samples from frame 0's start to the last frame's end.
-
-    Samples near both ends miss neighbours' contributions; callers only trust the interior.
-    """
-    hop, n_fft = front.cfg.hop_length, front.cfg.n_fft
-    frames = torch.fft.irfft(spec, n=n_fft, dim=0) * front.window[:, None]
-    norm = _overlap_add(front.window.square()[:, None].expand(-1, spec.shape[-1]), hop)
-    return _overlap_add(frames, hop) / norm.clamp(min=1e-8)
-
-
-def _add_frames(front: MelFrontEnd, wave: np.ndarray, delta: torch.Tensor, f0: int) -> np.ndarray:
-    """wave + istft of `delta` placed at frames f0.. : istft is linear, so untouched samples stay bit-exact."""
-    cfg = front.cfg
-    half, hop, n_fft = cfg.n_fft // 2, cfg.hop_length, cfg.n_fft
-    n_total = cfg.num_frames(len(wave))
-    ov = n_fft // hop
-    a, b = max(0, f0 - ov), min(n_total, f0 + delta.shape[-1] + ov)  # all frames that overlap the patch
-    full = torch.zeros(delta.shape[0], b - a, dtype=delta.dtype)
-    full[:, f0 - a:f0 - a + delta.shape[-1]] = delta
-    add = _synthesis(front, full).numpy()  # the norm of frames a..b-1 is the clip's own wherever delta is not 0
-    start = a * hop - half
-    lo, hi = max(0, start), min(len(wave), start + len(add))
-    out = wave.copy()
-    if hi > lo:
-        out[lo:hi] += add[lo - start:hi - start]
-    return out
-
-
-def _constrained_gl(front: MelFrontEnd, spec: torch.Tensor, magnitude: torch.Tensor, fixed: torch.Tensor,
-                    n_iter: int, momentum: float = 0.99) -> torch.Tensor:
-    """Fast Griffin-Lim on a run of frames, holding `spec` where fixed = 1 (the known phase).
-
-    The run has >= n_fft/hop fully fixed frames at each end, so its truncated edges never reach
-    a frame that iterates.
-    """
-    hop, n_fft = front.cfg.hop_length, front.cfg.n_fft
-    anchor, prev = spec, torch.zeros_like(spec)
-    for _ in range(n_iter):
-        rebuilt = torch.stft(_synthesis(front, spec), n_fft, hop, window=front.window, center=False,
-                             return_complex=True)
-        accel = rebuilt - (momentum / (1 + momentum)) * prev
-        prev = rebuilt
-        spec = magnitude * accel / accel.abs().clamp(min=1e-8)
-        spec = fixed * anchor + (1 - fixed) * spec
-    return spec
 
 
 # ---------------------------------------------------------------------- masks
@@ -486,15 +486,17 @@ def _donor_window(codec: Codec, donor: Donor, cells: np.ndarray, edited: CodeGri
     d_frames = cfg.num_frames(len(donor.audio))
     d_cols = grid_width(d_frames)
     shift = (donor.src_c0 - donor.dst_c0) * DOWNSAMPLE
-    spec = stft_frames(codec.front, donor.audio, f0 + shift, f1 + shift)
+    spec = dsp.stft(codec.front.framing, donor.audio, f0 + shift, f1 + shift)
     dst = slice(donor.dst_c0, donor.dst_c0 + donor.n_cols)
     src = slice(donor.src_c0, donor.src_c0 + donor.n_cols)
-    if _same_audio(donor.audio, source):
+    if donor.codes is not None and donor.codes.shape[-1] >= donor.src_c0 + donor.n_cols:
+        d_codes = donor.codes[:, :, src]   # known: no re-encode, no guess
+    elif _same_audio(donor.audio, source):
         d_codes = source_grid.codes[:, :, src]
     else:  # encode just the donor's columns, with enough context to match a whole-clip encode
         e0 = max(0, donor.src_c0 - ENCODE_CONTEXT_COLUMNS)
         e1 = min(d_cols, donor.src_c0 + donor.n_cols + ENCODE_CONTEXT_COLUMNS)
-        d_spec = stft_frames(codec.front, donor.audio, e0 * DOWNSAMPLE, min(e1 * DOWNSAMPLE, d_frames))
+        d_spec = dsp.stft(codec.front.framing, donor.audio, e0 * DOWNSAMPLE, min(e1 * DOWNSAMPLE, d_frames))
         window = codec.encode_mel(codec.front.power_to_logmel(d_spec.abs().square()))
         d_codes = window[:, :, donor.src_c0 - e0:donor.src_c0 - e0 + donor.n_cols]
     same = np.zeros_like(cells)

@@ -22,11 +22,12 @@ from .audio import AudioError, FileVerdict, ScanReport, load_audio, scan_paths
 from .bundle import BundleInfo, fingerprint, save_bundle, state_to_tensors
 from .codec import Codec
 from .config import VQVAEConfig, adaptive_config
+from .fileio import atomic_write
+from .health import LOW_UTILIZATION, LevelHealth, code_counts, health_from_counts, level_health
 from .losses import compute_losses, total_loss
 from .model import DOWNSAMPLE, ConvVQVAE
 from .spectrogram import MelConfig, MelFrontEnd
 
-LOW_UTILIZATION = 0.30  # below this share of codes in use, a level is flagged
 MAX_VAL_CROPS = 64
 VAL_TIME_SHARE = 0.05  # default validation cadence: at most ~5% of training time (it was 17% on lmms)
 MAX_USAGE_SECONDS_PER_FILE = 60.0
@@ -34,55 +35,6 @@ MAX_USAGE_SECONDS_PER_FILE = 60.0
 
 class TrainingError(RuntimeError):
     """Training cannot start (e.g. no usable files); the message says what to do."""
-
-
-@dataclass(frozen=True)
-class LevelHealth:
-    """Codebook health of one RVQ level, measured on a set of code indices."""
-
-    name: str
-    utilization: float  # share of the codebook used at least once
-    perplexity: float   # exp(entropy) of code usage: the effective number of codes
-    dead_codes: int
-    codebook_size: int
-
-    @property
-    def verdict(self) -> str:
-        return health_verdict(self.utilization)
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "utilization": self.utilization, "perplexity": self.perplexity,
-                "dead_codes": self.dead_codes, "codebook_size": self.codebook_size, "verdict": self.verdict}
-
-
-def health_verdict(utilization: float) -> str:
-    """Plain-language verdict: Healthy (>= 60% of codes used), Some codes unused (30-60%), Collapsed (< 30%)."""
-    if utilization >= 0.6:
-        return "Healthy"
-    if utilization >= LOW_UTILIZATION:
-        return "Some codes unused"
-    return "Collapsed"
-
-
-def level_health(codes: np.ndarray, codebook_size: int, names: Sequence[str]) -> list[LevelHealth]:
-    """codes [levels, ...] -> one LevelHealth per level."""
-    out = []
-    for q, name in enumerate(names):
-        counts = np.bincount(codes[q].reshape(-1).clip(0), minlength=codebook_size)[:codebook_size]
-        out.append(health_from_counts(counts, name))
-    return out
-
-
-def health_from_counts(counts: np.ndarray, name: str) -> LevelHealth:
-    counts = np.asarray(counts, dtype=np.float64)
-    total = counts.sum()
-    used = int((counts > 0).sum())
-    if total > 0:
-        p = counts[counts > 0] / total
-        perplexity = float(np.exp(-(p * np.log(p)).sum()))
-    else:
-        perplexity = 0.0
-    return LevelHealth(name, used / len(counts), perplexity, int(len(counts) - used), len(counts))
 
 
 @dataclass(frozen=True)
@@ -227,12 +179,16 @@ class Trainer:
         minutes / epochs: the budget (minutes wins if both are given; default: config.max_epochs).
         checkpoint_path: where to write a resumable checkpoint every `checkpoint_interval` validations.
         resume_from: a checkpoint written by a previous run with the same files and config.
+        stop_file: a path polled before every step; once a file exists there the run stops as if
+            cancel() had been called (the best model so far is kept). Unlike cancel(), this works
+            from another process, e.g. when the run executes in a ZeroGPU worker.
     """
 
     def __init__(self, files: Sequence[str | os.PathLike] | ScanReport, config: VQVAEConfig | None = None,
                  mel: MelConfig | None = None, minutes: float | None = None, epochs: float | None = None,
                  checkpoint_path: str | os.PathLike | None = None, resume_from: str | os.PathLike | None = None,
-                 log_every_s: float = 1.0, validate_every: int | None = None):
+                 log_every_s: float = 1.0, validate_every: int | None = None,
+                 stop_file: str | os.PathLike | None = None):
         self.report = files if isinstance(files, ScanReport) else scan_paths(files)
         accepted = self.report.accepted
         if not accepted:
@@ -250,6 +206,7 @@ class Trainer:
         self.resume_from = resume_from
         self.log_every_s = log_every_s
         self.validate_every = validate_every
+        self.stop_file = stop_file
         self._cancel = threading.Event()
         self.result: TrainResult | None = None
         self.load_warnings: list[str] = []
@@ -260,6 +217,12 @@ class Trainer:
 
     @property
     def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def _stop_requested(self) -> bool:
+        """cancel() was called, or the stop file has appeared (then the run counts as cancelled)."""
+        if not self._cancel.is_set() and self.stop_file is not None and os.path.exists(self.stop_file):
+            self._cancel.set()
         return self._cancel.is_set()
 
     # ---------------------------------------------------------------- data
@@ -342,7 +305,7 @@ class Trainer:
                 model(torch.stack(init)[:, None].to(device))
             yield self._validate(model, val_batch, val_mask, pinv, state, steps_per_epoch, 0.0, budget_s, total_steps, 0.0, 0.0)
         last_val_step, last_val_end = state.step, elapsed()
-        while not self._cancel.is_set() and progress() < 1.0:
+        while not self._stop_requested() and progress() < 1.0:
             model.train()
             lr = _lr_at(cfg, state.step, progress())
             for g in opt.param_groups:
@@ -414,7 +377,10 @@ class Trainer:
     # ---------------------------------------------------------------- helpers
     @torch.no_grad()
     def _validate(self, model, val_batch, val_mask, pinv, state, steps_per_epoch, now, eta, total_steps, sps, lr) -> TrainEvent:
-        """Validation losses computed here: the quantizer reports zero commitment in eval mode."""
+        """Validation on fixed crops, in eval mode: the same loss terms as training (the curves are plotted together).
+
+        The quantizer reports zero commitment in eval mode, so the model computes training's term itself.
+        """
         t0 = time.perf_counter()
         cfg = self.config
         model.eval()
@@ -424,7 +390,7 @@ class Trainer:
             latent = model.encode(chunk)
             quantized, codes, _ = model.quantize(latent)
             recon = model.decode(quantized, chunk.shape[-1])
-            commit = cfg.commitment_weight * torch.mean((latent - quantized) ** 2)
+            commit = model.commitment_loss(latent, codes)  # training's term: every level against its own residual
             losses = compute_losses(recon, chunk, commit, pinv, cfg, chunk_mask)
             losses["total"] = total_loss({k: v for k, v in losses.items()}, cfg)
             for k, v in losses.items():
@@ -462,8 +428,7 @@ class Trainer:
         for i in train_idx:
             mel = clips[i].mel[:, :max_frames].to(device)[None, None]
             _, codes, _ = model.quantize(model.encode(mel))
-            for q in range(cfg.num_quantizers):
-                usage[q] += np.bincount(codes[0, q].reshape(-1).cpu().numpy(), minlength=cfg.codebook_size)
+            usage += code_counts(codes[0].cpu().numpy(), cfg.codebook_size)
         _, val_codes, _ = model.quantize(model.encode(val_batch))
         val_health = level_health(val_codes.permute(1, 0, 2, 3).cpu().numpy(), cfg.codebook_size, cfg.level_names)
         tensors = state_to_tensors(model)
@@ -515,8 +480,7 @@ def _thin(history: list, limit: int) -> list:
 
 
 def _save_checkpoint(path, model, opt, rng: np.random.Generator, state: _RunState) -> None:
-    """Own files only (loaded back with weights_only=True): model, optimizer, RNG, progress."""
-    path = os.fspath(path)
+    """Own files only (loaded back with weights_only=True): model, optimizer, RNG, progress. Atomic."""
     payload = {
         "model": model.state_dict(), "optimizer": opt.state_dict(),
         "step": state.step, "skipped": state.skipped, "validations": state.validations, "elapsed": state.elapsed,
@@ -524,9 +488,7 @@ def _save_checkpoint(path, model, opt, rng: np.random.Generator, state: _RunStat
         "best_state": state.best_state or {}, "history_json": json.dumps(state.history),
         "torch_rng": torch.get_rng_state(), "np_rng_json": json.dumps(rng.bit_generator.state),
     }
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def _load_checkpoint(path, model, opt, rng: np.random.Generator) -> _RunState:

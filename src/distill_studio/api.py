@@ -11,14 +11,17 @@ import numpy as np
 from distill import (
     AudioError,
     BundleError,
+    Clip,
     Codec,
     CodeGrid,
     CodesError,
+    EditError,
+    EditSession,
     TrainingError,
     TrainResult,
     load_audio,
+    read_document,
 )
-from distill.edits import EditError, apply_operation
 
 from .handlers import fail, to_int16
 from .state import Limits
@@ -100,16 +103,23 @@ def api_encode(model_file: str, audio_file: str) -> str:
 
 
 def api_edit(model_file: str, codes_file: str, operation: str, other_codes_file: str | None = None) -> str:
-    """Model + codes JSON + operation in the CLI's region syntax (+ optional clip B codes) -> edited codes JSON."""
+    """Model + codes JSON (or history JSON) + operation in the CLI's region syntax (+ optional clip B codes)
+    -> edited codes JSON (which records its original grid, as `distill edit` writes it)."""
     codec = _codec(model_file)
-    grid = _grid(codec, codes_file)
+    if not codes_file:
+        raise fail("codes_file is required (a codes JSON file from /encode or /edit)")
+    name = Path(codes_file).name
     other = _grid(codec, other_codes_file, "other_codes_file") if other_codes_file else None
     try:
-        result = apply_operation(codec, grid, operation or "", other=other)
-    except (EditError, CodesError, ValueError) as exc:
-        raise fail(str(exc)) from exc
-    path = _out(Path(codes_file).name.replace(".codes.json", "") .removesuffix(".json") + ".edited.codes.json")
-    result.grid.save(path)
+        history, original = read_document(codec, Path(codes_file).read_text(encoding="utf-8"))
+        session = EditSession(codec, Clip(name, original, None), history=history)
+        if other is not None:
+            session.set_partner(Clip(Path(other_codes_file).name, other, None))
+        session.apply(operation or "")
+    except (EditError, CodesError, ValueError, OSError) as exc:
+        raise fail(f"{name}: {exc}") from exc
+    path = _out(name.replace(".codes.json", "").removesuffix(".json") + ".edited.codes.json")
+    session.current.save(path)
     return str(path)
 
 

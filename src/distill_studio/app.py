@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -24,7 +25,8 @@ EDIT_HELP = ("Pick clip **A** (and a partner **B**). Drag on a heatmap to select
              "adds it), then edit: every edit is decoded at once with the clip's own phase. Click a single cell to hear "
              "its code. Ctrl+Z / Ctrl+Shift+Z undo and redo.")
 TRAIN_HELP = ("Upload a folder (or files) of 5-500 clips; check the report, adjust the settings if you like, press "
-              "**Train**. Stop keeps the best model so far. A `.distill` file skips training.")
+              "**Train**. Stop keeps the best model so far. A `.distill` file skips training. If clip A has edits, "
+              "a new model waits for **Use the new model** (top of the page) so no edit is lost.")
 DEFAULT_A, DEFAULT_B = "arp_dm7", "beat_rock"
 
 # Ctrl+Z / Ctrl+Shift+Z (and Ctrl+Y) press the Undo / Redo buttons, except while typing in a field.
@@ -81,6 +83,10 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
         session = gr.State(None, time_to_live=6 * 3600)  # a forgotten tab's clips and model are freed
         gr.Markdown(INTRO)
         model_md = gr.Markdown(elem_id="model-summary")
+        with gr.Row(equal_height=True):  # shown while a new model waits because clip A has edits
+            pending_md = gr.Markdown(visible=False, elem_id="pending-model")
+            use_model_btn = gr.Button("Use the new model", variant="primary", visible=False, scale=0, min_width=200,
+                                      elem_id="use-model-btn")
         with gr.Tabs():
             # ---------------------------------------------------------------- Edit & Listen
             with gr.Tab("Edit & Listen", id="edit"):
@@ -318,23 +324,38 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                 yield (s, gr.skip() if p.totals is None else p.totals, gr.skip() if p.parts is None else p.parts,
                        p.health, p.status, p.model_file or gr.skip())
 
+        pending_outputs = [pending_md, use_model_btn]
+
+        def pending_updates(s) -> list:
+            note = training.pending_note(s)
+            return [gr.update(value=note, visible=bool(note)), gr.update(visible=bool(note))]
+
         def after_model(s):
+            if s is not None and s.pending_model is not None:  # A has edits: leave the Edit tab as it is
+                return [s, *[gr.skip()] * (len(edit_outputs) - 1), *pending_updates(s)]
             s = handlers.open_defaults(s, limits)
-            return emit((s, handlers.full_view(s)))
+            return [*emit((s, handlers.full_view(s))), *pending_updates(s)]
 
         train_evt = train_btn.click(on_train, [session, *settings_in], [session, loss_plot, parts_plot, health, train_status, model_file],
                                     concurrency_limit=limits.train_concurrency, concurrency_id="train",
                                     api_visibility="undocumented")
-        train_evt.success(after_model, [session], edit_outputs, **quiet)
+        train_evt.success(after_model, [session], [*edit_outputs, *pending_outputs], **quiet)
         # its own output: a reply landing after training's last update must not overwrite "Model ready"
         stop_btn.click(training.stop, [session], [stop_note], api_visibility="undocumented", queue=False)
 
         def on_model_upload(s, path):
             s = training.load_model_file(s, path)
-            s = handlers.open_defaults(s, limits)
-            return [*emit((s, handlers.full_view(s))), path]
+            return [*after_model(s), path]
 
-        model_up.upload(on_model_upload, [session, model_up], [*edit_outputs, model_file], **quiet)
+        model_up.upload(on_model_upload, [session, model_up], [*edit_outputs, *pending_outputs, model_file], **quiet)
+
+        def on_use_model(s):
+            s, note = training.use_pending_model(s)
+            s = handlers.open_defaults(s, limits)
+            view = dataclasses.replace(handlers.full_view(s), status=note)
+            return [*emit((s, view)), *pending_updates(s)]
+
+        use_model_btn.click(on_use_model, [session], [*edit_outputs, *pending_outputs], **quiet)
 
         # API endpoints: files in, files out, for gradio_client
         api_btns[0].click(lambda f, m: api.api_train(f, m, limits), [api_files, api_minutes], [api_model_out, api_summary],

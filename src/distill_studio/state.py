@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from distill import Codec, CodeGrid, ScanReport, VQVAEConfig
-from distill.render import DEFAULT_DETAIL
+from distill import (
+    DEFAULT_DETAIL,
+    Clip,
+    Codec,
+    CodeGrid,
+    EditHistory,
+    EditSession,
+    Region,
+    Rendered,
+    ScanReport,
+    Trainer,
+    VQVAEConfig,
+)
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
@@ -74,20 +86,34 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class Clip:
-    """One opened clip: its audio at the model rate and the codes the model gave it."""
+class Clipboard:
+    """What Copy took: a region of A's or B's grid as it was then."""
 
-    name: str
-    wave: np.ndarray  # float32 [samples] at the model rate; also the phase source for decoding
     grid: CodeGrid
+    region: Region
+    same_clip: bool   # copied from A itself (its own audio lends the phase) rather than from B
+
+
+@dataclass(frozen=True)
+class PendingModel:
+    """A model that arrived (training finished, .distill uploaded) while clip A had edits: offered, not applied.
+
+    Switching re-encodes the open clips and starts a new history, so it waits for "Use the new model".
+    """
+
+    codec: Codec
+    label: str
+    path: str | None                        # its downloadable .distill
+    clips: dict[str, str] = field(default_factory=dict)  # clips that come with it (the training set), added on switch
 
 
 @dataclass
 class Session:
     """Everything one browser tab owns. Handlers receive it, change it and hand it back to gr.State.
 
-    Mutable on purpose: a tab's events run one after another, and copying numpy waves and a
-    torch model on every click would cost more than the edit itself.
+    The editing itself (clip A, partner B, history, donors, decode cache, rendering) is a
+    distill.EditSession; this adds what only the page needs (selection, clipboard, players, training).
+    Handlers hold `lock` while they change anything, so two events of one tab never interleave.
     """
 
     codec: Codec | None = None
@@ -96,29 +122,55 @@ class Session:
     clips: dict[str, str] = field(default_factory=dict)   # display name -> file path
     report: ScanReport | None = None
     config: VQVAEConfig | None = None       # settings implied by the dataset
-    a: Clip | None = None
-    b: Clip | None = None
-    b_grid: CodeGrid | None = None          # B as edited by cross-clip swaps
-    history: object | None = None           # distill.edits.EditHistory over A's grid
-    b_timeline: list = field(default_factory=list)  # B's grid at each history position
-    donor_timeline: list = field(default_factory=list)  # distill.edits.DonorPatch tuples active at each position
-    shown_b: tuple | None = None            # what B's heatmaps last showed (skip re-sending the same)
-    render_mode: str = "surgical"          # "surgical" (source kept outside edits) or "plain" (model everywhere)
-    detail: float = DEFAULT_DETAIL         # surgical: share of the source's fine texture kept inside edits
-    src_mel: tuple | None = None            # (A's wave, its log-mel) for the spectrogram picture
-    mel_cache: tuple | None = None          # (model fingerprint, grid, decoded log-mel) of A's last plain decode
-    sel_a: object | None = None             # distill.edits.Region on A
-    sel_b: object | None = None             # Region on B
-    clipboard: tuple | None = None          # (source grid, Region) from Copy
-    recon: np.ndarray | None = None         # plain reconstruction of A
-    edited: np.ndarray | None = None        # last decoded edit of A
-    last_decode_s: float | None = None
-    trainer: object | None = None           # the running Trainer, so Stop can cancel it
-    loss_rows: list = field(default_factory=list)  # [{step, value, series}] for the loss plots
+    edit: EditSession | None = None         # clip A being edited (with B as its partner once both are open)
+    b: Clip | None = None                   # clip B as opened (its edited state lives in `edit`)
+    sel_a: Region | None = None
+    sel_b: Region | None = None
+    clipboard: Clipboard | None = None
+    recon: np.ndarray | None = None         # plain reconstruction of A (model rate)
+    rendered: Rendered | None = None        # the Edited player's audio, and how it was made
+    src_mel: tuple[np.ndarray, np.ndarray] | None = None  # (A's wave, its log-mel) for the spectrogram picture
+    shown_b: tuple[CodeGrid | None, Region | None] | None = None  # what B's heatmaps last showed
+    trainer: Trainer | None = None          # the running Trainer, so Stop can cancel it
+    stop_file: str | None = None            # the running training's stop file: Stop creates it (works across processes)
+    pending_model: PendingModel | None = None  # a new model waiting for "Use the new model" (A has edits)
+    loss_rows: list[dict] = field(default_factory=list)  # [{step, value, series}] for the loss plots
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+
+    @property
+    def a(self) -> Clip | None:
+        return self.edit.clip if self.edit is not None else None
+
+    @property
+    def history(self) -> EditHistory | None:
+        return self.edit.history if self.edit is not None else None
 
     @property
     def grid(self) -> CodeGrid | None:
         """A's current (edited) grid."""
-        if self.history is not None:
-            return self.history.current
-        return self.a.grid if self.a else None
+        return self.edit.current if self.edit is not None else None
+
+    @property
+    def b_grid(self) -> CodeGrid | None:
+        """B as the edits left it (cross-clip swaps change it), or as opened."""
+        if self.edit is not None and self.edit.partner is not None:
+            return self.edit.partner_grid
+        return self.b.grid if self.b is not None else None
+
+    @property
+    def render_mode(self) -> str:
+        return self.edit.render_mode if self.edit is not None else "surgical"
+
+    @property
+    def detail(self) -> float:
+        return self.edit.detail if self.edit is not None else DEFAULT_DETAIL
+
+    @property
+    def edited(self) -> np.ndarray | None:
+        return self.rendered.wave if self.rendered is not None else None
+
+    def close_clips(self) -> None:
+        """Close A and B (their history goes with them) and everything shown about them."""
+        self.edit, self.b = None, None
+        self.sel_a = self.sel_b = self.clipboard = None
+        self.recon = self.rendered = self.src_mel = self.shown_b = None

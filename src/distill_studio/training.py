@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 import html
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import gradio as gr
 import pandas as pd
 
 from distill import (
-    BundleError,
+    LOSS_KEYS,
     Codec,
+    FileVerdict,
     ScanReport,
     Trainer,
     TrainEvent,
@@ -21,12 +25,12 @@ from distill import (
     TrainResult,
     VQVAEConfig,
     adaptive_config,
+    scan_paths,
 )
-from distill.audio import AUDIO_SUFFIXES, FileVerdict, scan_paths
-from distill.losses import LOSS_KEYS
 
+from . import handlers
 from .handlers import fail
-from .state import Limits, Session
+from .state import Limits, PendingModel, Session
 
 LIGHTS = {"Healthy": "#22a34a", "Some codes unused": "#e0a800", "Collapsed": "#d63a3a"}
 # Fixed colour maps: the plot's legend is fixed by its first frame, so every curve must be named up front.
@@ -218,9 +222,11 @@ class Progress:
 
 
 def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]:
-    """Run training for the session's dataset, yielding panel updates; on finish the session switches to the new model.
+    """Run training for the session's dataset, yielding panel updates. On finish the new model is offered
+    (offer_model): the session switches to it at once only when clip A has no edits.
 
-    Stop (stop()) cancels through the Trainer, so the loop still ends with the best model so far.
+    Stop (stop()) creates the run's stop file, which the Trainer polls every step, in this process or in a
+    ZeroGPU worker; the loop still ends with the best model so far.
     """
     if s.report is None or not s.report.accepted:
         raise fail("Upload a folder (or files) with at least one usable audio clip first.")
@@ -234,8 +240,10 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
     lines: list[str] = []
     result: TrainResult | None = None
     holder: list[Trainer] = []
-    events = (train_events_gpu(s.report, cfg, minutes, epochs) if on_zero_gpu()
-              else train_events(s.report, cfg, minutes, epochs, holder))
+    run_dir = tempfile.mkdtemp(prefix="distill-train-")
+    stop_file = s.stop_file = os.path.join(run_dir, "stop")
+    events = (train_events_gpu(s.report, cfg, minutes, epochs, stop_file) if on_zero_gpu()
+              else train_events(s.report, cfg, minutes, epochs, holder, stop_file))
     try:
         for ev in events:
             if holder and s.trainer is None:
@@ -255,21 +263,85 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
         raise fail(str(exc)) from exc
     finally:
         s.trainer = None
+        if s.stop_file == stop_file:
+            s.stop_file = None
+        shutil.rmtree(run_dir, ignore_errors=True)
     if result is None:
         raise fail("Training stopped before a model existed; nothing was changed.")
     folder = Path(tempfile.mkdtemp(prefix="distill-model-"))
     path = folder / "model.distill"
-    result.save(path)
-    from .handlers import set_model
-    s.a = s.b = None
-    set_model(s, result.codec, f"trained here ({result.steps} steps{', stopped early' if result.cancelled else ''})",
-              str(path))
-    s.clips = {v.name: v.path for v in s.report.accepted}
-    totals, parts = loss_frames(s.loss_rows)
+    try:
+        result.save(path)
+    except OSError as exc:
+        raise fail(f"Training finished but the model could not be saved ({exc}); nothing was changed.") from exc
     done = (f"**Model ready:** {result.steps} steps{' (stopped: kept the best model so far)' if result.cancelled else ''}"
-            + (f", best validation loss {result.best_val_loss:.4f}" if result.best_val_loss is not None else "")
-            + ". Download it below, or go to **Edit & Listen**.")
+            + (f", best validation loss {result.best_val_loss:.4f}" if result.best_val_loss is not None else ""))
+    label = f"trained here ({result.steps} steps{', stopped early' if result.cancelled else ''})"
+    try:
+        offer_model(s, result.codec, label, str(path), {v.name: v.path for v in s.report.accepted}, fresh_clips=True)
+        if s.pending_model is not None and s.pending_model.path == str(path):
+            done += (". Download it below. Your edits on clip A are kept with the current model: press "
+                     "**Use the new model** (top of the page) to switch.")
+        else:
+            done += ". Download it below, or go to **Edit & Listen**."
+    except gr.Error as exc:   # saved but not usable here: say so, keep the download
+        done += f". It is saved (download it below) but could not be opened here: {html.escape(exc.message)}"
+    totals, parts = loss_frames(s.loss_rows)
     yield Progress(plottable(totals), plottable(parts), health, done, str(path))
+
+
+def has_edits(s: Session | None) -> bool:
+    """Clip A's history has at least one step: switching models would throw that work away."""
+    return s is not None and s.history is not None and bool(getattr(s.history, "labels", None))
+
+
+def pending_note(s: Session | None) -> str:
+    """The status line shown next to "Use the new model" while a model waits; "" when none does."""
+    if s is None or s.pending_model is None:
+        return ""
+    return (f"**A new model is ready** ({html.escape(s.pending_model.label)}). Your edits on clip A stay with the "
+            "current model until you press **Use the new model**: switching re-encodes the open clips with the new "
+            "model and starts a new history, so export the history first (Edit & Listen → Save / load) to keep it.")
+
+
+def _switch(s: Session, codec: Codec, label: str, path: str | None, clips: dict[str, str], fresh_clips: bool) -> None:
+    """handlers.set_model, all or nothing: if it fails the session is put back and the user is told why."""
+    saved = {k: copy.copy(v) if isinstance(v, (list, dict)) else v for k, v in vars(s).items()}
+    try:
+        if fresh_clips:   # a model trained here: its dataset's clips replace the open ones
+            s.close_clips()
+        handlers.set_model(s, codec, label, path)
+    except Exception as exc:  # any failure must be visible, and must not leave half a switch behind
+        vars(s).update(saved)
+        raise fail(f"The new model ({label}) could not be opened: {exc}. The current model and clips are unchanged.") from exc
+    s.clips = dict(clips) if fresh_clips else {**s.clips, **clips}
+    s.pending_model = None
+
+
+def offer_model(s: Session, codec: Codec, label: str, path: str | None, clips: dict[str, str] | None = None,
+                *, fresh_clips: bool = False) -> Session:
+    """A new model arrived. With no edits on clip A the session switches to it now; otherwise it becomes
+    s.pending_model and the open clips and history stay until use_pending_model().
+
+    `clips` come with the model (a training set) and join the clip list on switching; `fresh_clips` (training)
+    closes the open clips and replaces the list, as an automatic switch after training always has.
+    Raises gr.Error, with the session unchanged, when the switch fails.
+    """
+    clips = dict(clips or {})
+    if has_edits(s):
+        s.pending_model = PendingModel(codec, label, path, clips)
+    else:
+        _switch(s, codec, label, path, clips, fresh_clips)
+    return s
+
+
+def use_pending_model(s: Session | None) -> tuple[Session, str]:
+    """"Use the new model": switch to the waiting model (re-encodes the open clips, starts a new history)."""
+    if s is None or s.pending_model is None:
+        raise fail("No new model is waiting: the studio already uses the latest one.")
+    p = s.pending_model
+    _switch(s, p.codec, p.label, p.path, p.clips, fresh_clips=False)
+    return s, f"Now using **{html.escape(p.label)}**: the open clips were re-encoded and a new history started."
 
 
 def on_zero_gpu() -> bool:
@@ -277,10 +349,10 @@ def on_zero_gpu() -> bool:
 
 
 def train_events(report: ScanReport, cfg: VQVAEConfig, minutes: float | None, epochs: float | None,
-                 holder: list | None = None) -> Iterator[TrainEvent | TrainResult]:
+                 holder: list | None = None, stop_file: str | None = None) -> Iterator[TrainEvent | TrainResult]:
     """Every TrainEvent, then the TrainResult. Inputs and outputs pickle, as ZeroGPU's worker process needs;
-    `holder` (same process only) receives the Trainer so Stop can cancel it."""
-    trainer = Trainer(report, cfg, minutes=minutes, epochs=epochs, log_every_s=0.5)
+    `holder` (same process only) receives the Trainer; the run stops when `stop_file` appears (any process)."""
+    trainer = Trainer(report, cfg, minutes=minutes, epochs=epochs, log_every_s=0.5, stop_file=stop_file)
     if holder is not None:
         holder.append(trainer)
     yield from trainer.run()
@@ -292,31 +364,37 @@ def train_events(report: ScanReport, cfg: VQVAEConfig, minutes: float | None, ep
 
 @gpu(duration=300)
 def train_events_gpu(report: ScanReport, cfg: VQVAEConfig, minutes: float | None,
-                     epochs: float | None) -> Iterator[TrainEvent | TrainResult]:
-    """train_events on a borrowed ZeroGPU GPU (Stop then works through gradio's cancel)."""
-    yield from train_events(report, cfg, minutes, epochs)
+                     epochs: float | None, stop_file: str | None = None) -> Iterator[TrainEvent | TrainResult]:
+    """train_events on a borrowed ZeroGPU GPU. The run is in a worker process, where the main process's
+    Trainer.cancel() cannot reach it: Stop creates `stop_file` instead, which the Trainer polls every step."""
+    yield from train_events(report, cfg, minutes, epochs, stop_file=stop_file)
 
 
 def stop(s: Session | None) -> str:
-    if s is None or s.trainer is None:
+    """Stop button: create the run's stop file (seen by the Trainer in whatever process runs it) and cancel a
+    Trainer running in this process."""
+    if s is None or (s.trainer is None and s.stop_file is None):
         return "Nothing is training."
-    s.trainer.cancel()
+    if s.stop_file is not None:
+        try:
+            Path(s.stop_file).touch()
+        except OSError as exc:
+            if s.trainer is None:
+                return f"Could not ask the run to stop ({html.escape(str(exc))}); it ends at its budget."
+    if s.trainer is not None:
+        s.trainer.cancel()
     return "Stop requested: the run ends at its next step and keeps the best model so far."
 
 
 def load_model_file(s: Session | None, path: str | None) -> Session:
-    """Upload a .distill to skip training; a foreign or damaged file leaves the current model in place."""
+    """Upload a .distill to skip training; a foreign or damaged file leaves the current model in place.
+    With edits on clip A the model waits as s.pending_model (see offer_model)."""
     s = s or Session()
     if not path:
         raise fail("Choose a .distill model file.")
     name = os.path.basename(path)
     try:
         codec = Codec.load(path)
-    except (BundleError, OSError, ValueError) as exc:
+    except Exception as exc:  # whatever is wrong with the file, the user is told, and nothing changes
         raise fail(str(exc) if name in str(exc) else f"{name}: {exc}") from exc
-    from .handlers import set_model
-    return set_model(s, codec, f"uploaded {name}", path)
-
-
-def accepted_suffixes() -> str:
-    return ", ".join(sorted(AUDIO_SUFFIXES))
+    return offer_model(s, codec, f"uploaded {name}", path)

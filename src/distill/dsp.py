@@ -1,0 +1,134 @@
+"""STFT framing, synthesis and fast Griffin-Lim: the one place Distill turns waveforms into complex spectra and back.
+
+Frames are centred and zero padded (not reflected): frame i covers samples i*hop - n_fft/2 ..
+i*hop + n_fft/2 - 1 and a clip of T samples has T // hop + 1 frames. So a 20 ms clip and a
+30-minute recording go through the same code, and any run of frames can be computed, or
+resynthesised, from the samples under it alone: that is what lets an edit touch only its region.
+
+torch.stft / torch.istft do the transforms. torchaudio's griffinlim is not used: it frames with
+reflect padding and draws its random phase from the global RNG, so it neither matches these
+frames nor repeats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+DEFAULT_GL_ITERS = 32      # Griffin-Lim iterations for a whole-clip decode without a phase reference
+STFT_CHUNK_FRAMES = 4096   # STFT long recordings in pieces of ~44 s (48 kHz, hop 512) so memory stays flat
+GL_MOMENTUM = 0.99         # fast Griffin-Lim's acceleration (Perraudin et al. 2013)
+
+
+def num_frames(num_samples: int, hop: int) -> int:
+    """Centred frames covering `num_samples` samples (at least one)."""
+    return max(int(num_samples), 0) // hop + 1
+
+
+@dataclass(frozen=True, eq=False)
+class Framing:
+    """One STFT geometry: n_fft-sample Hann frames every `hop` samples (needs hop < n_fft / 2 for istft)."""
+
+    n_fft: int
+    hop: int
+    window: torch.Tensor = field(init=False, repr=False)  # [n_fft] periodic Hann
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "window", torch.hann_window(self.n_fft))
+
+    @property
+    def n_freqs(self) -> int:
+        return self.n_fft // 2 + 1
+
+    def num_frames(self, num_samples: int) -> int:
+        return num_frames(num_samples, self.hop)
+
+
+def stft(framing: Framing, wave: np.ndarray | torch.Tensor, f0: int = 0, f1: int | None = None,
+         chunk_frames: int = STFT_CHUNK_FRAMES) -> torch.Tensor:
+    """wave [T] -> complex [n_freqs, f1 - f0]: frames f0..f1-1 (default all num_frames(T)) of the clip's STFT.
+
+    Only the samples under those frames are read (zero outside the clip), `chunk_frames` frames at a time.
+    """
+    x = wave.float() if torch.is_tensor(wave) else torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+    x = x.reshape(-1)
+    f1 = framing.num_frames(x.numel()) if f1 is None else int(f1)
+    pieces = [_frame_run(framing, x, a, min(f1, a + chunk_frames)) for a in range(int(f0), f1, chunk_frames)]
+    if not pieces:
+        return torch.zeros(framing.n_freqs, 0, dtype=torch.complex64)
+    return torch.cat(pieces, dim=-1)
+
+
+def _frame_run(framing: Framing, x: torch.Tensor, f0: int, f1: int) -> torch.Tensor:
+    """Frames f0..f1-1 (f1 > f0) of x [T] -> complex [n_freqs, f1 - f0], from a zero-padded copy of their samples."""
+    start = f0 * framing.hop - framing.n_fft // 2
+    seg = x.new_zeros((f1 - f0 - 1) * framing.hop + framing.n_fft)
+    lo, hi = max(start, 0), min(start + seg.numel(), x.numel())
+    if hi > lo:
+        seg[lo - start:hi - start] = x[lo:hi]
+    return torch.stft(seg, framing.n_fft, framing.hop, window=framing.window, center=False, return_complex=True)
+
+
+def istft(framing: Framing, spec: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """complex [n_freqs, F] -> [num_samples]: the exact inverse of `stft` over a whole clip.
+
+    Samples past the frames' reach (F * hop onwards, when F is short for num_samples) are zero.
+    """
+    n = min(int(num_samples), spec.shape[-1] * framing.hop)
+    if n <= 0:
+        return torch.zeros(max(int(num_samples), 0))
+    wave = torch.istft(spec, framing.n_fft, framing.hop, window=framing.window, center=True, length=n)
+    return torch.nn.functional.pad(wave, (0, int(num_samples) - n)) if n < num_samples else wave
+
+
+def add_frames(framing: Framing, wave: np.ndarray, delta: torch.Tensor, f0: int) -> np.ndarray:
+    """wave [T] + the synthesis of `delta` (complex [n_freqs, n]) placed at frames f0..f0+n-1 -> new [T].
+
+    Synthesis is linear, so this is istft(stft(wave) + delta) without touching the rest of the clip:
+    samples the delta's frames do not reach come back bit-exact. The run synthesised pads `delta`
+    with n_fft/hop zero frames each side, so every sample it changes is normalised by the same
+    window overlap as in the whole clip.
+    """
+    pad = -(-framing.n_fft // framing.hop)
+    a, b = max(0, f0 - pad), min(framing.num_frames(len(wave)), f0 + delta.shape[-1] + pad)
+    run = torch.zeros(delta.shape[0], b - a, dtype=delta.dtype)
+    run[:, f0 - a:f0 - a + delta.shape[-1]] = delta
+    start, stop = a * framing.hop, min(len(wave), b * framing.hop)
+    out = np.array(wave, dtype=np.float32, copy=True)
+    if stop > start:
+        out[start:stop] += istft(framing, run, stop - start).numpy()
+    return out
+
+
+def random_phase(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """Complex unit phases of `shape`, drawn from their own generator (repeatable, no global RNG)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.polar(torch.ones(shape), torch.rand(shape, generator=gen) * (2 * torch.pi))
+
+
+def unit_phase(spec: torch.Tensor) -> torch.Tensor:
+    """complex [.., F] -> its phase as unit complex numbers; bins with no energy get a neutral phase 1."""
+    return torch.where(spec.abs() > 1e-8, spec / spec.abs().clamp(min=1e-8), torch.ones_like(spec))
+
+
+def griffin_lim(framing: Framing, spec: torch.Tensor, magnitude: torch.Tensor, n_iter: int,
+                fixed: torch.Tensor | None = None, momentum: float = GL_MOMENTUM) -> torch.Tensor:
+    """Fast Griffin-Lim (Perraudin et al. 2013) from complex `spec` [n_freqs, F] toward `magnitude` [n_freqs, F].
+
+    `fixed` ([n_freqs, F] in [0, 1]) holds `spec` where it is 1 (known phase stays put; only the rest
+    iterates). The frames are treated as a clip of their own, so a run cut out of a longer clip gives
+    the same result as the whole clip would, as long as its first and last n_fft/hop frames are fully
+    fixed: the run's truncated edges never reach a frame that iterates. Returns the complex spectrum.
+    """
+    anchor, prev = spec, torch.zeros_like(spec)
+    n = (spec.shape[-1] - 1) * framing.hop  # the samples the frames fully cover
+    for _ in range(max(0, int(n_iter))):
+        rebuilt = stft(framing, istft(framing, spec, n))
+        accel = rebuilt - (momentum / (1 + momentum)) * prev
+        prev = rebuilt
+        spec = magnitude * accel / accel.abs().clamp(min=1e-8)
+        if fixed is not None:
+            spec = fixed * anchor + (1 - fixed) * spec
+    return spec

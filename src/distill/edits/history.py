@@ -1,0 +1,274 @@
+"""Undo/redo history of one clip's grid: sparse diffs, with the donor records and partner grid of each step."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..codes import CodeGrid, CodesError
+from .operations import DonorPatch, EditResult
+from .regions import EditError
+
+HISTORY_FORMAT = "distill-edit-history"
+HISTORY_VERSION = 1
+MIN_HISTORY = 200   # at least this many undo steps are promised
+
+
+@dataclass(frozen=True, eq=False)
+class Diff:
+    """The cells one step changed, as flat indices into codes [levels, bands, columns]."""
+
+    index: np.ndarray   # int64 [n]
+    before: np.ndarray  # int64 [n]
+    after: np.ndarray   # int64 [n]
+
+    @classmethod
+    def between(cls, old: CodeGrid, new: CodeGrid) -> Diff:
+        idx = np.flatnonzero(old.codes != new.codes)
+        return cls(idx, old.codes.reshape(-1)[idx].copy(), new.codes.reshape(-1)[idx].copy())
+
+    def apply(self, grid: CodeGrid, forward: bool = True) -> CodeGrid:
+        codes = grid.codes.copy()
+        codes.reshape(-1)[self.index] = self.after if forward else self.before
+        return grid.with_codes(codes)
+
+    def fits(self, grid: CodeGrid, forward: bool = True) -> bool:
+        """True when `grid` holds this step's starting values (its `before`, or `after` going back)."""
+        return bool(np.array_equal(grid.codes.reshape(-1)[self.index], self.before if forward else self.after))
+
+    def touched(self, shape: tuple[int, int, int]) -> np.ndarray:
+        """bool [levels, bands, columns]: True where this step changed a code."""
+        out = np.zeros(int(np.prod(shape)), dtype=bool)
+        out[self.index] = True
+        return out.reshape(shape)
+
+
+@dataclass(frozen=True, eq=False)
+class Step:
+    """One undoable edit: what changed, where copied content came from, and clip B after it.
+
+    `partner` names the clip B this step's "other" donors and `partner_grid` refer to, so a step
+    made with one B never lends its phase to another B opened later.
+    """
+
+    label: str
+    diff: Diff
+    donors: tuple[DonorPatch, ...] = ()
+    partner: str = ""
+    partner_grid: CodeGrid | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ActiveDonor:
+    """A donor record still in force: the cells [bands, columns] that still hold what it put there."""
+
+    patch: DonorPatch
+    partner: str
+    cells: np.ndarray  # bool [bands, columns] of the edited grid
+
+
+class EditHistory:
+    """Undo/redo for one clip. A new edit after an undo drops the redo branch; the oldest steps go past `limit`.
+
+    `original` is the clip as encoded (what surgical rendering compares against); `base` is the grid
+    the oldest kept step starts from (the original until steps are dropped past the limit).
+    """
+
+    def __init__(self, grid: CodeGrid, limit: int = 500):
+        if int(limit) < MIN_HISTORY:
+            raise EditError(f"history limit {limit} is too small; use at least {MIN_HISTORY}")
+        self._original = grid.as_original()
+        self._base = grid
+        self._current = grid
+        self._steps: list[Step] = []
+        self._position = 0
+        self.limit = int(limit)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def current(self) -> CodeGrid:
+        return self._current
+
+    @property
+    def original(self) -> CodeGrid:
+        return self._original
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return tuple(self._steps)
+
+    @property
+    def labels(self) -> list[str]:
+        """Labels of all steps; the first `position` are applied, the rest can be redone."""
+        return [s.label for s in self._steps]
+
+    @property
+    def position(self) -> int:
+        return self._position
+
+    @property
+    def can_undo(self) -> bool:
+        return self._position > 0
+
+    @property
+    def can_redo(self) -> bool:
+        return self._position < len(self._steps)
+
+    def _check_same_clip(self, grid: CodeGrid) -> None:
+        cur = self._current
+        if (grid.codes.shape != cur.codes.shape or grid.level_names != cur.level_names
+                or grid.num_samples != cur.num_samples or grid.model != cur.model):
+            raise EditError("this edit belongs to another clip or model than this history")
+
+    # ------------------------------------------------------------------ moves
+    def _add(self, step: Step, grid: CodeGrid) -> CodeGrid:
+        del self._steps[self._position:]
+        self._steps.append(step)
+        if len(self._steps) > self.limit:
+            for old in self._steps[: len(self._steps) - self.limit]:
+                self._base = old.diff.apply(self._base)
+            del self._steps[: len(self._steps) - self.limit]
+        self._position = len(self._steps)
+        self._current = grid
+        return grid
+
+    def push(self, result: EditResult, partner: str = "") -> CodeGrid:
+        """Apply an edit (the grid it returned) as the next step; `partner` names clip B when the edit used it."""
+        self._check_same_clip(result.grid)
+        step = Step(result.label, Diff.between(self._current, result.grid), tuple(result.donors), partner,
+                    result.other)
+        return self._add(step, result.grid)
+
+    def undo(self) -> CodeGrid:
+        if not self.can_undo:
+            raise EditError("nothing to undo")
+        self._position -= 1
+        self._current = self._steps[self._position].diff.apply(self._current, forward=False)
+        return self._current
+
+    def redo(self) -> CodeGrid:
+        if not self.can_redo:
+            raise EditError("nothing to redo")
+        self._current = self._steps[self._position].diff.apply(self._current)
+        self._position += 1
+        return self._current
+
+    def reset(self) -> CodeGrid:
+        """Back to the grid as encoded, as one more (undoable) step."""
+        if np.array_equal(self._current.codes, self._original.codes):
+            return self._current
+        target = self._current.with_codes(self._original.codes)
+        return self._add(Step("reset to original", Diff.between(self._current, target)), target)
+
+    # ------------------------------------------------------------------ what the applied steps imply
+    def active_donors(self) -> list[ActiveDonor]:
+        """Donor records of the applied steps, each cut to the cells that still hold what it put there.
+
+        A later step that changes any of a record's levels in a cell takes that cell away from it, so
+        phase is never transplanted onto codes that no longer came from the donor; undo/redo move
+        `position`, which restores exactly the records of that step.
+        """
+        shape = self._current.codes.shape
+        active: list[ActiveDonor] = []
+        for step in self._steps[: self._position]:
+            touched = step.diff.touched(shape)
+            kept = []
+            for a in active:
+                cells = a.cells & ~touched[list(a.patch.levels) or slice(None)].any(axis=0)
+                if cells.any():
+                    kept.append(ActiveDonor(a.patch, a.partner, cells))
+            active = kept
+            for p in step.donors:
+                cells = np.zeros(shape[1:], dtype=bool)
+                cells[p.r0:p.r1 + 1, p.dst_c0:p.dst_c0 + p.n_cols] = True
+                active.append(ActiveDonor(p, step.partner, cells))
+        return active
+
+    def partner_grid(self, partner: str) -> CodeGrid | None:
+        """Clip B (named `partner`) as the applied steps left it; None when no applied step changed it."""
+        for step in reversed(self._steps[: self._position]):
+            if step.partner_grid is not None and step.partner == partner:
+                return step.partner_grid
+        return None
+
+    # ------------------------------------------------------------------ JSON
+    def to_json(self) -> str:
+        return json.dumps({
+            "format": HISTORY_FORMAT, "version": HISTORY_VERSION, "model": self._original.model,
+            "limit": self.limit, "position": self._position,
+            "original": self._original.to_dict(), "current": self._current.to_dict(),
+            **({"base": self._base.to_dict()} if self._base is not self._original else {}),
+            "steps": [{"label": s.label, "index": s.diff.index.tolist(), "before": s.diff.before.tolist(),
+                       "after": s.diff.after.tolist(), "partner": s.partner,
+                       "donors": [_patch_to_dict(p) for p in s.donors]} for s in self._steps],
+        }, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str, fingerprint: str) -> EditHistory:
+        """Read a history saved by to_json.
+
+        Refuses one made with another model (fingerprint mismatch) and one whose steps do not replay
+        from its base grid to its current grid (a damaged or hand-edited file).
+        """
+        try:
+            d = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise EditError(f"edit history is not valid JSON: {exc}") from exc
+        if not isinstance(d, dict) or d.get("format") != HISTORY_FORMAT:
+            raise EditError(f"not a Distill edit history (missing \"format\": \"{HISTORY_FORMAT}\")")
+        if d.get("version") != HISTORY_VERSION:
+            raise EditError(f"unsupported edit history version {d.get('version')!r}; this Distill reads {HISTORY_VERSION}")
+        try:
+            original, current = CodeGrid.from_dict(d["original"]), CodeGrid.from_dict(d["current"])
+            base = CodeGrid.from_dict(d["base"]) if d.get("base") is not None else original
+            for g in (original, current, base):
+                if d["model"] != fingerprint or g.model != fingerprint:
+                    raise EditError(f"edit history was made with model {g.model or d['model']}, "
+                                    f"not with this model ({fingerprint})")
+            hist = cls(original, limit=int(d["limit"]))
+            size = original.codes.size
+            steps = []
+            for s in d["steps"]:
+                idx = np.asarray(s["index"], dtype=np.int64)
+                before, after = np.asarray(s["before"], np.int64), np.asarray(s["after"], np.int64)
+                if not (idx.ndim == 1 and idx.shape == before.shape == after.shape) \
+                        or (idx.size and (idx.min() < 0 or idx.max() >= size)):
+                    raise EditError("edit history has a damaged step")
+                donors = tuple(_patch_from_dict(p) for p in s.get("donors", []))
+                steps.append(Step(str(s["label"]), Diff(idx, before, after), donors, str(s.get("partner", ""))))
+            position = int(d["position"])
+        except EditError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, CodesError, OverflowError) as exc:
+            raise EditError(f"damaged edit history ({exc})") from exc
+        if not 0 <= position <= len(steps):
+            raise EditError(f"edit history position {position} is outside 0-{len(steps)}")
+        for g in (base, current):
+            hist._current = g
+            hist._check_same_clip(original)
+        grid = base
+        for i, step in enumerate(steps[:position]):
+            if not step.diff.fits(grid):
+                raise EditError(f"edit history does not replay: step {i + 1} ({step.label!r}) does not start "
+                                "from the grid the steps before it leave")
+            grid = step.diff.apply(grid)
+        if not np.array_equal(grid.codes, current.codes):
+            raise EditError(f"edit history does not replay: its {position} applied steps do not lead from its "
+                            "original grid to its current grid")
+        hist._base, hist._current, hist._steps, hist._position = base, current, steps, position
+        return hist
+
+
+def _patch_to_dict(p: DonorPatch) -> dict:
+    return {"donor": p.donor, "src_c0": p.src_c0, "dst_c0": p.dst_c0, "n_cols": p.n_cols, "r0": p.r0, "r1": p.r1,
+            "levels": list(p.levels), "src_r0": p.src_r0}
+
+
+def _patch_from_dict(d: dict) -> DonorPatch:
+    if d.get("donor") not in ("self", "other"):
+        raise EditError(f"edit history has a donor record naming {d.get('donor')!r} (self or other)")
+    src_r0 = d.get("src_r0")
+    return DonorPatch(d["donor"], int(d["src_c0"]), int(d["dst_c0"]), int(d["n_cols"]), int(d["r0"]), int(d["r1"]),
+                      tuple(int(q) for q in d.get("levels", [])), None if src_r0 is None else int(src_r0))

@@ -1,0 +1,156 @@
+"""Studio training and model changes, called directly (no browser): a new model never throws edits away, it waits
+for "Use the new model"; Stop works when training runs in another process, as on ZeroGPU."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import queue
+from pathlib import Path
+
+import gradio as gr
+import pytest
+import soundfile as sf
+from conftest import tone
+
+from distill import Codec
+from distill_studio import handlers, training
+from distill_studio.state import Limits, PendingModel
+
+SR = 48000
+EDIT = "reverse Structure@0.0-1.0"
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("training_clips")
+    out = {}
+    for name, freq, noise in (("low", 110.0, 0.01), ("bright", 880.0, 0.2)):
+        path = folder / f"{name}.wav"
+        sf.write(path, tone(2.0, freq, noise=noise, decay=0.3), SR)
+        out[name] = str(path)
+    return out
+
+
+@pytest.fixture
+def session(codec, clips):
+    s, _ = handlers.start(codec, "tiny", None, clips, Limits(), "low", "bright")
+    return s
+
+
+def _dataset(corpus_dir) -> list[str]:
+    return [str(p) for p in sorted(corpus_dir.iterdir())]
+
+
+def test_training_finishing_while_a_has_edits_keeps_them_and_offers_the_new_model(session, corpus_dir):
+    limits = Limits(preset="tiny")
+    s, _ = handlers.run_operation(session, EDIT)
+    old_codec, a, b, grid, labels, clip_list = s.codec, s.a, s.b, s.grid, list(s.history.labels), dict(s.clips)
+    s, _, _, _ = training.scan(s, _dataset(corpus_dir), None, limits)
+    last = list(training.train_stream(s, training.Settings(levels=2, budget="epochs", amount=2, batch_size=4), limits))[-1]
+
+    assert s.codec is old_codec and s.a is a and s.b is b and s.grid == grid and s.history.labels == labels
+    assert s.clips == clip_list
+    assert isinstance(s.pending_model, PendingModel) and s.pending_model.codec.config.num_quantizers == 2
+    assert s.pending_model.path == last.model_file and Path(last.model_file).is_file()
+    assert "Model ready" in last.status and "Use the new model" in last.status
+    note = training.pending_note(s)
+    assert "Use the new model" in note and "re-encodes" in note and "export" in note
+
+    s, status = training.use_pending_model(s)
+    assert s.pending_model is None and training.pending_note(s) == ""
+    assert s.codec.config.num_quantizers == 2 and s.a.name == a.name and s.a.grid.num_levels == 2
+    assert not s.history.labels                                  # a new history on the new model
+    assert set(clip_list) <= set(s.clips) and "clip0.wav" in s.clips  # the training set joins the clip list
+    assert "re-encoded" in status
+    with pytest.raises(gr.Error, match="No new model is waiting"):
+        training.use_pending_model(s)
+
+
+def test_a_model_arriving_with_no_edits_is_used_at_once(session, trained):
+    new = Codec.load(trained[1])
+    s = training.offer_model(session, new, "trained here", str(trained[1]), {"x": "x.wav"}, fresh_clips=True)
+    assert s.codec is new and s.pending_model is None and s.model_label == "trained here"
+    assert s.a is None and s.clips == {"x": "x.wav"}               # as before: the training set's clips replace the open ones
+    s = training.load_model_file(s, str(trained[1]))              # an upload with nothing edited: also at once
+    assert s.codec is not new and s.pending_model is None and s.model_label == f"uploaded {Path(trained[1]).name}"
+
+
+def test_an_uploaded_model_waits_while_a_has_edits(session, trained, tmp_path):
+    s, _ = handlers.run_operation(session, EDIT)
+    codec, grid = s.codec, s.grid
+    s = training.load_model_file(s, str(trained[1]))
+    assert s.codec is codec and s.grid == grid and len(s.history.labels) == 1
+    assert s.pending_model is not None and s.pending_model.label.startswith("uploaded")
+    broken = tmp_path / "broken.distill"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(gr.Error, match="broken.distill"):
+        training.load_model_file(s, str(broken))
+    assert s.pending_model is not None and s.codec is codec          # a bad file changes nothing
+
+
+def test_a_model_that_cannot_be_opened_says_why_and_changes_nothing(session, trained, monkeypatch):
+    def broken_set_model(s, codec, label, path):
+        s.codec, s.a = codec, None       # half a switch, then a failure
+        raise RuntimeError("encoder exploded")
+
+    monkeypatch.setattr(handlers, "set_model", broken_set_model)
+    codec, a = session.codec, session.a
+    with pytest.raises(gr.Error, match="could not be opened: encoder exploded"):
+        training.offer_model(session, Codec.load(trained[1]), "uploaded x.distill", str(trained[1]))
+    assert session.codec is codec and session.a is a
+
+    s, _ = handlers.run_operation(session, EDIT)
+    training.offer_model(s, Codec.load(trained[1]), "uploaded x.distill", str(trained[1]))
+    with pytest.raises(gr.Error, match="encoder exploded"):
+        training.use_pending_model(s)
+    assert s.codec is codec and s.pending_model is not None and len(s.history.labels) == 1  # still offered
+
+
+def _run_in_worker(args: tuple, out) -> None:
+    try:
+        for item in training.train_events(*args):
+            out.put(pickle.dumps(item))   # plain pickle, as ZeroGPU sends results (no shared tensor storage)
+    except BaseException as exc:  # reported to the test, not just printed by the worker
+        out.put(pickle.dumps(RuntimeError(f"training process failed: {exc!r}")))
+    out.put(None)
+
+
+def _events_in_another_process(report, cfg, minutes, epochs, stop_file=None):
+    """What spaces.GPU does on ZeroGPU: the training generator runs in a separate process."""
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_run_in_worker, args=((report, cfg, minutes, epochs, None, stop_file), out), daemon=True)
+    proc.start()
+    try:
+        while True:
+            try:
+                item = out.get(timeout=180)
+            except queue.Empty:
+                raise AssertionError("the training process went silent") from None
+            if item is None:
+                return
+            item = pickle.loads(item)
+            if isinstance(item, RuntimeError):
+                raise item
+            yield item
+    finally:
+        proc.join(timeout=60)
+        if proc.is_alive():
+            proc.terminate()
+
+
+def test_stop_works_when_training_runs_in_another_process(corpus_dir, monkeypatch):
+    monkeypatch.setattr(training, "on_zero_gpu", lambda: True)
+    monkeypatch.setattr(training, "train_events_gpu", _events_in_another_process)
+    limits = Limits(preset="tiny")
+    s, _, _, _ = training.scan(None, _dataset(corpus_dir), None, limits)
+    gen = training.train_stream(s, training.Settings(levels=2, budget="epochs", amount=500, batch_size=4), limits)
+    next(gen)
+    assert s.trainer is None and s.stop_file is not None     # nothing in this process to cancel
+    stop_file = s.stop_file
+    assert "Stop requested" in training.stop(s)
+    last = list(gen)[-1]
+    assert "stopped" in last.status and s.codec is not None and s.codec.config.num_quantizers == 2
+    assert s.stop_file is None and not Path(stop_file).exists()
+    assert training.stop(s) == "Nothing is training."

@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 import queue
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -91,20 +92,43 @@ def test_an_uploaded_model_waits_while_a_has_edits(session, trained, tmp_path):
 
 def test_a_model_that_cannot_be_opened_says_why_and_changes_nothing(session, trained, monkeypatch):
     def broken_set_model(s, codec, label, path):
-        s.codec, s.a = codec, None       # half a switch, then a failure
+        s.codec, s.b = codec, None       # half a switch, then a failure
         raise RuntimeError("encoder exploded")
 
     monkeypatch.setattr(handlers, "set_model", broken_set_model)
-    codec, a = session.codec, session.a
+    codec, a, b = session.codec, session.a, session.b
     with pytest.raises(gr.Error, match="could not be opened: encoder exploded"):
         training.offer_model(session, Codec.load(trained[1]), "uploaded x.distill", str(trained[1]))
-    assert session.codec is codec and session.a is a
+    assert session.codec is codec and session.a is a and session.b is b
 
     s, _ = handlers.run_operation(session, EDIT)
     training.offer_model(s, Codec.load(trained[1]), "uploaded x.distill", str(trained[1]))
     with pytest.raises(gr.Error, match="encoder exploded"):
         training.use_pending_model(s)
     assert s.codec is codec and s.pending_model is not None and len(s.history.labels) == 1  # still offered
+
+
+def test_a_model_arriving_during_an_edit_waits_for_it_then_keeps_it(session, trained):
+    new = Codec.load(trained[1])
+    holding, release = threading.Event(), threading.Event()
+
+    def slow_edit():
+        with session.lock:                      # what every guarded edit handler holds
+            holding.set()
+            release.wait(30)
+            handlers.run_operation(session, EDIT)
+
+    editor = threading.Thread(target=slow_edit)
+    editor.start()
+    assert holding.wait(30)
+    offer = threading.Thread(target=training.offer_model, args=(session, new, "trained here", str(trained[1])))
+    offer.start()
+    offer.join(0.3)
+    assert offer.is_alive() and session.pending_model is None and session.codec is not new   # waiting for the edit
+    release.set()
+    editor.join(60)
+    offer.join(60)
+    assert session.codec is not new and len(session.history.labels) == 1 and session.pending_model.codec is new
 
 
 def _run_in_worker(args: tuple, out) -> None:

@@ -318,10 +318,12 @@ def _switch(s: Session, codec: Codec, label: str, path: str | None, clips: dict[
     s.pending_model = None
 
 
+@handlers.guarded
 def offer_model(s: Session, codec: Codec, label: str, path: str | None, clips: dict[str, str] | None = None,
                 *, fresh_clips: bool = False) -> Session:
     """A new model arrived. With no edits on clip A the session switches to it now; otherwise it becomes
-    s.pending_model and the open clips and history stay until use_pending_model().
+    s.pending_model and the open clips and history stay until use_pending_model(). Holds the tab's lock, so
+    an edit running meanwhile finishes first and counts.
 
     `clips` come with the model (a training set) and join the clip list on switching; `fresh_clips` (training)
     closes the open clips and replaces the list, as an automatic switch after training always has.
@@ -335,6 +337,7 @@ def offer_model(s: Session, codec: Codec, label: str, path: str | None, clips: d
     return s
 
 
+@handlers.guarded
 def use_pending_model(s: Session | None) -> tuple[Session, str]:
     """"Use the new model": switch to the waiting model (re-encodes the open clips, starts a new history)."""
     if s is None or s.pending_model is None:

@@ -90,6 +90,11 @@ class Codec:
         return self.mel_cfg.sample_rate
 
     @property
+    def codebooks(self) -> np.ndarray:
+        """float64 [levels, codebook_size, D]: every level's codewords (latent space)."""
+        return self.model.codebooks.detach().cpu().numpy().astype(np.float64)
+
+    @property
     def frames_per_column(self) -> int:
         """STFT frames (hops) per code column: the encoder's time reduction."""
         return DOWNSAMPLE

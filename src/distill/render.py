@@ -303,8 +303,7 @@ def _render_patch(codec: Codec, edited: CodeGrid, source: np.ndarray, source_gri
     residual = src_logmel - dec_src
 
     hard = _cells_to_mel(changed, f0, f1, cfg.n_mels)
-    phase = src_spec / src_spec.abs().clamp(min=1e-8)
-    phase = torch.where(src_spec.abs() > 1e-8, phase, torch.ones_like(phase))
+    phase = dsp.unit_phase(src_spec)
     donor_hard = torch.zeros_like(hard)
     donor_res_w = torch.zeros_like(hard)
     donor_phase = torch.zeros_like(src_spec)

@@ -166,14 +166,9 @@ def swap_regions(grid_a: CodeGrid, region_a: Region, grid_b: CodeGrid, region_b:
 
 
 def _codebooks(codec: Codec, levels: tuple[int, ...]) -> dict[int, np.ndarray]:
-    """level -> embedding table [codebook_size, D], read through the codec's public codes_to_latent."""
-    k, n_levels = codec.codebook_size, len(codec.level_names)
-    out = {}
-    for q in levels:
-        codes = np.full((n_levels, 1, k), -1, dtype=np.int64)
-        codes[q, 0] = np.arange(k)
-        out[q] = codec.codes_to_latent(codes)[:, 0, :].T.cpu().numpy().astype(np.float64)
-    return out
+    """level -> embedding table [codebook_size, D], as the model's residual quantizer holds it."""
+    books = codec.codebooks
+    return {q: books[q] for q in levels}
 
 
 def blend_region(codec: Codec, dst_grid: CodeGrid, dst_region: Region, src_grid: CodeGrid, src_region: Region,

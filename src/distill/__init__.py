@@ -24,6 +24,7 @@ from .edits import (
     apply_operation,
     parse_region,
 )
+from .fileio import atomic_write_text, atomic_write_wav
 from .health import LevelHealth
 from .losses import LOSS_KEYS  # names of the loss terms in TrainEvent.losses / .val_losses, in a fixed order
 from .model import ConvVQVAE, VQDecoder, VQEncoder
@@ -37,7 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_DETAIL", "OPERATION_SYNTAX", "Clip", "DonorPatch", "EditError", "EditHistory", "EditResult",
     "EditSession", "Region", "RenderError", "Rendered", "SourceAudio", "apply_operation", "clip_from_source",
-    "load_clip", "load_source", "parse_region", "read_document",
+    "load_clip", "load_source", "parse_region", "read_document", "atomic_write_text", "atomic_write_wav",
     "AudioError", "BundleError", "BundleInfo", "Codec", "CodeGrid", "CodesError", "ConvVQVAE", "FileVerdict",
     "LEVEL_NAMES", "LOSS_KEYS", "LevelHealth", "MelConfig", "MelFrontEnd", "ScanReport", "TrainEvent", "TrainResult", "Trainer",
     "TrainingError", "VQDecoder", "VQEncoder", "VQVAEConfig", "adaptive_config", "load_audio", "load_bundle",

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from distill import BundleError, Codec
-from distill.render import DEFAULT_DETAIL
+from distill import DEFAULT_DETAIL, BundleError, Codec
 
 from . import api, handlers, training
 from .handlers import MAX_LEVELS, View

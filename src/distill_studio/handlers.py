@@ -31,6 +31,8 @@ from distill import (
     EditSession,
     Region,
     SourceAudio,
+    atomic_write_text,
+    atomic_write_wav,
     clip_from_source,
     load_source,
 )
@@ -44,7 +46,6 @@ from distill.edits import (
     shift_region,
     swap_regions,
 )
-from distill.fileio import atomic_write_text, atomic_write_wav
 
 from .heatmap import empty_html, heatmap_html, hz_label, mel_html, usage_html
 from .state import Clipboard, Limits, Session

@@ -30,7 +30,7 @@ class FileVerdict:
 
     path: str
     accepted: bool
-    reason: str = ""
+    reason: str = ""  # why it was rejected; on an accepted file, a note (or "")
     duration_s: float = 0.0
     sample_rate: int = 0
     channels: int = 0
@@ -41,7 +41,8 @@ class FileVerdict:
 
     def describe(self) -> str:
         if self.accepted:
-            return f"{self.name}: accepted ({self.duration_s:.2f} s, {self.sample_rate} Hz, {self.channels} ch)"
+            note = f"; {self.reason}" if self.reason else ""   # e.g. NaN samples read as silence
+            return f"{self.name}: accepted ({self.duration_s:.2f} s, {self.sample_rate} Hz, {self.channels} ch{note})"
         return f"{self.name}: rejected: {self.reason}"
 
 
@@ -148,7 +149,7 @@ def load_audio(path: str | os.PathLike, target_sr: int | None = None) -> tuple[n
     try:
         data, sr = sf.read(os.fspath(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for corrupt input
-        raise AudioError(f"{name}: unreadable or corrupt audio ({_short(exc)})") from exc
+        raise AudioError(f"{name}: {unreadable_reason(path, exc)}") from exc
     wave = to_mono(data)
     if not np.all(np.isfinite(wave)):
         wave = np.nan_to_num(wave, nan=0.0, posinf=0.0, neginf=0.0)
@@ -158,47 +159,106 @@ def load_audio(path: str | os.PathLike, target_sr: int | None = None) -> tuple[n
     return wave, int(sr)
 
 
-def _short(exc: Exception) -> str:
+def _short(exc: Exception, path: str | os.PathLike | None = None) -> str:
+    """The first line of an error, without the file's full path (the verdict names the file already)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]
+    if path is not None:
+        full = os.fspath(path)
+        text = text.replace(f"Error opening {full!r}: ", "").replace(full, os.path.basename(full))
+    return text.rstrip(".")[:160]
+
+
+def _holds_text(path: Path) -> bool:
+    """The file starts with readable text (a note or a web page saved under an audio name), not sound."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+    except OSError:
+        return False
+    if not head or b"\x00" in head:
+        return False
+    text = head.decode("utf-8", errors="ignore")
+    if len(text.encode("utf-8")) < len(head) - 3:  # more than a multi-byte letter cut at the end was not UTF-8
+        return False
+    return sum(c.isprintable() or c in "\r\n\t" for c in text) >= 0.95 * len(text)
+
+
+def unreadable_reason(path: str | os.PathLike, exc: Exception | None = None) -> str:
+    """Why a file soundfile could not open is no use, in words a person understands (no temp paths)."""
+    p = Path(path)
+    if not p.exists():
+        return "file not found (moved or deleted)"
+    if p.is_dir():
+        return "a folder, not an audio file"
+    try:
+        size = p.stat().st_size
+    except OSError as err:
+        return f"unreadable ({_short(err, p)})"
+    if size == 0:
+        return "empty file (0 bytes)"
+    if _holds_text(p):
+        return "unreadable or corrupt audio (the file holds text, not sound)"
+    return f"unreadable or corrupt audio ({_short(exc, p) if exc is not None else 'unknown format'})"
+
+
+def content_problem(frames: int, sr: int, peak: float) -> str:
+    """Why decoded audio of this length and peak is no use for training; "" when it is usable."""
+    if frames <= 0:
+        return "empty (no samples)"
+    duration = frames / float(sr)
+    if duration < MIN_DURATION_S:
+        return f"too short to use ({duration * 1000:.1f} ms < {MIN_DURATION_S * 1000:.0f} ms)"
+    if not peak >= SILENCE_PEAK:
+        return "silent (peak below -60 dBFS)"
+    return ""
 
 
 def inspect_file(path: str | os.PathLike) -> FileVerdict:
-    """Decide whether one file is usable training audio, with a reason a person understands."""
+    """Decide whether one file is usable training audio, with a reason a person understands.
+
+    The length is what decodes, not what the header claims (a header may promise an hour and hold a
+    second); NaN and inf samples are read as silence, and an accepted verdict's reason says so."""
     p = Path(path)
+    if p.name.startswith("."):
+        return FileVerdict(str(p), False, "hidden file (names starting with '.' are skipped, e.g. .DS_Store)")
+    if p.is_dir():
+        return FileVerdict(str(p), False, unreadable_reason(p))
     if p.suffix.lower() not in AUDIO_SUFFIXES:
         return FileVerdict(str(p), False, f"not an audio file (suffix '{p.suffix or 'none'}')")
     try:
         size = p.stat().st_size
-    except OSError as exc:
-        return FileVerdict(str(p), False, f"unreadable ({_short(exc)})")
+    except OSError:
+        return FileVerdict(str(p), False, unreadable_reason(p))
     if size == 0:
         return FileVerdict(str(p), False, "empty file (0 bytes)")
     try:
         info = sf.info(str(p))
-        peak = _peak(p)
+        peak, frames, nonfinite = _peak(p)
     except Exception as exc:
-        return FileVerdict(str(p), False, f"unreadable or corrupt audio ({_short(exc)})")
+        return FileVerdict(str(p), False, unreadable_reason(p, exc))
     sr, channels = int(info.samplerate), int(info.channels)
-    if info.frames <= 0:
-        return FileVerdict(str(p), False, "empty (no samples)", 0.0, sr, channels)
-    duration = info.frames / float(sr)
-    if duration < MIN_DURATION_S:
-        return FileVerdict(str(p), False, f"too short to use ({duration * 1000:.1f} ms < {MIN_DURATION_S * 1000:.0f} ms)",
-                           duration, sr, channels)
-    if peak < SILENCE_PEAK:
-        return FileVerdict(str(p), False, "silent (peak below -60 dBFS)", duration, sr, channels)
-    return FileVerdict(str(p), True, "", duration, int(sr), channels)
+    duration = frames / float(sr) if sr > 0 else 0.0
+    problem = content_problem(frames, sr, peak) if sr > 0 else "unreadable or corrupt audio (sample rate 0)"
+    if problem:
+        return FileVerdict(str(p), False, problem, duration, sr, channels)
+    note = f"{nonfinite} non-finite samples (NaN/inf) read as silence" if nonfinite else ""
+    return FileVerdict(str(p), True, note, duration, sr, channels)
 
 
-def _peak(path: Path) -> float:
-    """Peak absolute sample, read in blocks so a 30-minute file never sits in memory twice."""
-    peak = 0.0
+def _peak(path: Path) -> tuple[float, int, int]:
+    """(peak absolute sample, frames decoded, non-finite samples), read in blocks so a 30-minute file
+    never sits in memory twice."""
+    peak, frames, nonfinite = 0.0, 0, 0
     with sf.SoundFile(str(path)) as f:
         for block in f.blocks(blocksize=1 << 18, dtype="float32", always_2d=True):
             if block.size:
-                peak = max(peak, float(np.nanmax(np.abs(np.nan_to_num(block, posinf=0.0, neginf=0.0)))))
-    return peak
+                finite = np.isfinite(block)
+                if not finite.all():
+                    nonfinite += int(block.size - finite.sum())
+                    block = np.where(finite, block, 0.0)
+                peak = max(peak, float(np.abs(block).max()))
+            frames += len(block)
+    return peak, frames, nonfinite
 
 
 def find_audio_candidates(root: str | os.PathLike) -> list[Path]:

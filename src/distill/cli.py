@@ -16,7 +16,7 @@ from .audio import AudioError, find_audio_candidates, load_audio, load_source, s
 from .bundle import BundleError, read_info
 from .codec import DEFAULT_SEARCH_STEPS, Codec
 from .codes import CodeGrid, CodesError
-from .config import adaptive_config
+from .config import VQVAEConfig, adaptive_config
 from .dsp import DEFAULT_GL_ITERS
 from .edits import OPERATIONS
 from .fileio import atomic_write_text, atomic_write_wav
@@ -72,8 +72,6 @@ def format_event(ev: TrainEvent) -> str:
 
 def _config_file(path: str) -> dict:
     """Advanced settings (any VQVAEConfig field) from a JSON object; unknown keys are an error."""
-    from .config import VQVAEConfig
-
     try:
         data = json.loads(open(path, encoding="utf-8").read())
     except (OSError, json.JSONDecodeError) as exc:

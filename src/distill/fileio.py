@@ -7,6 +7,8 @@ interrupted write (Ctrl+C, kill -9, full disk) leaves the old file as it was, ne
 from __future__ import annotations
 
 import os
+import re
+import secrets
 from collections.abc import Callable
 
 import numpy as np
@@ -14,24 +16,88 @@ import soundfile as sf
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call write(tmp_path), then rename tmp_path over `path`; the temporary file is removed on failure."""
+    """Call write(tmp_path), flush it to disk, then rename it over `path`.
+
+    Until the rename the old file is untouched: a write that fails or is interrupted (an exception, a full
+    disk, Ctrl+C) leaves the old file as it was and removes its temporary file. A process killed outright
+    (kill -9, power loss) cannot clean up: its temporary file (`.NAME.PID.XXXXXXXX.tmp`, next to the target)
+    is removed by the next successful write of the same file once that process is gone.
+    """
     path = os.fspath(path)
     folder, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{name}.tmp{os.getpid()}")
+    # unique per call: two threads (studio sessions) or processes writing the same file never share one
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         write(tmp)
+        _fsync_file(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    _fsync_dir(folder)
+    _remove_stale_temps(folder, name)
+
+
+def _fsync_file(path: str) -> None:
+    """The data must be on disk before the rename, or a power cut can leave an empty file under the new name."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make the rename itself durable (POSIX only; best effort)."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temps(folder: str, name: str) -> None:
+    """Remove temporary files of `name` left by writers that were killed (their process no longer exists)."""
+    if os.name != "posix":  # os.kill(pid, 0) is a liveness check only on POSIX
+        return
+    # .NAME.PID.XXXXXXXX.tmp (this module), .NAME.tmpPID (before it)
+    pattern = re.compile(r"\." + re.escape(name) + r"\.(?:(\d+)\.[0-9a-f]{8}\.tmp|tmp(\d+))$")
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        m = pattern.match(entry)
+        pid = int(m.group(1) or m.group(2)) if m else 0
+        if not m or pid == os.getpid() or _alive(pid):
+            continue
+        try:
+            os.unlink(os.path.join(folder, entry))
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, owned by someone else
+        return True
+    return True
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
 
     atomic_write(path, write)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .audio import AudioError, FileVerdict, ScanReport, load_audio, scan_paths
+from .audio import AudioError, FileVerdict, ScanReport, content_problem, load_audio, scan_paths
 from .bundle import BundleInfo, fingerprint, save_bundle, state_to_tensors
 from .codec import Codec
 from .config import VQVAEConfig, adaptive_config
@@ -210,6 +210,7 @@ class Trainer:
         self._cancel = threading.Event()
         self.result: TrainResult | None = None
         self.load_warnings: list[str] = []
+        self.skipped: list[FileVerdict] = []  # accepted by the scan, unusable when loaded (changed since)
 
     def cancel(self) -> None:
         """Ask the run to stop at the next step; the best model so far is kept."""
@@ -227,12 +228,23 @@ class Trainer:
 
     # ---------------------------------------------------------------- data
     def _load_clips(self, front: MelFrontEnd) -> tuple[list[Clip], list[FileVerdict]]:
+        """Load every accepted file; one that vanished or changed into something unusable since the scan is
+        skipped with a warning naming it (and recorded in self.skipped), and training goes on."""
         clips, used = [], []
+        self.load_warnings, self.skipped = [], []
+        sr = self.mel_cfg.sample_rate
         for v in self.report.accepted:
             try:
-                wave, _ = load_audio(v.path, self.mel_cfg.sample_rate)
-            except AudioError as exc:  # changed or vanished since the scan: skip, keep going
-                self.load_warnings.append(str(exc))
+                wave, _ = load_audio(v.path, sr)
+                why = content_problem(len(wave), sr, float(np.abs(wave).max()) if wave.size else 0.0)
+            except AudioError as exc:
+                text = str(exc)
+                why = text[len(v.name) + 2:] if text.startswith(f"{v.name}: ") else text
+            if why:
+                self.load_warnings.append(f"{v.name} changed since the scan ({why}): skipped, training goes on "
+                                          "without it")
+                self.skipped.append(FileVerdict(v.path, False, f"changed since the scan: {why}", v.duration_s,
+                                                v.sample_rate, v.channels))
                 continue
             clips.append(Clip(v.name, front.logmel(wave)))
             used.append(v)
@@ -250,7 +262,8 @@ class Trainer:
         for w in list(self.report.warnings) + self.load_warnings:
             yield TrainEvent("warning", 0, 0.0, 0.0, message=w)
         if not clips:
-            raise TrainingError("none of the accepted files could be loaded")
+            raise TrainingError("none of the accepted files could be loaded: they changed since the scan ("
+                                + "; ".join(f"{v.name}: {v.reason}" for v in self.skipped[:5]) + ")")
         train_idx, val_idx = split_files(len(clips), cfg.val_fraction, cfg.seed)
         train_clips = [clips[i] for i in train_idx]
         val_clips = [clips[i] for i in val_idx] or train_clips
@@ -434,7 +447,7 @@ class Trainer:
         tensors = state_to_tensors(model)
         dataset = {
             "files": len(self.report.verdicts), "accepted": len(used),
-            "rejected": [{"file": v.name, "reason": v.reason} for v in self.report.rejected][:500],
+            "rejected": [{"file": v.name, "reason": v.reason} for v in self.report.rejected + self.skipped][:500],
             "train_files": [clips[i].name for i in train_idx], "val_files": [clips[i].name for i in val_idx],
             "total_seconds": round(sum(v.duration_s for v in used), 3),
             "steps": state.step, "skipped_steps": state.skipped, "train_seconds": round(now, 1),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 import tempfile
@@ -17,6 +18,8 @@ from . import api, handlers, training
 from .handlers import MAX_LEVELS, View
 from .heatmap import HEATMAP_CSS, HEATMAP_JS, empty_html
 from .state import Limits, Session
+
+log = logging.getLogger("distill.studio")
 
 INTRO = ("# Distill Studio\nTrain a small residual-VQ codec on your own sounds, see every clip as three code grids "
          "(**Structure**, **Timbre**, **Detail**), edit regions of codes and listen.")
@@ -50,8 +53,27 @@ EXTRA_CSS = """
 
 
 def launch_kwargs(limits: Limits) -> dict:
-    """Arguments for demo.launch() that enforce the Space limits."""
-    return dict(max_file_size=f"{limits.max_file_mb:g}mb")
+    """Arguments for demo.launch() that enforce the Space limits (the size in bytes: Gradio reads "0.5mb" as a bad unit)."""
+    return dict(max_file_size=max(1, int(limits.max_file_mb * 2**20)))
+
+
+def explain_queue_full(demo: gr.Blocks, limits: Limits) -> None:
+    """A full queue answers with limits.queue_full() (the limit and DISTILL_QUEUE_SIZE), also logged for the host,
+    instead of Gradio's bare "Queue is full". Browsers and gradio_client show their own fixed text for it (HTTP 503);
+    plain HTTP clients get this one. Leaves Gradio as it is when its queue has no `push` to wrap."""
+    queue = getattr(demo, "_queue", None)
+    push = getattr(queue, "push", None)
+    if push is None:
+        return
+
+    async def push_with_reason(*args, **kwargs):
+        ok, detail, state = await push(*args, **kwargs)
+        if state == "queue_full":
+            detail = limits.queue_full()
+            log.warning(detail)
+        return ok, detail, state
+
+    queue.push = push_with_reason
 
 
 def load_demo(limits: Limits) -> tuple[Codec | None, str]:
@@ -364,6 +386,7 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
         api_btns[3].click(api.api_decode, [api_model, api_codes, api_phase], [api_wave], api_name="decode")
 
     demo.queue(max_size=limits.queue_size, default_concurrency_limit=4)
+    explain_queue_full(demo, limits)
     return demo
 
 

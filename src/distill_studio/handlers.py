@@ -6,6 +6,7 @@ the page's events into its calls and its results into what the page shows.
 
 from __future__ import annotations
 
+import enum
 import functools
 import html
 import logging
@@ -53,34 +54,44 @@ from .state import Clipboard, Limits, Session
 log = logging.getLogger("distill.studio")
 
 MAX_LEVELS = 4
-SKIP = object()  # "leave this output as it is"
 USER_ERRORS = (AudioError, CodesError, EditError, ValueError, OSError)
 MIN_CLIP_SECONDS = 0.05
 
 
+class Skip(enum.Enum):
+    """"Leave this output as it is": a View field left at SKIP is not sent to the browser."""
+
+    SKIP = "skip"
+
+
+SKIP = Skip.SKIP
+Audio = tuple[int, np.ndarray]                      # (rate, int16 samples) for a gr.Audio player
+Heatmaps = tuple[str | None, ...]                   # MAX_LEVELS html strings; None hides that level
+
+
 @dataclass(frozen=True)
 class View:
-    """What an edit event changes on screen; fields left at SKIP are not sent to the browser."""
+    """What an edit event changes on screen."""
 
-    heat_a: object = SKIP        # tuple of MAX_LEVELS html strings or None (hidden)
-    heat_b: object = SKIP
-    mel: object = SKIP
-    selection: object = SKIP     # markdown
-    history: object = SKIP       # markdown
-    original: object = SKIP      # (sr, int16) audio
-    recon: object = SKIP
-    edited: object = SKIP
-    preview: object = SKIP
-    status: object = SKIP        # markdown
-    levels: object = SKIP        # (choices, value) for the level checkboxes
-    clips: object = SKIP         # dropdown choices (names)
-    clip_a: object = SKIP        # dropdown value
-    clip_b: object = SKIP
-    usage: object = SKIP         # html
-    model: object = SKIP         # markdown
+    heat_a: Heatmaps | Skip = SKIP
+    heat_b: Heatmaps | Skip = SKIP
+    mel: str | Skip = SKIP                          # html
+    selection: str | Skip = SKIP                    # markdown
+    history: str | Skip = SKIP                      # markdown
+    original: Audio | None | Skip = SKIP
+    recon: Audio | None | Skip = SKIP
+    edited: Audio | None | Skip = SKIP
+    preview: Audio | None | Skip = SKIP
+    status: str | Skip = SKIP                       # markdown
+    levels: tuple[list[str], list[str]] | Skip = SKIP  # (choices, value) for the level checkboxes
+    clips: list[str] | Skip = SKIP                  # dropdown choices (names)
+    clip_a: str | None | Skip = SKIP                # dropdown value
+    clip_b: str | None | Skip = SKIP
+    usage: str | Skip = SKIP                        # html
+    model: str | Skip = SKIP                        # markdown
 
     def fields(self) -> dict:
-        # not dataclasses.asdict: it deep-copies, and a copy of SKIP is no longer SKIP
+        # not dataclasses.asdict: it deep-copies every audio array
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not SKIP}
 
 

@@ -84,6 +84,33 @@ class Limits:
                         batch_size=4, warmup_steps=2, decay=0.8)
         return {}
 
+    # What a user is told when a limit is reached: the limit itself and the variable that sets it.
+    def file_too_big(self, size_mb: float) -> str:
+        return (f"{size_mb:.1f} MB is over this Space's limit of {self.max_file_mb:g} MB per file "
+                "(set by DISTILL_MAX_FILE_MB when the studio starts)")
+
+    def too_many_files(self) -> str:
+        return (f"over this Space's limit of {self.max_files} files per dataset "
+                "(set by DISTILL_MAX_FILES when the studio starts)")
+
+    def over_total_minutes(self) -> str:
+        return (f"over this Space's total of {self.max_total_minutes:g} minutes of audio per dataset "
+                "(set by DISTILL_MAX_TOTAL_MINUTES when the studio starts)")
+
+    def train_minutes_capped(self, asked: float) -> str:
+        return (f"Training budget capped at {self.max_train_minutes:g} minutes ({asked:g} asked for): this Space's "
+                "longest training, set by DISTILL_MAX_TRAIN_MINUTES when the studio starts.")
+
+    def queue_full(self) -> str:
+        return (f"The studio is busy: {self.queue_size} requests are already waiting, this Space's queue limit "
+                "(set by DISTILL_QUEUE_SIZE when the studio starts). Try again in a moment.")
+
+    def upload_note(self) -> str:
+        """One line listing the upload limits (for help text next to the upload widgets)."""
+        return (f"Limits here: {self.max_files} files per dataset, {self.max_file_mb:g} MB per file, "
+                f"{self.max_total_minutes:g} minutes of audio in all, {self.max_train_minutes:g} minutes of training "
+                "(DISTILL_MAX_FILES, DISTILL_MAX_FILE_MB, DISTILL_MAX_TOTAL_MINUTES, DISTILL_MAX_TRAIN_MINUTES).")
+
 
 @dataclass(frozen=True)
 class Clipboard:

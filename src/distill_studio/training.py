@@ -76,23 +76,30 @@ def uploaded_paths(folder: list | None, files: list | None) -> list[str]:
 
 
 def limited_scan(paths: list[str], limits: Limits) -> ScanReport:
-    """scan_paths plus the Space's limits: files past max_files and audio past the total duration are rejected with a reason."""
-    if len(paths) > limits.max_files:
-        extra = [FileVerdict(p, False, f"over this Space's limit of {limits.max_files} files") for p in paths[limits.max_files:]]
-        paths = paths[:limits.max_files]
-    else:
-        extra = []
-    report = scan_paths(paths)
+    """scan_paths plus the Space's limits: files past max_files, files over max_file_mb (Gradio's upload limit
+    already refuses them from a browser; files reaching here by other routes are checked too) and audio past the
+    total duration are rejected with a reason that names the limit and its environment variable."""
+    over_count = [FileVerdict(p, False, limits.too_many_files()) for p in paths[limits.max_files:]]
+    too_big, sized = [], []
+    for p in paths[:limits.max_files]:
+        try:
+            mb = os.path.getsize(p) / 2**20
+        except OSError:
+            mb = 0.0  # unreadable: scan_paths says why
+        if mb > limits.max_file_mb:
+            too_big.append(FileVerdict(p, False, limits.file_too_big(mb)))
+        else:
+            sized.append(p)
+    report = scan_paths(sized)
     budget = limits.max_total_minutes * 60
     kept, total = [], 0.0
     for v in report.verdicts:
         if v.accepted and total + v.duration_s > budget:
-            kept.append(FileVerdict(v.path, False, f"over this Space's total of {limits.max_total_minutes:g} minutes of audio",
-                                    v.duration_s, v.sample_rate, v.channels))
+            kept.append(FileVerdict(v.path, False, limits.over_total_minutes(), v.duration_s, v.sample_rate, v.channels))
             continue
         total += v.duration_s if v.accepted else 0.0
         kept.append(v)
-    return ScanReport(tuple(kept) + tuple(extra), report.warnings)
+    return ScanReport(tuple(kept) + tuple(too_big) + tuple(over_count), report.warnings)
 
 
 def report_table(report: ScanReport) -> pd.DataFrame:
@@ -238,6 +245,8 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
     s.loss_rows = []
     health = health_html(())
     lines: list[str] = []
+    if minutes is not None and float(st.amount) > minutes:  # budget() capped it at the Space's limit: say so
+        lines.append(html.escape(limits.train_minutes_capped(float(st.amount))))
     result: TrainResult | None = None
     holder: list[Trainer] = []
     run_dir = tempfile.mkdtemp(prefix="distill-train-")

@@ -17,6 +17,10 @@ from distill.train import train
 
 SR = 48000
 
+# One intra-op thread: the tests' tiny networks gain nothing from a second thread, and on a busy
+# 2-core runner two threads per process oversubscribe the CPU (a tiny training step: 2 s vs 0.13 s).
+torch.set_num_threads(1)
+
 
 def tone(seconds: float, freq: float = 220.0, sr: int = SR, decay: float = 1.5, noise: float = 0.02,
          seed: int = 0) -> np.ndarray:

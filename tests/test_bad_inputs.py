@@ -45,7 +45,7 @@ ACCEPTED = {
     "lying_header.wav": (SR, SR, 1),          # the header claims an hour; one second is there
     "vanishes.wav": (SR, int(0.5 * SR), 1),   # usable at scan time only: see sabotage()
     "turns_to_garbage.wav": (SR, int(0.5 * SR), 1),
-    "becomes_empty.wav": (SR, int(0.5 * SR), 1),
+    "truncated_later.wav": (SR, int(0.5 * SR), 1),
 }
 # unusable files: name -> words the reason must contain
 REJECTED = {
@@ -54,7 +54,7 @@ REJECTED = {
     "empty.wav": "empty file (0 bytes)",
     "silence.wav": "silent",
 }
-SABOTAGED = ("vanishes.wav", "turns_to_garbage.wav", "becomes_empty.wav")
+SABOTAGED = ("vanishes.wav", "turns_to_garbage.wav", "truncated_later.wav")
 
 
 def make_bad_folder(root: Path) -> Path:
@@ -107,7 +107,7 @@ def sabotage(root: Path) -> None:
     (Tests run as root, where chmod 000 does not stop reads, so no file is made unreadable by permissions.)"""
     (root / "vanishes.wav").unlink()
     (root / "turns_to_garbage.wav").write_bytes(b"\x13\x37" * 3000)
-    sf.write(root / "becomes_empty.wav", np.zeros(0, np.float32), SR)  # a valid WAV header, no samples
+    sf.write(root / "truncated_later.wav", np.zeros(0, np.float32), SR)  # a valid WAV header, no samples
 
 
 def _lines_naming(text: str, name: str) -> list[str]:
@@ -162,7 +162,7 @@ def test_trainer_skips_files_changed_after_the_scan_with_a_warning(tmp_path, tin
     for name in SABOTAGED:
         assert any(name in w and "skipped" in w for w in warnings), (name, warnings)
     assert any("vanishes.wav" in w and "not found" in w for w in warnings), warnings
-    assert any("becomes_empty.wav" in w and "empty" in w for w in warnings), warnings
+    assert any("truncated_later.wav" in w and "empty" in w for w in warnings), warnings
     assert events[-1].kind == "done" and trainer.result is not None
     ds = trainer.result.info.dataset
     assert ds["accepted"] == 3 and sorted(ds["train_files"] + ds["val_files"]) == ["ok0.wav", "ok1.wav", "ok2.wav"]
@@ -188,7 +188,7 @@ def cli_run(tmp_path_factory, tiny_config):
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         mp.setattr(cli, "scan_paths", scan_then_sabotage)
-        rc = cli.main(["train", str(root), "-o", str(base / "m.distill"), "--epochs", "0.25",
+        rc = cli.main(["train", str(root), "-o", str(base / "m.distill"), "--epochs", "0.05",
                        "--config", str(base / "tiny.json"), "-q"])
     return base, root, rc, out.getvalue(), err.getvalue()
 
@@ -271,7 +271,7 @@ def test_studio_upload_lists_every_file_with_its_verdict_and_trains_on_the_rest(
     assert f"{len(ACCEPTED)} of {len(paths)} files accepted" in summary
 
     sabotage(root)   # between the scan and pressing Train
-    st = training.Settings(levels=2, budget="epochs", amount=0.25, batch_size=4)
+    st = training.Settings(levels=2, budget="epochs", amount=0.05, batch_size=4)
     updates = list(training.train_stream(s, st, limits))
     last = updates[-1]
     assert last.model_file and Path(last.model_file).is_file() and "Model ready" in last.status

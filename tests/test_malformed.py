@@ -529,7 +529,8 @@ BAD_MODEL_KINDS = ["random-bytes", "empty", "truncated", "header-only", "foreign
                    "usage-negative", "fingerprint-wrong", "missing-fingerprint", "bf16-weights", "wrong-shape",
                    "a-folder", "missing"]
 # metadata `distill info` reads without the weights: info may show these, Codec.load must refuse them all
-INFO_READABLE = {"fingerprint-wrong", "bf16-weights", "wrong-shape", "truncated", "config-other-shape"}
+INFO_READABLE = {"fingerprint-wrong", "bf16-weights", "wrong-shape", "truncated", "config-other-shape",
+                 "config-huge-channels", "config-many-blocks"}
 
 
 @pytest.mark.parametrize("kind", BAD_MODEL_KINDS)

@@ -187,7 +187,7 @@ def unreadable_reason(path: str | os.PathLike, exc: Exception | None = None) -> 
     """Why a file soundfile could not open is no use, in words a person understands (no temp paths)."""
     p = Path(path)
     if not p.exists():
-        return "file not found (moved or deleted)"
+        return "a broken link (its target is missing)" if p.is_symlink() else "file not found (moved or deleted)"
     if p.is_dir():
         return "a folder, not an audio file"
     try:
@@ -196,6 +196,8 @@ def unreadable_reason(path: str | os.PathLike, exc: Exception | None = None) -> 
         return f"unreadable ({_short(err, p)})"
     if size == 0:
         return "empty file (0 bytes)"
+    if not os.access(p, os.R_OK):
+        return "no permission to read it"
     if _holds_text(p):
         return "unreadable or corrupt audio (the file holds text, not sound)"
     return f"unreadable or corrupt audio ({_short(exc, p) if exc is not None else 'unknown format'})"

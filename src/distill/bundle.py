@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -84,41 +85,179 @@ def save_bundle(path: str | os.PathLike, model: ConvVQVAE, info: BundleInfo) -> 
 
 
 def read_info(path: str | os.PathLike) -> BundleInfo:
-    """Read only the metadata (fast; used by `distill info`)."""
+    """Read only the metadata (fast; used by `distill info`); BundleError naming the file for anything
+    damaged, of the wrong type or out of range (checked here, so no later step meets it)."""
     name = os.path.basename(os.fspath(path))
     meta = _read_metadata(path, name)
     try:
-        return BundleInfo(
-            config=VQVAEConfig.from_dict(json.loads(meta["config"])),
-            mel=MelConfig.from_dict(json.loads(meta["mel"])),
-            fingerprint=meta["fingerprint"],
-            dataset=json.loads(meta.get("dataset", "{}")),
-            health=json.loads(meta.get("health", "{}")),
-            history=json.loads(meta.get("history", "[]")),
-            usage=json.loads(meta.get("usage", "[]")),
+        fp = meta["fingerprint"]
+        config = VQVAEConfig.from_dict(_typed_config(_json(meta["config"], "config", dict)))
+        mel = _checked_mel(_json(meta["mel"], "mel", dict))
+        info = BundleInfo(
+            config=config, mel=mel, fingerprint=fp,
+            dataset=_json(meta.get("dataset", "{}"), "dataset", dict),
+            health=_checked_health(_json(meta.get("health", "{}"), "health", dict)),
+            history=_checked_history(_json(meta.get("history", "[]"), "history", list)),
+            usage=_checked_usage(_json(meta.get("usage", "[]"), "usage", list), config),
             stored_config=meta["config"],
         )
-    except (KeyError, ValueError, TypeError) as exc:
-        raise BundleError(f"{name}: damaged Distill model metadata ({exc})") from exc
+    except KeyError as exc:
+        raise BundleError(f"{name}: damaged Distill model metadata (no {exc.args[0]!r})") from exc
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
+        raise BundleError(f"{name}: damaged Distill model metadata ({_one_line(exc)})") from exc
+    if not (isinstance(fp, str) and fp):
+        raise BundleError(f"{name}: damaged Distill model metadata (no fingerprint)")
+    return info
 
 
 def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[ConvVQVAE, BundleInfo]:
-    """Rebuild the model from a .distill file; BundleError for anything foreign, corrupt or mismatched."""
+    """Rebuild the model from a .distill file; BundleError for anything foreign, corrupt or mismatched.
+
+    The configuration is first built on the meta device (no memory) and every weight's name, shape
+    and type compared with the file's, so a crafted configuration never allocates more than the
+    file holds; the fingerprint is checked before the real model is built."""
     name = os.path.basename(os.fspath(path))
     info = read_info(path)
+    cfg = info.config
+    if cfg.res_blocks > MAX_RES_BLOCKS or max(cfg.channels) > MAX_CHANNELS:
+        raise BundleError(f"{name}: configuration is larger than any Distill model (res_blocks {cfg.res_blocks}, "
+                          f"channels {list(cfg.channels)}; at most {MAX_RES_BLOCKS} and {MAX_CHANNELS})")
     try:
         tensors = load_file(os.fspath(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise BundleError(f"{name}: damaged weights ({exc})") from exc
-    model = ConvVQVAE(info.config, n_mels=info.mel.n_mels)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise BundleError(f"{name}: damaged weights ({_one_line(exc)})") from exc
+    try:
+        with torch.device("meta"):
+            skeleton = ConvVQVAE(cfg, n_mels=info.mel.n_mels)
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as exc:
+        raise BundleError(f"{name}: the saved configuration cannot be built ({_one_line(exc)})") from exc
+    expected = {k: (tuple(v.shape), v.dtype) for k, v in skeleton.state_dict().items()}
+    found = {k: (tuple(v.shape), v.dtype) for k, v in tensors.items()}
+    if expected != found:
+        raise BundleError(f"{name}: weights do not match the saved configuration ({_difference(expected, found)})")
+    if fingerprint(tensors, *info.config_strings()) != info.fingerprint:
+        raise BundleError(f"{name}: fingerprint mismatch, the file was modified or is damaged")
+    model = ConvVQVAE(cfg, n_mels=info.mel.n_mels)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
-        raise BundleError(f"{name}: weights do not match the saved configuration ({str(exc)[:200]})") from exc
-    if fingerprint(tensors, *info.config_strings()) != info.fingerprint:
-        raise BundleError(f"{name}: fingerprint mismatch, the file was modified or is damaged")
+        raise BundleError(f"{name}: weights do not match the saved configuration ({_one_line(exc)})") from exc
     model.eval()
     return model.to(device), info
+
+
+MAX_RES_BLOCKS = 64        # per stage; the largest setting anyone trains is a handful
+MAX_CHANNELS = 8192        # per layer
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def _difference(expected: dict, found: dict) -> str:
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing:
+        return f"{len(missing)} weights missing, e.g. {missing[0]}"
+    if extra:
+        return f"{len(extra)} unexpected weights, e.g. {extra[0]}"
+    key = next(k for k in sorted(expected) if expected[k] != found[k])
+    (shape, dtype), (fshape, fdtype) = expected[key], found[key]
+    return f"{key} is {list(fshape)} {str(fdtype).removeprefix('torch.')}, the configuration needs {list(shape)} " \
+           f"{str(dtype).removeprefix('torch.')}"
+
+
+def _json(text: object, what: str, kind: type) -> object:
+    """One metadata entry: JSON text of the given kind (object or list)."""
+    if not isinstance(text, str):
+        raise ValueError(f"{what} is not text")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, kind):
+        raise ValueError(f"{what} must be a JSON {'object' if kind is dict else 'list'}")
+    return value
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _typed_config(d: dict) -> dict:
+    """Refuse config values of the wrong type (a float codebook size, a text channel count) before
+    VQVAEConfig checks their ranges: each field must have its default's type."""
+    for f in fields(VQVAEConfig):
+        if f.name not in d or f.default is MISSING:
+            continue
+        value, default = d[f.name], f.default
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = _is_number(value) and math.isfinite(value)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        elif isinstance(default, tuple):
+            ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        else:
+            ok = True
+        if not ok:
+            raise ValueError(f"config field {f.name} is {value!r}, not a {type(default).__name__}")
+    return d
+
+
+def _checked_mel(d: dict) -> MelConfig:
+    """The front end's settings, within what a spectrogram can be built from."""
+    mel = MelConfig.from_dict(d)
+    whole = {k: getattr(mel, k) for k in ("sample_rate", "n_fft", "hop_length", "n_mels")}
+    for k, v in whole.items():
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"mel {k} is {v!r}, not a whole number")
+    nyquist = mel.sample_rate / 2
+    f_max = nyquist if mel.f_max is None else mel.f_max
+    if not (1000 <= mel.sample_rate <= 384_000 and 16 <= mel.n_fft <= 65_536 and 1 <= mel.hop_length <= mel.n_fft // 2
+            and 8 <= mel.n_mels <= min(1024, mel.n_fft // 2 + 1)):
+        raise ValueError(f"mel settings out of range ({whole})")
+    if not (_is_number(mel.f_min) and _is_number(f_max) and 0 <= mel.f_min < f_max <= nyquist):
+        raise ValueError(f"mel f_min {mel.f_min!r} / f_max {mel.f_max!r} must satisfy 0 <= f_min < f_max <= {nyquist:g}")
+    return mel
+
+
+def _checked_health(health: dict) -> dict:
+    """Codebook health as `distill info` shows it: levels of {name, verdict, utilization, perplexity, dead_codes}."""
+    levels = health.get("levels", [])
+    if not isinstance(levels, list):
+        raise ValueError("health levels must be a list")
+    for h in levels:
+        if not (isinstance(h, dict) and isinstance(h.get("name"), str) and isinstance(h.get("verdict"), str)
+                and all(_is_number(h.get(k)) for k in ("utilization", "perplexity", "dead_codes"))):
+            raise ValueError(f"health level {str(h)[:60]} lacks its name, verdict or figures")
+    return health
+
+
+def _checked_history(history: list) -> list:
+    """The loss history: points {step, train/val/...: number}."""
+    for h in history:
+        if not (isinstance(h, dict) and isinstance(h.get("step"), int)
+                and all(_is_number(v) for v in h.values())):
+            raise ValueError(f"loss history point {str(h)[:60]} is not {{step, losses}}")
+    return history
+
+
+def _checked_usage(usage: list, config: VQVAEConfig) -> list:
+    """Training-set code counts: none, or [levels][codebook_size] finite counts >= 0."""
+    if not usage:
+        return usage
+    if len(usage) != config.num_quantizers or not all(
+            isinstance(u, list) and len(u) == config.codebook_size
+            and all(_is_number(c) and math.isfinite(c) and 0 <= c < 1e15 for c in u) for u in usage):
+        raise ValueError(f"code usage must be {config.num_quantizers} lists of {config.codebook_size} counts >= 0")
+    return usage
 
 
 def _read_metadata(path: str | os.PathLike, name: str) -> dict[str, str]:

@@ -38,7 +38,8 @@ class CliError(Exception):
 
 
 def fatal(message: str, code: int = 2) -> int:
-    print(f"distill: error: {message}", file=sys.stderr)
+    """Print one line `distill: error: ...` (a message's own line breaks become spaces) and return `code`."""
+    print(f"distill: error: {' '.join(str(message).split())}", file=sys.stderr)
     return code
 
 
@@ -104,9 +105,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{n} files accepted, {report.total_duration_s:.1f} s; codebook {cfg.codebook_size} x "
           f"{cfg.num_quantizers} levels ({', '.join(cfg.level_names)}), dim {cfg.codebook_dim}", file=sys.stderr)
     minutes = args.minutes
-    epochs = args.epochs if (args.epochs is not None or minutes is not None) else cfg.max_epochs
+    epochs = args.epochs
+    if epochs is None and minutes is None and not args.resume:  # a resume without a budget keeps the checkpoint's
+        epochs = cfg.max_epochs
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
+        raise CliError(f"--checkpoint-every must be >= 0 seconds, got {args.checkpoint_every:g}")
     ckpt = args.checkpoint or (args.output + ".ckpt")
-    trainer = Trainer(report, cfg, minutes=minutes, epochs=epochs, checkpoint_path=ckpt, resume_from=args.resume)
+    every = {} if args.checkpoint_every is None else {"checkpoint_every_s": args.checkpoint_every}
+    trainer = Trainer(report, cfg, minutes=minutes, epochs=epochs, checkpoint_path=ckpt, resume_from=args.resume,
+                      **every)
     tty = sys.stderr.isatty()
 
     def on_interrupt(signum, frame):  # Ctrl+C: stop at the next step and keep the best model
@@ -128,7 +135,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CliError("training was interrupted before a model existed")
     result.save(args.output)
     print(f"saved {args.output} (fingerprint {result.info.fingerprint}, {result.steps} steps"
-          f"{', cancelled' if result.cancelled else ''})")
+          f"{', cancelled' if result.cancelled else ''}"
+          f"{', stopped early on a non-finite loss: the best model so far' if result.stopped else ''})")
     return 0
 
 
@@ -221,12 +229,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  grid        {len(bands)} bands x columns of {DOWNSAMPLE * info.mel.hop_length / info.mel.sample_rate:.3f} s; "
           "bands (Hz): " + ", ".join(f"{r}: {lo:.0f}-{hi:.0f}" for r, (lo, hi) in enumerate(bands)))
     if ds:
-        print(f"  dataset     {ds.get('accepted', '?')} of {ds.get('files', '?')} files, {ds.get('total_seconds', 0):.1f} s; "
-              f"{len(ds.get('train_files', []))} train / {len(ds.get('val_files', []))} validation")
-        print(f"  training    {ds.get('steps', '?')} steps in {ds.get('train_seconds', '?')} s"
-              f"{' (cancelled)' if ds.get('cancelled') else ''}; best validation loss {ds.get('best_val_loss')}")
-        for r in ds.get("rejected", [])[:20]:
-            print(f"  rejected    {r['file']}: {r['reason']}")
+        try:  # the dataset summary is free-form JSON: a damaged one is said, not a traceback
+            lines = [f"  dataset     {ds.get('accepted', '?')} of {ds.get('files', '?')} files, "
+                     f"{float(ds.get('total_seconds', 0)):.1f} s; {len(ds.get('train_files', []))} train / "
+                     f"{len(ds.get('val_files', []))} validation",
+                     f"  training    {ds.get('steps', '?')} steps in {ds.get('train_seconds', '?')} s"
+                     f"{' (cancelled)' if ds.get('cancelled') else ''}; best validation loss {ds.get('best_val_loss')}"]
+            lines += [f"  rejected    {r['file']}: {r['reason']}" for r in list(ds.get("rejected", []))[:20]]
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+            raise CliError(f"{os.path.basename(args.model)}: damaged dataset summary in the model's metadata "
+                           f"({type(exc).__name__}: {exc})") from exc
+        print("\n".join(lines))
     for h in info.health.get("levels", []):
         print(f"  {h['name']:<11} {h['verdict']}: {h['utilization']:.0%} of codes used on validation, perplexity "
               f"{h['perplexity']:.1f}, {h['dead_codes']} unused")
@@ -332,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
     t.add_argument("--checkpoint", help="checkpoint path (default: OUTPUT.ckpt)")
+    t.add_argument("--checkpoint-every", type=float, metavar="SECONDS",
+                   help="write the checkpoint at least this often (default 60; also every checkpoint_interval "
+                   "validations and at the end)")
     t.add_argument("--resume", help="resume from a checkpoint")
     t.add_argument("--config", help="JSON file of advanced VQVAEConfig fields (e.g. learning_rate, channels)")
     t.add_argument("-q", "--quiet", action="store_true", help="no per-step lines when not on a terminal")
@@ -390,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (CliError, AudioError, BundleError, CodesError, TrainingError, ValueError, OSError) as exc:
         return fatal(str(exc))
+    except Exception as exc:  # a bug, not a bad input: still one line, and where to report it
+        return fatal(f"unexpected {type(exc).__name__}: {exc} (this is a bug in Distill; please report it with "
+                     "the command you ran)")
 
 
 if __name__ == "__main__":

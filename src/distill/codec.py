@@ -168,6 +168,9 @@ class Codec:
         """Refuse grids from another model or with impossible codes (CodesError says which)."""
         grid.validate(codebook_size=self.codebook_size, num_bands=self.num_bands, level_names=self.level_names,
                       sample_rate=self.sample_rate, model=self.fingerprint)
+        if abs(grid.seconds_per_column - self.seconds_per_column) > 1e-9:
+            raise CodesError(f"codes have {grid.seconds_per_column:g} s per column, the model "
+                             f"{self.seconds_per_column:g} s")
         expected = grid_width(self.mel_cfg.num_frames(grid.num_samples))
         if grid.num_columns != expected:
             raise CodesError(f"{grid.num_columns} columns cannot describe {grid.num_samples} samples "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, replace
 
@@ -65,6 +66,13 @@ class CodeGrid:
             raise CodesError(f"{len(self.level_names)} level names for {codes.shape[0]} levels")
         if self.source_rate < 0 or self.source_samples < 0:
             raise CodesError(f"source_rate and source_samples must be >= 0, got {self.source_rate}, {self.source_samples}")
+        if not (isinstance(self.sample_rate, (int, np.integer)) and self.sample_rate > 0):
+            raise CodesError(f"sample_rate must be a positive whole number of Hz, got {self.sample_rate!r}")
+        if not (isinstance(self.num_samples, (int, np.integer)) and self.num_samples >= 0):
+            raise CodesError(f"num_samples must be a whole number >= 0, got {self.num_samples!r}")
+        spc = self.seconds_per_column
+        if isinstance(spc, bool) or not isinstance(spc, (int, float, np.floating)) or not (math.isfinite(spc) and spc > 0):
+            raise CodesError(f"seconds_per_column must be a positive number, got {spc!r}")
         codes.setflags(write=False)  # grids are values: edits make new ones
         object.__setattr__(self, "codes", codes)
         object.__setattr__(self, "level_names", tuple(self.level_names))
@@ -142,6 +150,20 @@ class CodeGrid:
             raise CodesError(f"codes are at {self.sample_rate} Hz, the model at {sample_rate} Hz")
         if self.codes.size and (self.codes.min() < 0 or self.codes.max() >= codebook_size):
             raise CodesError(f"code indices must be 0-{codebook_size - 1}; found {self.codes.min()}..{self.codes.max()}")
+        if self.original is not None and self.original.size and (self.original.min() < 0
+                                                                  or self.original.max() >= codebook_size):
+            raise CodesError(f"original code indices must be 0-{codebook_size - 1}; found "
+                             f"{self.original.min()}..{self.original.max()}")
+        if self.source_rate:
+            if not resamplable(self.source_rate, sample_rate):
+                raise CodesError(f"source_rate {self.source_rate} Hz is not a rate Distill can resample "
+                                 f"{sample_rate} Hz audio to")
+            # the encoder resampled source_samples to ceil(source_samples * sample_rate / source_rate)
+            lo = (self.num_samples - 1) * self.source_rate / sample_rate - 1
+            hi = self.num_samples * self.source_rate / sample_rate + 1
+            if not lo <= self.source_samples <= hi:
+                raise CodesError(f"source_samples {self.source_samples} at {self.source_rate} Hz cannot be the "
+                                 f"{self.num_samples} samples at {sample_rate} Hz the codes describe")
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict:
@@ -173,31 +195,37 @@ class CodeGrid:
             codes = _int_array(d["codes"], "codes")
             original = _int_array(d["original"], "original") if d.get("original") is not None else None
             encoder = d.get("encoder")
-            if encoder is not None and not (isinstance(encoder, dict) and isinstance(encoder.get("search_steps"), int)):
+            if encoder is not None and not (isinstance(encoder, dict) and _is_int(encoder.get("search_steps"))
+                                            and 0 <= encoder["search_steps"] < 2 ** 31):
                 raise CodesError("\"encoder\" must be an object like {\"search_steps\": 20}")
             sha = d.get("source_sha256", "")
             if not isinstance(sha, str):
                 raise CodesError("\"source_sha256\" must be a string")
-            return cls(codes=codes, level_names=tuple(str(n) for n in d["levels"]),
-                       seconds_per_column=float(d["seconds_per_column"]), sample_rate=int(d["sample_rate"]),
-                       num_samples=int(d["num_samples"]), model=str(d.get("model", "")),
-                       source_rate=int(d.get("source_rate", 0)), source_samples=int(d.get("source_samples", 0)),
+            levels, model = d["levels"], d.get("model", "")
+            if not (isinstance(levels, list) and all(isinstance(n, str) for n in levels)):
+                raise CodesError("\"levels\" must be a list of level names")
+            if not isinstance(model, str):
+                raise CodesError("\"model\" must be a string (the model's fingerprint)")
+            spc = d["seconds_per_column"]
+            if isinstance(spc, bool) or not isinstance(spc, (int, float)):
+                raise CodesError(f"\"seconds_per_column\" must be a number, got {spc!r}")
+            return cls(codes=codes, level_names=tuple(levels), seconds_per_column=float(spc),
+                       sample_rate=_whole(d["sample_rate"], "sample_rate"),
+                       num_samples=_whole(d["num_samples"], "num_samples"), model=model,
+                       source_rate=_whole(d.get("source_rate", 0), "source_rate"),
+                       source_samples=_whole(d.get("source_samples", 0), "source_samples"),
                        source_sha256=sha, search_steps=None if encoder is None else int(encoder["search_steps"]),
                        original=original)
         except KeyError as exc:
             raise CodesError(f"codes file is missing the field {exc.args[0]!r}") from exc
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, CodesError):
-                raise
+        except CodesError:
+            raise
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise CodesError(f"malformed codes file: {exc}") from exc
 
     @classmethod
     def from_json(cls, text: str) -> CodeGrid:
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CodesError(f"not valid JSON: {exc}") from exc
-        return cls.from_dict(d)
+        return cls.from_dict(parse_json(text, CodesError))
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_text(path, self.to_json())
@@ -214,11 +242,52 @@ class CodeGrid:
             raise CodesError(f"{os.path.basename(os.fspath(path))}: {exc}") from exc
 
 
+def parse_json(text: str, error: type[ValueError]) -> object:
+    """json.loads, with everything a malformed text can raise turned into `error` (a ValueError subclass):
+    bad syntax, nesting too deep for the parser (RecursionError), integers of more than 4300 digits."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise error("not valid JSON: nested too deeply") from None
+    except (ValueError, TypeError) as exc:  # JSONDecodeError, int digit limit, bytes that are not text
+        raise error(f"not valid JSON: {str(exc).splitlines()[0][:200]}") from exc
+
+
+def resamplable(rate: int, model_rate: int) -> bool:
+    """True for a rate the band-limited resampler can reach from `model_rate` without an absurd kernel:
+    1 Hz - 1.536 MHz, and the two rates divided by their common divisor small enough (44.1 kHz vs 48 kHz:
+    147 x 160; a rate prime to 48000 such as 47999 Hz would need a 9 GB kernel)."""
+    if not 1 <= rate <= 1_536_000:
+        return False
+    g = math.gcd(int(rate), int(model_rate))
+    return (rate // g) * (model_rate // g) <= 10_000_000
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _whole(value: object, what: str) -> int:
+    """A JSON whole number (an int, or a float with no fraction such as 48000.0) -> int; CodesError otherwise."""
+    if _is_int(value):
+        return int(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    raise CodesError(f"\"{what}\" must be a whole number, got {value!r}")
+
+
 def _int_array(value: object, what: str) -> np.ndarray:
     """A JSON nested list -> int64 [levels, bands, columns], refusing floats, ragged lists and other shapes."""
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "iu" and arr.size:
-        raise CodesError(f"\"{what}\" must hold integers")
+    if not isinstance(value, list):
+        raise CodesError(f"\"{what}\" must be a levels x bands x columns list of lists")
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, OverflowError, RecursionError):  # ragged, or more dimensions than numpy has
+        raise CodesError(f"\"{what}\" must be levels x bands x columns (equal-length lists of integers)") from None
     if arr.ndim != 3:
         raise CodesError(f"\"{what}\" must be levels x bands x columns, got {arr.ndim} dimensions")
+    if arr.dtype.kind == "b" or (arr.dtype.kind not in "iu" and arr.size):
+        raise CodesError(f"\"{what}\" must hold integers")
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise CodesError(f"\"{what}\" holds integers too large to be codes")
     return arr.astype(np.int64)

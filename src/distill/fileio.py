@@ -6,6 +6,7 @@ interrupted write (Ctrl+C, kill -9, full disk) leaves the old file as it was, ne
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -43,6 +44,9 @@ def _fsync_file(path: str) -> None:
     fd = os.open(path, os.O_RDWR)
     try:
         os.fsync(fd)
+    except OSError as exc:  # a file system that cannot fsync (some network mounts): the rename is still atomic
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
     finally:
         os.close(fd)
 

@@ -302,10 +302,10 @@ def read_document(codec: Codec, text: str) -> tuple[EditHistory, CodeGrid]:
     """Codes JSON or history JSON -> (history, the grid it starts from); EditError / CodesError say what is wrong."""
     try:
         kind = json.loads(text).get("format")
-    except (json.JSONDecodeError, RecursionError, AttributeError):
+    except (ValueError, TypeError, RecursionError, AttributeError):  # ValueError: also int() of 4300+ digits
         kind = None  # CodeGrid.from_json below names the problem
     if kind == HISTORY_FORMAT:
-        history = EditHistory.from_json(text, codec.fingerprint)
+        history = EditHistory.from_json(text, codec.fingerprint, codec.codebook_size)
     else:
         grid = CodeGrid.from_json(text)
         codec.check(grid)
@@ -313,6 +313,7 @@ def read_document(codec: Codec, text: str) -> tuple[EditHistory, CodeGrid]:
         if grid.original is not None:  # an edited codes file: its edits become one undoable step
             history.push(EditResult(grid, "edits from the imported codes file", _whole(grid)))
     codec.check(history.current)
+    codec.check(history.original)
     return history, history.original
 
 

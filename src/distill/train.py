@@ -7,9 +7,11 @@ the best validation loss so far is kept. Checkpoints let a run resume where it s
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
+import pickle
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from .audio import AudioError, FileVerdict, ScanReport, content_problem, load_audio, scan_paths
-from .bundle import BundleInfo, fingerprint, save_bundle, state_to_tensors
+from .bundle import BundleError, BundleInfo, fingerprint, mel_json, read_info, save_bundle, state_to_tensors
 from .codec import Codec
 from .config import VQVAEConfig, adaptive_config
 from .fileio import atomic_write
@@ -31,6 +33,12 @@ from .spectrogram import MelConfig, MelFrontEnd
 MAX_VAL_CROPS = 64
 VAL_TIME_SHARE = 0.05  # default validation cadence: at most ~5% of training time (it was 17% on lmms)
 MAX_USAGE_SECONDS_PER_FILE = 60.0
+CHECKPOINT_FORMAT = "distill-checkpoint"
+CHECKPOINT_VERSION = 2  # 2: records the config, the files (name, size, SHA-256) and the budget
+CHECKPOINT_EVERY_S = 60.0  # default: a kill -9 loses at most about a minute of training
+MAX_BAD_STEPS = 5  # this many non-finite steps in a row (weights still finite) stop a run
+# settings that say where and how often, not what is trained: a resumed run may change them
+RESUME_FREE_FIELDS = frozenset({"device", "num_workers", "checkpoint_interval", "preview_interval", "max_checkpoints"})
 
 
 class TrainingError(RuntimeError):
@@ -77,8 +85,14 @@ class TrainResult:
     cancelled: bool
     best_val_loss: float | None
     skipped_steps: int
+    stopped: str = ""  # why training stopped early on a non-finite loss (the best model so far was kept)
 
     def save(self, path: str | os.PathLike) -> None:
+        """Write the .distill file atomically; a model with non-finite weights is never written."""
+        bad = nonfinite_tensors(self.codec.model)
+        if bad:
+            raise TrainingError(f"{os.path.basename(os.fspath(path))} not written: the model's weights are not "
+                                f"finite ({', '.join(bad[:3])})")
         save_bundle(path, self.codec.model, self.info)
 
 
@@ -177,8 +191,10 @@ class Trainer:
         files: paths (each is checked; bad ones are reported and skipped) or a ScanReport.
         config: settings; default adaptive_config(number of usable files).
         minutes / epochs: the budget (minutes wins if both are given; default: config.max_epochs).
-        checkpoint_path: where to write a resumable checkpoint every `checkpoint_interval` validations.
-        resume_from: a checkpoint written by a previous run with the same files and config.
+        checkpoint_path: where to write a resumable checkpoint: every `checkpoint_every_s` seconds, every
+            `checkpoint_interval` validations and at the end (atomically: a kill leaves the previous one).
+        resume_from: a checkpoint written by a previous run with the same files and config (anything else is
+            refused with a TrainingError saying what differs). Without a budget, the checkpoint's is used.
         stop_file: a path polled before every step; once a file exists there the run stops as if
             cancel() had been called (the best model so far is kept). Unlike cancel(), this works
             from another process, e.g. when the run executes in a ZeroGPU worker.
@@ -188,7 +204,7 @@ class Trainer:
                  mel: MelConfig | None = None, minutes: float | None = None, epochs: float | None = None,
                  checkpoint_path: str | os.PathLike | None = None, resume_from: str | os.PathLike | None = None,
                  log_every_s: float = 1.0, validate_every: int | None = None,
-                 stop_file: str | os.PathLike | None = None):
+                 stop_file: str | os.PathLike | None = None, checkpoint_every_s: float = CHECKPOINT_EVERY_S):
         self.report = files if isinstance(files, ScanReport) else scan_paths(files)
         accepted = self.report.accepted
         if not accepted:
@@ -197,13 +213,15 @@ class Trainer:
         self.config = config or adaptive_config(len(accepted))
         self.mel_cfg = mel or MelConfig()
         self.minutes = minutes
-        self.epochs = epochs if (epochs is not None or minutes is not None) else self.config.max_epochs
+        self._budget_given = epochs is not None or minutes is not None
+        self.epochs = epochs if self._budget_given else self.config.max_epochs
         if minutes is not None and minutes <= 0:
             raise ValueError(f"minutes must be > 0, got {minutes}")
         if self.epochs is not None and self.epochs <= 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
         self.checkpoint_path = checkpoint_path
         self.resume_from = resume_from
+        self.checkpoint_every_s = checkpoint_every_s
         self.log_every_s = log_every_s
         self.validate_every = validate_every
         self.stop_file = stop_file
@@ -241,7 +259,7 @@ class Trainer:
                 text = str(exc)
                 why = text[len(v.name) + 2:] if text.startswith(f"{v.name}: ") else text
             if why:
-                self.load_warnings.append(f"{v.name} changed since the scan ({why}): skipped, training goes on "
+                self.load_warnings.append(f"{v.name} changed since the scan: {why}; skipped, training goes on "
                                           "without it")
                 self.skipped.append(FileVerdict(v.path, False, f"changed since the scan: {why}", v.duration_s,
                                                 v.sample_rate, v.channels))
@@ -264,6 +282,20 @@ class Trainer:
         if not clips:
             raise TrainingError("none of the accepted files could be loaded: they changed since the scan ("
                                 + "; ".join(f"{v.name}: {v.reason}" for v in self.skipped[:5]) + ")")
+        payload = read_checkpoint(self.resume_from) if self.resume_from else None
+        files = file_records(used) if (self.checkpoint_path or payload is not None) else []
+        budget = {"minutes": self.minutes, "epochs": None if self.minutes is not None else self.epochs}
+        if payload is not None:
+            check_resumable(self.resume_from, payload, cfg, mel_cfg, files)
+            before = json.loads(payload["budget_json"])
+            if not self._budget_given:  # `--resume` alone continues the run it resumes
+                budget = before
+                self.minutes, self.epochs = before["minutes"], before["epochs"]
+            elif before != budget:
+                yield TrainEvent("warning", 0, 0.0, 0.0, message=f"resuming a run of {_budget_text(before)} with a "
+                                 f"budget of {_budget_text(budget)}: the learning-rate schedule follows the new budget")
+        meta = {"config_json": cfg.to_json(), "mel_json": mel_json(mel_cfg), "files_json": json.dumps(files),
+                "budget_json": json.dumps(budget)}
         train_idx, val_idx = split_files(len(clips), cfg.val_fraction, cfg.seed)
         train_clips = [clips[i] for i in train_idx]
         val_clips = [clips[i] for i in val_idx] or train_clips
@@ -286,11 +318,13 @@ class Trainer:
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         pinv = front.fbank_pinv.to(device)
         state = _RunState()
-        if self.resume_from:
-            state = _load_checkpoint(self.resume_from, model, opt, rng)
+        resumed = ""
+        if payload is not None:
+            state = _restore_checkpoint(self.resume_from, payload, model, opt, rng, device)
+            resumed = f"resumed at step {state.step} from {os.path.basename(os.fspath(self.resume_from))}; "
         yield TrainEvent("start", state.step, state.step / steps_per_epoch, state.elapsed,
                          total_steps=total_steps,
-                         message=f"{len(train_clips)} training / {len(val_idx)} validation files"
+                         message=f"{resumed}{len(train_clips)} training / {len(val_idx)} validation files"
                                  f"{'' if val_idx else ' (too few files to hold any out: validating on training files)'}"
                                  f"; {steps_per_epoch} steps per epoch on {device.type}")
 
@@ -317,7 +351,8 @@ class Trainer:
                 model.train()
                 model(torch.stack(init)[:, None].to(device))
             yield self._validate(model, val_batch, val_mask, pinv, state, steps_per_epoch, 0.0, budget_s, total_steps, 0.0, 0.0)
-        last_val_step, last_val_end = state.step, elapsed()
+        last_val_step, last_val_end = state.last_val_step, elapsed()
+        last_ckpt, bad_run, first_bad = elapsed(), 0, 0
         while not self._stop_requested() and progress() < 1.0:
             model.train()
             lr = _lr_at(cfg, state.step, progress())
@@ -334,6 +369,7 @@ class Trainer:
             loss = total_loss(losses, cfg)
             opt.zero_grad(set_to_none=True)
             ok = bool(torch.isfinite(loss))
+            grad_norm = None
             if ok:
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.gradient_clip_norm)
@@ -344,12 +380,31 @@ class Trainer:
                     losses_acc[k] = losses_acc.get(k, 0.0) + float(v.detach())
                 losses_acc["total"] = losses_acc.get("total", 0.0) + float(loss.detach())
                 n_acc += 1
-            else:
-                state.skipped += 1
+                bad_run = 0
+            else:  # the optimizer never sees this step (the quantizer's EMA update in the forward pass may have:
+                state.skipped += 1  # the weights are checked below)
                 opt.zero_grad(set_to_none=True)
+                bad_run += 1
             state.step += 1
             window.append(time.perf_counter() - t0)
             window = window[-20:]
+            if not ok:
+                what = (f"the loss was {float(loss.detach())}" if grad_norm is None
+                        else f"the gradient norm was {float(grad_norm)}")
+                first_bad = state.step if bad_run == 1 else first_bad
+                broken = nonfinite_tensors(model)
+                if broken or bad_run >= MAX_BAD_STEPS:
+                    state.stopped = (f"stopped at step {state.step}: {what} and "
+                                     + (f"the weights are no longer finite ({broken[0]})" if broken else
+                                        f"{bad_run} steps in a row were not finite (since step {first_bad})"))
+                    yield TrainEvent("warning", state.step, state.step / steps_per_epoch, elapsed(),
+                                     skipped_steps=state.skipped, message=state.stopped + _kept(state))
+                    break
+                if state.skipped <= 5 or state.skipped % 100 == 0:
+                    yield TrainEvent("warning", state.step, state.step / steps_per_epoch, elapsed(),
+                                     skipped_steps=state.skipped,
+                                     message=f"step {state.step}: {what}; skipped it (weights unchanged"
+                                             f"{f', {state.skipped} steps skipped so far' if state.skipped > 1 else ''})")
 
             now = elapsed()
             sps = len(window) / max(sum(window), 1e-9)
@@ -363,29 +418,51 @@ class Trainer:
                 yield TrainEvent("step", state.step, state.step / steps_per_epoch, now, max(0.0, eta), total_steps,
                                  sps, lr, {k: v for k, v in mean.items() if k != "total"}, mean["total"],
                                  best_val_loss=state.best_val, skipped_steps=state.skipped)
+            validated = False
             if validation_due(state.step - last_val_step, validate_every, now - last_val_end, state.val_cost, throttle):
-                yield self._validate(model, val_batch, val_mask, pinv, state, steps_per_epoch, now, eta, total_steps, sps, lr)
-                last_val_step, last_val_end = state.step, elapsed()
-                if self.checkpoint_path and state.validations % max(1, cfg.checkpoint_interval) == 0:
-                    state.elapsed = elapsed()
-                    _save_checkpoint(self.checkpoint_path, model, opt, rng, state)
+                ev = self._validate(model, val_batch, val_mask, pinv, state, steps_per_epoch, now, eta, total_steps, sps, lr)
+                yield ev
+                last_val_step, last_val_end, validated = state.step, elapsed(), True
+                broken = [] if math.isfinite(ev.val_loss) else nonfinite_tensors(model)
+                if broken:
+                    state.stopped = (f"stopped at step {state.step}: the validation loss was {ev.val_loss} and the "
+                                     f"weights are no longer finite ({broken[0]})")
+                    yield TrainEvent("warning", state.step, state.step / steps_per_epoch, elapsed(),
+                                     skipped_steps=state.skipped, message=state.stopped + _kept(state))
+                    break
+            if self.checkpoint_path and ((validated and state.validations % max(1, cfg.checkpoint_interval) == 0)
+                                         or elapsed() - last_ckpt >= self.checkpoint_every_s):
+                state.elapsed, state.last_val_step = elapsed(), last_val_step
+                _save_checkpoint(self.checkpoint_path, model, opt, rng, state, meta)
+                last_ckpt = elapsed()
 
         now = elapsed()
-        yield self._validate(model, val_batch, val_mask, pinv, state, steps_per_epoch, now, 0.0, total_steps, 0.0, 0.0)
+        if state.stopped:  # the current weights are broken: never validated, checkpointed or saved
+            if state.best_state is None:
+                raise TrainingError(f"training {state.stopped}, before any model was validated: nothing was "
+                                    "written. Check the training files for extreme or corrupt audio, or lower "
+                                    "learning_rate")
+        else:
+            yield self._validate(model, val_batch, val_mask, pinv, state, steps_per_epoch, now, 0.0, total_steps, 0.0, 0.0)
+            if self.checkpoint_path:  # the run as it stands (not the best model), so a resume continues it
+                state.elapsed, state.last_val_step = now, state.step
+                _save_checkpoint(self.checkpoint_path, model, opt, rng, state, meta)
         if state.best_state is not None:
             model.load_state_dict(state.best_state)
+        bad = nonfinite_tensors(model)
+        if bad:
+            raise TrainingError(f"training ended with non-finite weights ({', '.join(bad[:3])}): nothing was written")
         model.eval()
         model.to(memory_format=torch.contiguous_format)
-        if self.checkpoint_path:
-            state.elapsed = now
-            _save_checkpoint(self.checkpoint_path, model, opt, rng, state)
         info = self._bundle_info(model, front, clips, used, train_idx, val_idx, val_batch, state, now)
         codec = Codec(model.cpu(), mel_cfg, info)
-        self.result = TrainResult(codec, info, state.step, self._cancel.is_set(), state.best_val, state.skipped)
+        self.result = TrainResult(codec, info, state.step, self._cancel.is_set(), state.best_val, state.skipped,
+                                  state.stopped)
         health = tuple(LevelHealth(**{k: v for k, v in h.items() if k != "verdict"}) for h in info.health["levels"])
         yield TrainEvent("done", state.step, state.step / steps_per_epoch, now, 0.0, total_steps,
                          best_val_loss=state.best_val, codebook=health, skipped_steps=state.skipped,
-                         message="cancelled: kept the best model so far" if self._cancel.is_set() else "finished")
+                         message=state.stopped + _kept(state) if state.stopped else
+                         "cancelled: kept the best model so far" if self._cancel.is_set() else "finished")
 
     # ---------------------------------------------------------------- helpers
     @torch.no_grad()
@@ -417,8 +494,9 @@ class Trainer:
         state.validations += 1
         state.val_cost = time.perf_counter() - t0
         # the untrained baseline (step 0) is for the curves only: it must never be the model that is kept
-        if state.step > 0 and math.isfinite(val) and (state.best_val is None or val < state.best_val):
-            state.best_val = val
+        if (state.step > 0 and math.isfinite(val) and (state.best_val is None or val < state.best_val)
+                and not nonfinite_tensors(model)):
+            state.best_val, state.best_step = val, state.step
             state.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         last = state.history[-1] if state.history else None
         if last is not None and last["step"] == state.step and "val" not in last:
@@ -453,6 +531,8 @@ class Trainer:
             "steps": state.step, "skipped_steps": state.skipped, "train_seconds": round(now, 1),
             "cancelled": self._cancel.is_set(), "best_val_loss": state.best_val,
         }
+        if state.stopped:
+            dataset["stopped"] = state.stopped
         health = {"levels": [h.to_dict() for h in val_health],
                   "training_usage": [health_from_counts(usage[q], n).to_dict() for q, n in enumerate(cfg.level_names)]}
         return BundleInfo(config=cfg, mel=self.mel_cfg, fingerprint=fingerprint(tensors, cfg, self.mel_cfg),
@@ -469,6 +549,102 @@ class _RunState:
     best_state: dict | None = None
     val_cost: float = 0.0  # seconds the last validation took
     history: list = field(default_factory=list)
+    best_step: int = 0
+    last_val_step: int = 0
+    stopped: str = ""  # set when a non-finite loss stopped the run
+
+
+def nonfinite_tensors(model: torch.nn.Module | dict) -> list[str]:
+    """Names of the parameters and buffers (or state-dict entries) holding NaN or inf; [] when all are finite."""
+    items = model.items() if isinstance(model, dict) else [*model.named_parameters(), *model.named_buffers()]
+    return [k for k, v in items
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v.detach()).all())]
+
+
+def _kept(state: _RunState) -> str:
+    if state.best_state is None:
+        return ""
+    return f"; kept the best model so far (step {state.best_step}, validation loss {state.best_val:.4f})"
+
+
+def _budget_text(budget: dict) -> str:
+    return f"{budget['minutes']:g} minutes" if budget.get("minutes") is not None else f"{budget['epochs']:g} epochs"
+
+
+def file_records(verdicts: Sequence[FileVerdict]) -> list[dict]:
+    """What a checkpoint records of the files a run trains on, in order: name, size and SHA-256 of the bytes."""
+    records = []
+    for v in verdicts:
+        h, size = hashlib.sha256(), -1
+        try:
+            with open(v.path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            size, digest = os.path.getsize(v.path), h.hexdigest()
+        except OSError:  # vanished since it was loaded: recorded as unreadable, so a resume sees it changed
+            digest = ""
+        records.append({"name": v.name, "size": size, "sha256": digest})
+    return records
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint's contents, loaded with torch.load(weights_only=True): tensors, numbers and strings only,
+    never arbitrary pickled objects. TrainingError (naming the file) for anything else."""
+    name = os.path.basename(os.fspath(path))
+    if not os.path.isfile(path):
+        raise TrainingError(f"{name}: no such checkpoint")
+    try:
+        payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        try:
+            read_info(path)
+        except BundleError:
+            raise TrainingError(f"{name}: not a Distill checkpoint (it holds objects other than tensors, numbers "
+                                "and strings, which are never unpickled)") from exc
+        raise TrainingError(f"{name} is a Distill model, not a checkpoint: resume from the .ckpt file written "
+                            "next to it") from exc
+    except Exception as exc:  # torch raises KeyError, EOFError, RuntimeError... for files it did not write
+        raise TrainingError(f"{name}: not a Distill checkpoint (unreadable: {type(exc).__name__})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        if isinstance(payload, dict) and "np_rng_json" in payload:
+            raise TrainingError(f"{name}: a checkpoint from an older Distill, which does not record the settings and "
+                                "files it trained on: start a new run without --resume")
+        raise TrainingError(f"{name}: not a Distill checkpoint")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise TrainingError(f"{name}: checkpoint version {payload.get('version')!r} is not supported (this Distill "
+                            f"reads version {CHECKPOINT_VERSION})")
+    return payload
+
+
+def check_resumable(path, payload: dict, cfg: VQVAEConfig, mel: MelConfig, files: list[dict]) -> None:
+    """TrainingError saying what differs unless this run has the checkpoint's settings and files."""
+    diffs = []
+    try:
+        before = VQVAEConfig.from_dict(json.loads(payload["config_json"])).to_dict()
+        mel_before = payload["mel_json"]
+        files_before = json.loads(payload["files_json"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TrainingError(f"{os.path.basename(os.fspath(path))}: damaged checkpoint ({exc})") from exc
+    now = cfg.to_dict()
+    diffs += [f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
+              if k not in RESUME_FREE_FIELDS and before.get(k) != now.get(k)]
+    if mel_before != mel_json(mel):
+        diffs.append("mel front-end settings differ")
+    if files_before != files:
+        old = {f["name"]: f for f in files_before}
+        new = {f["name"]: f for f in files}
+        parts = [f"{label} {_names(names)}" for label, names in (
+            ("missing", [n for n in old if n not in new]), ("new", [n for n in new if n not in old]),
+            ("changed", [n for n in new if n in old and old[n] != new[n]])) if names]
+        diffs.append("files: " + ("; ".join(parts) if parts else "same files in a different order"))
+    if diffs:
+        raise TrainingError(f"cannot resume from {os.path.basename(os.fspath(path))}: this run differs from the one "
+                            f"that wrote it ({'; '.join(diffs)}). Resume with the same files and settings "
+                            "(--config, --levels, ...), or start a new run without --resume")
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def validation_due(steps_since: int, every: int, seconds_since: float, cost_s: float, throttle: bool) -> bool:
@@ -492,32 +668,47 @@ def _thin(history: list, limit: int) -> list:
     return [history[i] for i in idx]
 
 
-def _save_checkpoint(path, model, opt, rng: np.random.Generator, state: _RunState) -> None:
-    """Own files only (loaded back with weights_only=True): model, optimizer, RNG, progress. Atomic."""
+def _save_checkpoint(path, model, opt, rng: np.random.Generator, state: _RunState, meta: dict) -> bool:
+    """Model, optimizer, RNGs, progress, and what was trained (config, mel settings, files, budget), atomically.
+
+    Only tensors, numbers and strings (read back with weights_only=True). Weights that are not finite are
+    never written: the previous checkpoint stays. Returns whether it was written.
+    """
+    if nonfinite_tensors(model):
+        return False
+    device = next(model.parameters()).device
     payload = {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **meta,
         "model": model.state_dict(), "optimizer": opt.state_dict(),
         "step": state.step, "skipped": state.skipped, "validations": state.validations, "elapsed": state.elapsed,
-        "best_val": state.best_val if state.best_val is not None else float("nan"),
+        "best_val": state.best_val if state.best_val is not None else float("nan"), "best_step": state.best_step,
+        "last_val_step": state.last_val_step,
         "best_state": state.best_state or {}, "history_json": json.dumps(state.history),
         "torch_rng": torch.get_rng_state(), "np_rng_json": json.dumps(rng.bit_generator.state),
     }
+    if device.type == "cuda":
+        payload["cuda_rng"] = torch.cuda.get_rng_state(device)
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return True
 
 
-def _load_checkpoint(path, model, opt, rng: np.random.Generator) -> _RunState:
+def _restore_checkpoint(path, payload: dict, model, opt, rng: np.random.Generator, device: torch.device) -> _RunState:
     try:
-        payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
         model.load_state_dict(payload["model"])
         opt.load_state_dict(payload["optimizer"])
+        torch.set_rng_state(payload["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in payload:
+            torch.cuda.set_rng_state(payload["cuda_rng"], device)
+        rng.bit_generator.state = json.loads(payload["np_rng_json"])
+        best = float(payload["best_val"])
+        return _RunState(step=int(payload["step"]), skipped=int(payload["skipped"]),
+                         validations=int(payload["validations"]), elapsed=float(payload["elapsed"]),
+                         best_val=None if math.isnan(best) else best, best_state=payload["best_state"] or None,
+                         history=json.loads(payload["history_json"]), best_step=int(payload["best_step"]),
+                         last_val_step=int(payload["last_val_step"]))
     except Exception as exc:
-        raise TrainingError(f"{os.path.basename(os.fspath(path))}: cannot resume from this checkpoint ({exc})") from exc
-    torch.set_rng_state(payload["torch_rng"])
-    rng.bit_generator.state = json.loads(payload["np_rng_json"])
-    best = float(payload["best_val"])
-    return _RunState(step=int(payload["step"]), skipped=int(payload["skipped"]),
-                     validations=int(payload["validations"]), elapsed=float(payload["elapsed"]),
-                     best_val=None if math.isnan(best) else best, best_state=payload["best_state"] or None,
-                     history=json.loads(payload["history_json"]))
+        raise TrainingError(f"{os.path.basename(os.fspath(path))}: damaged checkpoint, cannot resume "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
 
 
 def train(files: Sequence[str | os.PathLike] | ScanReport, **kwargs) -> TrainResult:

@@ -23,7 +23,7 @@ from distill import (
     read_document,
 )
 
-from .handlers import fail, to_int16
+from .handlers import fail, safe_filename, to_int16
 from .state import Limits
 from .training import (
     Settings,
@@ -40,7 +40,9 @@ ERRORS = (AudioError, BundleError, CodesError, EditError, TrainingError, ValueEr
 
 
 def _out(name: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix="distill-api-")) / name
+    """A new file in a fresh temp folder of its own; `name` (built from an uploaded file's name) is
+    reduced to a plain file name, so `../../x`, an absolute path or a NUL byte never leaves the folder."""
+    return Path(tempfile.mkdtemp(prefix="distill-api-")) / safe_filename(name, "output")
 
 
 def _codec(model_file: str | None) -> Codec:
@@ -134,7 +136,10 @@ def api_decode(model_file: str, codes_file: str, phase_audio: str | None = None)
             phase, _ = load_audio(phase_audio, codec.sample_rate)
         except AudioError as exc:
             raise fail(str(exc)) from exc
-    wave, rate = codec.at_source_rate(codec.decode(grid, phase_from=phase), grid)
+    try:
+        wave, rate = codec.at_source_rate(codec.decode(grid, phase_from=phase), grid)
+    except ERRORS as exc:
+        raise fail(f"codes_file: {exc}") from exc
     return to_int16(wave, rate)
 
 

@@ -11,6 +11,7 @@ import functools
 import html
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -93,6 +94,24 @@ class View:
     def fields(self) -> dict:
         # not dataclasses.asdict: it deep-copies every audio array
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not SKIP}
+
+
+SAFE_NAME_BYTES = 120
+
+
+def safe_filename(name: str | None, default: str = "clip") -> str:
+    """A name from a user (an upload's file name, a clip's label) -> one plain file name to write under
+    Distill's own temp folder: only its last path part (after / or \\), any character other than a
+    letter, digit, '.', '-', '_' or space replaced by '_', no leading or trailing dots or spaces, at most
+    120 bytes with its extension kept; `default` when nothing is left. `../../x.wav` -> `x.wav`."""
+    base = re.split(r"[\\/]", str(name or ""))[-1]
+    base = re.sub(r"[^\w.\- ]", "_", base).strip(" .")
+    stem, ext = os.path.splitext(base)
+    ext = ext[:16]
+    while stem and len((stem + ext).encode("utf-8")) > SAFE_NAME_BYTES:
+        stem = stem[:-1]
+    base = (stem.rstrip(" .") + ext) if stem.strip(" ._") else ""
+    return base or default
 
 
 def fail(message: str) -> gr.Error:
@@ -679,7 +698,7 @@ def export(s: Session | None) -> tuple[Session, list[str], View]:
     """Edited WAV (at the clip's own rate and length), codes JSON and history JSON, named after the clip."""
     session = _need_edit(s)
     folder = Path(tempfile.mkdtemp(prefix="distill-export-"))
-    stem = Path(session.clip.name).stem or "clip"
+    stem = Path(safe_filename(session.clip.name)).stem or "clip"  # a label, never a path
     if s.rendered is None:
         s.rendered = session.render()
     wave, rate = session.export_audio(s.rendered)

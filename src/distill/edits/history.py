@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codes import CodeGrid, CodesError
+from ..codes import CodeGrid, CodesError, parse_json
 from .operations import DonorPatch, EditResult
 from .regions import EditError
 
@@ -206,16 +206,18 @@ class EditHistory:
         }, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str, fingerprint: str) -> EditHistory:
+    def from_json(cls, text: str, fingerprint: str, codebook_size: int | None = None) -> EditHistory:
         """Read a history saved by to_json.
 
-        Refuses one made with another model (fingerprint mismatch) and one whose steps do not replay
-        from its base grid to its current grid (a damaged or hand-edited file).
+        Refuses one made with another model (fingerprint mismatch), one whose steps do not replay
+        from its base grid to its current grid and on through its redo steps, one whose donor records
+        lie outside the grid, and (given `codebook_size`) one whose steps hold codes outside the
+        codebook: a damaged or hand-edited file. Only EditError is raised.
         """
         try:
-            d = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise EditError(f"edit history is not valid JSON: {exc}") from exc
+            d = parse_json(text, EditError)
+        except EditError as exc:
+            raise EditError(f"edit history is {exc}") from None
         if not isinstance(d, dict) or d.get("format") != HISTORY_FORMAT:
             raise EditError(f"not a Distill edit history (missing \"format\": \"{HISTORY_FORMAT}\")")
         if d.get("version") != HISTORY_VERSION:
@@ -227,21 +229,29 @@ class EditHistory:
                 if d["model"] != fingerprint or g.model != fingerprint:
                     raise EditError(f"edit history was made with model {g.model or d['model']}, "
                                     f"not with this model ({fingerprint})")
-            hist = cls(original, limit=int(d["limit"]))
+            hist = cls(original, limit=_count(d["limit"], "limit"))
             size = original.codes.size
+            top = np.iinfo(np.int64).max if codebook_size is None else int(codebook_size) - 1
             steps = []
-            for s in d["steps"]:
-                idx = np.asarray(s["index"], dtype=np.int64)
-                before, after = np.asarray(s["before"], np.int64), np.asarray(s["after"], np.int64)
-                if not (idx.ndim == 1 and idx.shape == before.shape == after.shape) \
-                        or (idx.size and (idx.min() < 0 or idx.max() >= size)):
-                    raise EditError("edit history has a damaged step")
-                donors = tuple(_patch_from_dict(p) for p in s.get("donors", []))
+            if not isinstance(d["steps"], list):
+                raise EditError("edit history's \"steps\" must be a list")
+            for n, s in enumerate(d["steps"], 1):
+                idx, before, after = (_ints(s[k], f"step {n} {k}") for k in ("index", "before", "after"))
+                if not (idx.shape == before.shape == after.shape) or (idx.size and (idx.min() < 0 or idx.max() >= size)):
+                    raise EditError(f"edit history has a damaged step {n} (its cells are not cells of the grid)")
+                for values in (before, after):
+                    if values.size and (values.min() < 0 or values.max() > top):
+                        raise EditError(f"edit history step {n} holds code {values.min() if values.min() < 0 else values.max()}"
+                                        f"; codes are 0-{top}")
+                donors = s.get("donors", [])
+                if not isinstance(donors, list):
+                    raise EditError(f"edit history step {n} has damaged donor records")
+                donors = tuple(_patch_from_dict(p, original) for p in donors)
                 steps.append(Step(str(s["label"]), Diff(idx, before, after), donors, str(s.get("partner", ""))))
-            position = int(d["position"])
+            position = _count(d["position"], "position")
         except EditError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError, CodesError, OverflowError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, CodesError, OverflowError, RecursionError) as exc:
             raise EditError(f"damaged edit history ({exc})") from exc
         if not 0 <= position <= len(steps):
             raise EditError(f"edit history position {position} is outside 0-{len(steps)}")
@@ -257,6 +267,11 @@ class EditHistory:
         if not np.array_equal(grid.codes, current.codes):
             raise EditError(f"edit history does not replay: its {position} applied steps do not lead from its "
                             "original grid to its current grid")
+        for i, step in enumerate(steps[position:], position):  # the redo steps go on from the current grid
+            if not step.diff.fits(grid):
+                raise EditError(f"edit history does not replay: redo step {i + 1} ({step.label!r}) does not start "
+                                "from the grid the steps before it leave")
+            grid = step.diff.apply(grid)
         hist._base, hist._current, hist._steps, hist._position = base, current, steps, position
         return hist
 
@@ -266,9 +281,41 @@ def _patch_to_dict(p: DonorPatch) -> dict:
             "levels": list(p.levels), "src_r0": p.src_r0}
 
 
-def _patch_from_dict(d: dict) -> DonorPatch:
-    if d.get("donor") not in ("self", "other"):
-        raise EditError(f"edit history has a donor record naming {d.get('donor')!r} (self or other)")
-    src_r0 = d.get("src_r0")
-    return DonorPatch(d["donor"], int(d["src_c0"]), int(d["dst_c0"]), int(d["n_cols"]), int(d["r0"]), int(d["r1"]),
-                      tuple(int(q) for q in d.get("levels", [])), None if src_r0 is None else int(src_r0))
+def _patch_from_dict(d: dict, grid: CodeGrid) -> DonorPatch:
+    """A donor record, refused unless it lies inside `grid` (its levels, bands and columns)."""
+    if not isinstance(d, dict) or d.get("donor") not in ("self", "other"):
+        raise EditError(f"edit history has a donor record naming {d.get('donor') if isinstance(d, dict) else d!r} "
+                        "(self or other)")
+    src_c0, dst_c0, n_cols, r0, r1 = (_count(d[k], f"donor {k}") for k in ("src_c0", "dst_c0", "n_cols", "r0", "r1"))
+    levels = d.get("levels", [])
+    if not isinstance(levels, list):
+        raise EditError("edit history has a donor record whose levels are not a list")
+    levels = tuple(_count(q, "donor level") for q in levels)
+    src_r0 = None if d.get("src_r0") is None else _count(d["src_r0"], "donor src_r0")
+    bands, cols = grid.num_bands, grid.num_columns
+    rows_from = r0 if src_r0 is None else src_r0
+    if (any(q >= grid.num_levels for q in levels) or not r0 <= r1 < bands or rows_from + (r1 - r0) >= bands
+            or n_cols < 1 or dst_c0 + n_cols > cols or src_c0 + n_cols > cols):
+        raise EditError(f"edit history has a donor record outside the grid (levels {list(levels)}, bands {r0}-{r1}, "
+                        f"columns {src_c0}+{n_cols} -> {dst_c0}; the grid has {grid.num_levels} levels, {bands} bands, "
+                        f"{cols} columns)")
+    return DonorPatch(d["donor"], src_c0, dst_c0, n_cols, r0, r1, levels, src_r0)
+
+
+def _count(value: object, what: str) -> int:
+    """A JSON whole number >= 0 (bools and fractions refused) -> int."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise EditError(f"edit history's {what} must be a whole number >= 0, got {value!r}")
+    return value
+
+
+def _ints(value: object, what: str) -> np.ndarray:
+    """A JSON list of integers -> int64 [n]."""
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise EditError(f"edit history's {what} must be a list of whole numbers")
+    try:
+        return np.asarray(value, dtype=np.int64).reshape(-1)
+    except OverflowError:
+        raise EditError(f"edit history's {what} holds numbers too large to be cells or codes") from None

@@ -263,7 +263,8 @@ def repeat_region(grid: CodeGrid, region: Region, times: int) -> EditResult:
     piece = grid.codes[levels, rows, region.c0:region.c1 + 1]
     codes = grid.codes.copy()
     n = last - region.c0 + 1
-    codes[levels, rows, region.c0:last + 1] = np.tile(piece, (1, 1, times))[..., :n]
+    fits = -(-n // width)  # copies that reach the clip's end: a huge --times is cut there, never allocated
+    codes[levels, rows, region.c0:last + 1] = np.tile(piece, (1, 1, min(times, fits)))[..., :n]
     donors = tuple(DonorPatch("self", region.c0, c, min(width, last - c + 1), region.r0, region.r1, region.levels)
                    for c in range(region.c1 + 1, last + 1, width))
     clipped = last < end
@@ -286,14 +287,17 @@ def reverse_region(grid: CodeGrid, region: Region) -> EditResult:
 def randomize_region(grid: CodeGrid, region: Region, usage: list[list[int]], seed: int = 0) -> EditResult:
     """Draw each cell's code from its level's code counts on the training set (uniform where none were counted)."""
     region.validate(grid)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise EditError(f"seed must be a whole number >= 0, got {seed!r}")
     usage_arr = [np.asarray(u, dtype=np.float64) for u in usage]
-    if len(usage_arr) < grid.num_levels or any(u.ndim != 1 or u.size == 0 or (u < 0).any() for u in usage_arr):
+    if len(usage_arr) < grid.num_levels or any(u.ndim != 1 or u.size == 0 or not np.isfinite(u).all() or (u < 0).any() for u in usage_arr):
         raise EditError(f"usage must hold non-negative counts for each of the {grid.num_levels} levels")
     rng = np.random.default_rng(int(seed))
     codes = grid.codes.copy()
     rows, cols = slice(region.r0, region.r1 + 1), slice(region.c0, region.c1 + 1)
     for q in region.levels:
         counts = usage_arr[q]
-        p = counts / counts.sum() if counts.sum() > 0 else np.full(counts.size, 1.0 / counts.size)
+        scaled = counts / counts.max() if counts.max() > 0 else np.ones(counts.size)  # no overflow summing 1e308s
+        p = scaled / scaled.sum()
         codes[q, rows, cols] = rng.choice(counts.size, size=(region.num_rows, region.num_columns), p=p)
     return _changed(grid, codes, f"randomize {region.describe(grid)} (seed {int(seed)})", region)

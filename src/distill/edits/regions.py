@@ -27,18 +27,26 @@ def column_of(seconds: float, seconds_per_column: float) -> int:
 
     The rule for every time that names a place: a region's start, --to, a donor's start and destination.
     """
-    return int(math.floor(float(seconds) / seconds_per_column + SNAP_EPS))
+    return int(math.floor(_columns(seconds, seconds_per_column) + SNAP_EPS))
 
 
 def end_column_of(seconds: float, seconds_per_column: float) -> int:
     """The end of a time span -> the last column it reaches into (spans snap outward; an end on an
     edge stops before it), so `Timbre@1.0-2.0` covers all of 1.0-2.0 s."""
-    return int(math.ceil(float(seconds) / seconds_per_column - SNAP_EPS)) - 1
+    return int(math.ceil(_columns(seconds, seconds_per_column) - SNAP_EPS)) - 1
 
 
 def columns_in(seconds: float, seconds_per_column: float) -> int:
     """A distance in time (--by) -> the nearest whole number of columns (sign kept)."""
-    return int(round(float(seconds) / seconds_per_column))
+    return int(round(_columns(seconds, seconds_per_column)))
+
+
+def _columns(seconds: float, seconds_per_column: float) -> float:
+    """seconds / seconds_per_column, refusing what has no column (NaN, or too large to count: 1e308 s)."""
+    value = float(seconds) / float(seconds_per_column)
+    if not math.isfinite(value):
+        raise EditError(f"{float(seconds):g} s is not a time within a clip")
+    return value
 
 
 def column_start(column: int, seconds_per_column: float) -> float:

@@ -62,12 +62,19 @@ def parse_region(text: str, grid: CodeGrid) -> Region:
     if not m:
         raise EditError(f"cannot read region {text!r}; write {REGION_SYNTAX}")
     levels = tuple(p.strip() for p in m["levels"].split("+"))
-    resolved: list[int | str] = [int(p) if p.isdigit() else p for p in levels]
+    resolved: list[int | str] = [_digits(p, "level") if p.isdigit() else p for p in levels]
     bands = None
     if m["b0"] is not None:
-        b0 = int(m["b0"])
-        bands = (b0, int(m["b1"]) if m["b1"] is not None else b0)
+        b0 = _digits(m["b0"], "band")
+        bands = (b0, _digits(m["b1"], "band") if m["b1"] is not None else b0)
     return Region.from_seconds(grid, resolved, float(m["t0"]), float(m["t1"]), bands)
+
+
+def _digits(text: str, what: str) -> int:
+    """An ASCII run of digits -> int (EditError past 18 digits: no grid is that large, and int() refuses 4300+)."""
+    if len(text.lstrip("0")) > 18:
+        raise EditError(f"{what} {text[:20]}{'...' if len(text) > 20 else ''} is far outside this grid")
+    return int(text)
 
 
 OPERATION_SYNTAX = ("set REGION=CODE | swap REGION REGION | copy [B:]REGION --to SECONDS [--band ROW] | "
@@ -113,7 +120,7 @@ def _need(options: dict[str, str], name: str, kind: str) -> str:
 def _number(text: str, what: str, cast=float):
     try:
         value = cast(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # int() of 4300+ digits is a ValueError too
         raise EditError(f"{what} must be a {'whole ' if cast is int else ''}number, got {text!r}") from None
     if not math.isfinite(value):
         raise EditError(f"{what} must be a finite number, got {text!r}")

@@ -161,7 +161,7 @@ class CodeGrid:
             # the encoder resampled source_samples to ceil(source_samples * sample_rate / source_rate)
             lo = (self.num_samples - 1) * self.source_rate / sample_rate - 1
             hi = self.num_samples * self.source_rate / sample_rate + 1
-            if not lo <= self.source_samples <= hi:
+            if self.source_samples and not lo <= self.source_samples <= hi:  # 0: length not recorded
                 raise CodesError(f"source_samples {self.source_samples} at {self.source_rate} Hz cannot be the "
                                  f"{self.num_samples} samples at {sample_rate} Hz the codes describe")
 

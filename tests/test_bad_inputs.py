@@ -284,3 +284,15 @@ def test_find_audio_candidates_walks_into_a_folder_named_like_audio(tmp_path):
     root = make_bad_folder(tmp_path / "bad")
     found = {os.path.relpath(p, root) for p in find_audio_candidates(root)}
     assert "folder.wav/inside.flac" in found and "sub/deeper/nested.flac" in found and ".DS_Store" not in found
+
+
+def test_broken_links_and_unreadable_files_say_why(tmp_path, monkeypatch):
+    """A link to a deleted file, and a file this user may not read (tests run as root, so os.access is faked)."""
+    (tmp_path / "gone.wav").symlink_to(tmp_path / "deleted.wav")
+    sf.write(tmp_path / "locked.wav", tone(0.3), SR)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).endswith("locked.wav") else real_access(p, mode))
+    monkeypatch.setattr(sf, "info", lambda p: (_ for _ in ()).throw(RuntimeError(f"Error opening {p!r}: System error.")))
+    gone, locked = scan_paths([tmp_path / "gone.wav", tmp_path / "locked.wav"]).verdicts
+    assert not gone.accepted and gone.reason == "a broken link (its target is missing)"
+    assert not locked.accepted and locked.reason == "no permission to read it"

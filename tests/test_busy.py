@@ -43,11 +43,11 @@ def test_sessions_editing_while_another_trains_each_get_their_own_results(traine
     pairs = []
     for i in range(4):  # every session its own two clips: other pitches, lengths, rates and noise
         a, b = tmp_path / f"s{i}_a.wav", tmp_path / f"s{i}_b.flac"
-        sf.write(a, tone(1.0 + 0.2 * i, 110.0 * (i + 1), sr=44100, seed=10 + i), 44100)
-        sf.write(b, tone(1.1 + 0.1 * i, 97.0 * (i + 2), sr=SR, noise=0.1, seed=20 + i), SR)
+        sf.write(a, tone(0.5 + 0.1 * i, 110.0 * (i + 1), sr=44100, seed=10 + i), 44100)   # short: encode
+        sf.write(b, tone(0.6 + 0.05 * i, 97.0 * (i + 2), sr=SR, noise=0.1, seed=20 + i), SR)  # by search is slow
         pairs.append((str(a), str(b)))
     models = [str(trained[1]), str(second_model)]
-    with running_studio(trained[1], corpus_dir, max_train_minutes=0.3) as url:
+    with running_studio(trained[1], corpus_dir, max_train_minutes=0.4) as url:
         report = load.run_load(url, pairs, models, edits=2,
                                train_files=[str(p) for p in sorted(corpus_dir.iterdir())], train_minutes=5.0)
     print("\n".join(load.summary_lines(report)))

@@ -150,6 +150,25 @@ MAX_RES_BLOCKS = 64        # per stage; the largest setting anyone trains is a h
 MAX_CHANNELS = 8192        # per layer
 
 
+def _what_it_is(path: str | os.PathLike, exc: BaseException) -> str:
+    """Why safetensors could not read a file, in words: what the file looks like instead."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        head = b""
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK"):
+        return "a zip archive, e.g. a PyTorch checkpoint; Distill models are safetensors files"
+    if head[:1] == b"\x80":
+        return "a Python pickle; Distill never unpickles files, its models are safetensors files"
+    text = _one_line(exc)
+    if "not fully covered" in text or "incomplete" in text:
+        return f"the file is cut short or damaged: {text}"
+    return f"not a safetensors file: {text}"
+
+
 def _one_line(exc: BaseException, limit: int = 200) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:limit] + ("..." if len(text) > limit else "")
@@ -188,8 +207,17 @@ def _is_number(value: object) -> bool:
 
 
 def _typed_config(d: dict) -> dict:
-    """Refuse config values of the wrong type (a float codebook size, a text channel count) before
-    VQVAEConfig checks their ranges: each field must have its default's type."""
+    """Refuse config values of the wrong type (a fractional codebook size, a text channel count) before
+    VQVAEConfig checks their ranges: each field must have its default's type (a whole-number float such
+    as 16.0, as a hand-written --config may hold, is read as an int)."""
+    def whole(v: object) -> int | None:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        return None
+
+    out = dict(d)
     for f in fields(VQVAEConfig):
         if f.name not in d or f.default is MISSING:
             continue
@@ -197,18 +225,22 @@ def _typed_config(d: dict) -> dict:
         if isinstance(default, bool):
             ok = isinstance(value, bool)
         elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
+            ok = whole(value) is not None
+            out[f.name] = whole(value)
         elif isinstance(default, float):
             ok = _is_number(value) and math.isfinite(value)
         elif isinstance(default, str):
             ok = isinstance(value, str)
         elif isinstance(default, tuple):
-            ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            ok = isinstance(value, list) and all(whole(v) is not None for v in value)
+            out[f.name] = [whole(v) for v in value] if ok else value
         else:
             ok = True
         if not ok:
-            raise ValueError(f"config field {f.name} is {value!r}, not a {type(default).__name__}")
-    return d
+            kind = {bool: "true or false", int: "a whole number", float: "a number", str: "text",
+                    tuple: "a list of whole numbers"}.get(type(default), type(default).__name__)
+            raise ValueError(f"config field {f.name} is {str(value)[:40]!r}, not {kind}")
+    return out
 
 
 def _checked_mel(d: dict) -> MelConfig:
@@ -262,13 +294,15 @@ def _checked_usage(usage: list, config: VQVAEConfig) -> list:
 
 def _read_metadata(path: str | os.PathLike, name: str) -> dict[str, str]:
     """The header's metadata as safetensors reads it; BundleError unless it is a Distill model this version reads."""
+    if os.path.isdir(path):
+        raise BundleError(f"{name}: a folder, not a model file")
     if not os.path.isfile(path):
         raise BundleError(f"{name}: no such model file")
     try:
         with safe_open(os.fspath(path), "pt") as f:
             meta = f.metadata()
-    except (SafetensorError, OSError) as exc:
-        raise BundleError(f"{name}: not a Distill model ({exc})") from exc
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BundleError(f"{name}: not a Distill model ({_what_it_is(path, exc)})") from exc
     if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{name}: not a Distill model (a safetensors file from something else)")
     if meta.get("format_version") != BUNDLE_VERSION:

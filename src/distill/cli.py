@@ -18,7 +18,7 @@ from .codec import DEFAULT_SEARCH_STEPS, Codec
 from .codes import CodeGrid, CodesError
 from .config import VQVAEConfig, adaptive_config
 from .dsp import DEFAULT_GL_ITERS
-from .edits import OPERATIONS
+from .edits import OPERATIONS, EditError
 from .fileio import atomic_write_text, atomic_write_wav
 from .model import DOWNSAMPLE
 from .render import (
@@ -156,8 +156,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if not args.source and (args.donor or args.detail is not None):
         raise CliError("--detail and --donor only apply with --source (the clip the codes were encoded from)")
     codec = Codec.load(args.model)
-    grid = CodeGrid.load(args.codes)
-    codec.check(grid)
+    grid = _checked_codes(codec, args.codes)
     t0 = time.perf_counter()
     if args.source:
         wave, rate, how = _surgical(codec, grid, args)
@@ -186,15 +185,15 @@ def _surgical(codec: Codec, grid: CodeGrid, args: argparse.Namespace) -> tuple[n
                        "differ from the recorded source_sha256); pass that file as --source, or decode without "
                        "--source")
     wave = codec.load_wave(source.samples, source.rate)
+    if len(wave) != grid.num_samples:  # checked before any encode or render work
+        raise CliError(f"{name} is not the audio {os.path.basename(args.codes)} was encoded from "
+                       f"({len(wave)} vs {grid.num_samples} samples at the model rate)")
     if grid.knows_original:
         original = grid.as_original()
     else:  # a file written before codes recorded their provenance: the only way left is to re-encode
         warn(f"{os.path.basename(args.codes)} does not record its original codes (an older file): re-encoding "
              f"{name} to find the edited cells; cells the re-encode does not reproduce are re-synthesised")
         original = codec.encode(wave)
-        if not grid.source_sha256 and original.num_samples != grid.num_samples:
-            raise CliError(f"{name} is not the audio {os.path.basename(args.codes)} was encoded from "
-                           f"({original.num_samples} vs {grid.num_samples} samples at the model rate)")
     donors = []
     for spec in args.donor or []:
         path, span = parse_donor_spec(spec)
@@ -285,7 +284,10 @@ def cmd_edit(args: argparse.Namespace) -> int:
         raise CliError("nothing to do: give at least one of " + ", ".join(f"--{k}" for k in EDIT_OPS))
     codec = Codec.load(args.model)
     name = os.path.basename(args.codes)
-    history, original = read_document(codec, _read_text(args.codes))
+    try:
+        history, original = read_document(codec, _read_text(args.codes))
+    except (CodesError, EditError) as exc:
+        raise CliError(_named(args.codes, exc)) from exc
     session = EditSession(codec, Clip(name, original, None), history=history)
     hz = codec.band_ranges_hz
     loaded: dict[str, Clip] = {}
@@ -297,8 +299,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
                 if other_path not in (None, path):
                     raise CliError(f"--{kind} can use one other codes file, got {other_path} and {path}")
                 if path not in loaded:
-                    grid = CodeGrid.load(path)
-                    codec.check(grid)
+                    grid = _checked_codes(codec, path)
                     loaded[path] = Clip(os.path.basename(path), grid, None)
                 other_path = path
                 text = "B:" + region
@@ -318,6 +319,22 @@ def cmd_edit(args: argparse.Namespace) -> int:
     print(f"wrote {args.output} ({n} edit{'s' if n != 1 else ''})"
           f"{', history ' + args.history if args.history else ''}")
     return 0
+
+
+def _named(path: str, exc: Exception) -> str:
+    """An error about a file's contents, starting with the file's name (once)."""
+    name = os.path.basename(path)
+    return str(exc) if str(exc).startswith(f"{name}:") else f"{name}: {exc}"
+
+
+def _checked_codes(codec: Codec, path: str) -> CodeGrid:
+    """A codes file this model can decode; CliError naming the file otherwise."""
+    try:
+        grid = CodeGrid.load(path)
+        codec.check(grid)
+    except CodesError as exc:
+        raise CliError(_named(path, exc)) from exc
+    return grid
 
 
 def _read_text(path: str) -> str:

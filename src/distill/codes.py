@@ -250,6 +250,8 @@ def parse_json(text: str, error: type[ValueError]) -> object:
     except RecursionError:
         raise error("not valid JSON: nested too deeply") from None
     except (ValueError, TypeError) as exc:  # JSONDecodeError, int digit limit, bytes that are not text
+        if "integer string conversion" in str(exc):
+            raise error("not valid JSON for Distill: a number with more than 4300 digits") from None
         raise error(f"not valid JSON: {str(exc).splitlines()[0][:200]}") from exc
 
 

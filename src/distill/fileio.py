@@ -7,6 +7,7 @@ interrupted write (Ctrl+C, kill -9, full disk) leaves the old file as it was, ne
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import secrets
@@ -14,6 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 import soundfile as sf
+
+log = logging.getLogger("distill.fileio")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -57,12 +60,13 @@ def _fsync_dir(folder: str) -> None:
         return
     try:
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
+    except OSError as exc:
+        log.warning("could not open %s to make a rename durable (%s); the file is written", folder, exc)
         return
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as exc:
+        log.warning("could not fsync folder %s (%s); the file is written", folder, exc)
     finally:
         os.close(fd)
 
@@ -75,7 +79,8 @@ def _remove_stale_temps(folder: str, name: str) -> None:
     pattern = re.compile(r"\." + re.escape(name) + r"\.(?:(\d+)\.[0-9a-f]{8}\.tmp|tmp(\d+))$")
     try:
         entries = os.listdir(folder)
-    except OSError:
+    except OSError as exc:
+        log.warning("could not list %s to clean up stale temporary files (%s)", folder, exc)
         return
     for entry in entries:
         m = pattern.match(entry)
@@ -84,8 +89,8 @@ def _remove_stale_temps(folder: str, name: str) -> None:
             continue
         try:
             os.unlink(os.path.join(folder, entry))
-        except OSError:
-            pass
+        except OSError as exc:
+            log.warning("could not remove the stale temporary file %s (%s)", entry, exc)
 
 
 def _alive(pid: int) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import math
 import os
 import pickle
@@ -39,6 +40,8 @@ CHECKPOINT_EVERY_S = 60.0  # default: a kill -9 loses at most about a minute of 
 MAX_BAD_STEPS = 5  # this many non-finite steps in a row (weights still finite) stop a run
 # settings that say where and how often, not what is trained: a resumed run may change them
 RESUME_FREE_FIELDS = frozenset({"device", "num_workers", "checkpoint_interval", "preview_interval", "max_checkpoints"})
+
+log = logging.getLogger("distill.train")
 
 
 class TrainingError(RuntimeError):
@@ -136,8 +139,8 @@ def _native_bf16(device: torch.device) -> bool:
             return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
         if device.type == "cuda":
             return bool(torch.cuda.is_bf16_supported())
-    except (AttributeError, RuntimeError):
-        pass
+    except (AttributeError, RuntimeError) as exc:  # private API may change: train in fp32 and say why
+        log.info("bf16 support check failed on %s (%s); training in fp32", device, exc)
     return False
 
 

@@ -107,7 +107,7 @@ def safe_filename(name: str | None, default: str = "clip") -> str:
     base = re.split(r"[\\/]", str(name or ""))[-1]
     base = re.sub(r"[^\w.\- ]", "_", base).strip(" .")
     stem, ext = os.path.splitext(base)
-    ext = ext[:16]
+    stem, ext = stem[:SAFE_NAME_BYTES], ext[:16]
     while stem and len((stem + ext).encode("utf-8")) > SAFE_NAME_BYTES:
         stem = stem[:-1]
     base = (stem.rstrip(" .") + ext) if stem.strip(" ._") else ""

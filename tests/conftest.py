@@ -75,6 +75,28 @@ def codec(trained) -> Codec:
     return Codec.load(trained[1])
 
 
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory) -> dict[str, str]:
+    """Two 2-second studio clips with different spectra (name -> path), so swapping regions changes codes."""
+    folder = tmp_path_factory.mktemp("studio_clips")
+    out = {}
+    for name, freq, noise in (("low", 110.0, 0.01), ("bright", 880.0, 0.2)):
+        path = folder / f"{name}.wav"
+        sf.write(path, tone(2.0, freq, noise=noise, decay=0.3), SR)
+        out[name] = str(path)
+    return out
+
+
+@pytest.fixture
+def session(codec, clips):
+    """A studio session on the tiny model with clips low (A) and bright (B) open."""
+    from distill_studio import handlers
+    from distill_studio.state import Limits
+
+    s, _ = handlers.start(codec, "tiny", None, clips, Limits(), "low", "bright")
+    return s
+
+
 @contextmanager
 def running_studio(model_path: Path, clips_dir: Path, max_train_minutes: float) -> Iterator[str]:
     """Launch the real studio on a free local port with a tiny training preset; yields its URL."""

@@ -37,15 +37,6 @@ RESUME_TOLERANCE = 0.02
 EPOCHS = 20  # 2 steps per epoch on this corpus
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two oversubscribed threads make a step ~15x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _report(folder):
     return scan_paths(find_audio_candidates(str(folder)))  # the CLI's walk, so the split is the same
 
@@ -66,14 +57,9 @@ def corpus_copy(corpus_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def short_ckpt(corpus_copy, tiny_config, tmp_path_factory):
     """A checkpoint at the end of a 1-epoch (2-step) run."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        path = tmp_path_factory.mktemp("ckpt") / "short.ckpt"
-        trainer = Trainer(_report(corpus_copy), tiny_config, epochs=1, checkpoint_path=path)
-        list(trainer.run())
-    finally:
-        torch.set_num_threads(before)
+    path = tmp_path_factory.mktemp("ckpt") / "short.ckpt"
+    trainer = Trainer(_report(corpus_copy), tiny_config, epochs=1, checkpoint_path=path)
+    list(trainer.run())
     return path, trainer.result
 
 

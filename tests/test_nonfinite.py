@@ -17,15 +17,6 @@ from distill.cli import main
 from distill.train import MAX_BAD_STEPS, nonfinite_tensors, read_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two oversubscribed threads make a step ~15x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _files(corpus_dir):
     return sorted(corpus_dir.iterdir())
 

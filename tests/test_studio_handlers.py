@@ -19,24 +19,6 @@ from distill_studio.state import Limits
 SR = 48000
 
 
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> dict[str, str]:
-    """Two 2-second clips with different spectra, so swapping regions changes codes."""
-    folder = tmp_path_factory.mktemp("studio_clips")
-    out = {}
-    for name, freq, noise in (("low", 110.0, 0.01), ("bright", 880.0, 0.2)):
-        path = folder / f"{name}.wav"
-        sf.write(path, tone(2.0, freq, noise=noise, decay=0.3), SR)
-        out[name] = str(path)
-    return out
-
-
-@pytest.fixture
-def session(codec, clips):
-    s, view = handlers.start(codec, "tiny", None, clips, Limits(), "low", "bright")
-    return s
-
-
 def drag(s, level: int, r0: int, c0: int, r1: int, c1: int, grid: str = "A", shift: bool = False):
     evt = gr.EventData(None, {"index": [[r0, c0], [r1, c1]], "value": level, "shift": shift, "grid": grid})
     return handlers.select(s, evt)

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
-import soundfile as sf
-from conftest import tone
 
 from distill import Codec
 from distill_studio import handlers, training
@@ -20,23 +18,6 @@ from distill_studio.state import Limits, PendingModel
 
 SR = 48000
 EDIT = "reverse Structure@0.0-1.0"
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> dict[str, str]:
-    folder = tmp_path_factory.mktemp("training_clips")
-    out = {}
-    for name, freq, noise in (("low", 110.0, 0.01), ("bright", 880.0, 0.2)):
-        path = folder / f"{name}.wav"
-        sf.write(path, tone(2.0, freq, noise=noise, decay=0.3), SR)
-        out[name] = str(path)
-    return out
-
-
-@pytest.fixture
-def session(codec, clips):
-    s, _ = handlers.start(codec, "tiny", None, clips, Limits(), "low", "bright")
-    return s
 
 
 def _dataset(corpus_dir) -> list[str]:

@@ -310,6 +310,15 @@ def _render_now(s: Session) -> str:
     return text
 
 
+def _picture(codec: Codec, cached: tuple[np.ndarray, np.ndarray] | None,
+             wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(wave, its log-mel) for the spectrogram panel; reuses `cached` while it shows this very wave,
+    so selecting and hovering do not recompute a mel per event."""
+    if cached is not None and cached[0] is wave:
+        return cached
+    return wave, codec.logmel(wave).numpy()
+
+
 def render(s: Session, *, audio: bool = False, decode_now: bool = False, status: str | None = None,
            **extra) -> View:
     """Full Edit-tab view of the session; `decode_now` re-synthesises A's edited audio first."""
@@ -329,14 +338,14 @@ def render(s: Session, *, audio: bool = False, decode_now: bool = False, status:
         frames = grid.num_columns * codec.frames_per_column
         shown = a.wave if a.wave is not None else s.recon
         if shown is not None:
-            if s.src_mel is None or s.src_mel[0] is not shown:
-                s.src_mel = (shown, codec.logmel(shown).numpy())
+            s.src_mel = _picture(codec, s.src_mel, shown)
             what = "original" if a.wave is not None else "plain decode: no source audio"
             panels = [(f"A: {a.name} ({what})", s.src_mel[1])]
         if s.history.position > 0 and not np.array_equal(grid.codes, a.grid.codes):
             if s.rendered is None:
                 s.rendered = s.edit.render()
-            panels.append(("A: edited (what the Edited player plays)", codec.logmel(s.rendered.wave).numpy()))
+            s.edited_mel = _picture(codec, s.edited_mel, s.rendered.wave)
+            panels.append(("A: edited (what the Edited player plays)", s.edited_mel[1]))
     names = list(codec.level_names)
     levels_value = [names[q] for q in s.sel_a.levels] if s.sel_a is not None else []
     b_grid = s.b_grid

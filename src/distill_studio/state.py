@@ -157,6 +157,7 @@ class Session:
     recon: np.ndarray | None = None         # plain reconstruction of A (model rate)
     rendered: Rendered | None = None        # the Edited player's audio, and how it was made
     src_mel: tuple[np.ndarray, np.ndarray] | None = None  # (A's wave, its log-mel) for the spectrogram picture
+    edited_mel: tuple[np.ndarray, np.ndarray] | None = None  # (the Edited player's wave, its log-mel)
     shown_b: tuple[CodeGrid | None, Region | None] | None = None  # what B's heatmaps last showed
     trainer: Trainer | None = None          # the running Trainer, so Stop can cancel it
     stop_file: str | None = None            # the running training's stop file: Stop creates it (works across processes)
@@ -200,4 +201,4 @@ class Session:
         """Close A and B (their history goes with them) and everything shown about them."""
         self.edit, self.b = None, None
         self.sel_a = self.sel_b = self.clipboard = None
-        self.recon = self.rendered = self.src_mel = self.shown_b = None
+        self.recon = self.rendered = self.src_mel = self.edited_mel = self.shown_b = None

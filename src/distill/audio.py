@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -85,10 +86,58 @@ def to_mono(data: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(data)
 
 
+# torchaudio's resampler builds one kernel of [target/g, sr/g + taps] floats (g = gcd of the rates): tiny for
+# 44.1 / 48 kHz and their kin, gigabytes for a rate prime to the other (47999 -> 48000 Hz: 9 GB). Above this
+# many kernel values the same windowed sinc is evaluated per output sample instead (_resample_direct).
+MAX_RESAMPLE_KERNEL = 1 << 20
+_SINC_ZEROS, _ROLLOFF = 6, 0.99   # torchaudio.functional.resample's defaults (sinc_interp_hann)
+
+
+def _kernel_values(sr: int, target_sr: int) -> int:
+    """How many floats torchaudio's resampling kernel for this pair of rates holds."""
+    g = math.gcd(sr, target_sr)
+    orig, new = sr // g, target_sr // g
+    width = math.ceil(_SINC_ZEROS * orig / (min(orig, new) * _ROLLOFF))
+    return new * (orig + 2 * width)
+
+
+def _resample_direct(wave: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+    """torchaudio's resampling (the same Hann-windowed sinc, the same output length) computed output by output:
+    memory and time grow with the clip's length only, never with the rates' common divisor.
+
+    Output sample m sits at input time m * sr / target_sr; it is the sum of the input samples within
+    6 zero crossings of the low-pass sinc around it (about 13 taps, 12 * sr / min(sr, target_sr) + 2)."""
+    g = math.gcd(sr, target_sr)
+    orig, new = sr // g, target_sr // g
+    n = len(wave)
+    n_out = int(torch.ceil(torch.as_tensor(new * n / orig)))   # torchaudio's own length rule
+    scale = min(orig, new) * _ROLLOFF / orig                     # sinc argument per input sample
+    half = _SINC_ZEROS / scale                                   # half the filter, in input samples
+    taps = int(math.floor(2 * half)) + 2
+    pad = taps + 1
+    x = np.concatenate([np.zeros(pad), np.asarray(wave, np.float64), np.zeros(pad)])
+    out = np.empty(n_out, np.float32)
+    block = max(256, (1 << 20) // taps)                          # about 8 MB per temporary array
+    k = np.arange(taps)
+    for m0 in range(0, n_out, block):
+        m = np.arange(m0, min(n_out, m0 + block), dtype=np.int64)
+        whole, frac = np.divmod(m * orig, new)                   # the output's time: whole + frac / new
+        first = whole - int(math.floor(half))                    # first input sample within reach
+        idx = first[:, None] + k                                 # [outputs, taps] input positions
+        t = ((idx - whole[:, None]) - (frac / new)[:, None]) * scale
+        t = np.clip(t, -_SINC_ZEROS, _SINC_ZEROS)
+        weights = np.sinc(t) * np.cos(t * (np.pi / (2 * _SINC_ZEROS))) ** 2 * scale
+        out[m0:m0 + len(m)] = np.einsum("ij,ij->i", weights, x[idx + pad])
+    return out
+
+
 def resample(wave: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
-    """Band-limited resampling (torchaudio sinc); identity when the rates match."""
+    """Band-limited resampling (torchaudio sinc); identity when the rates match. Rates whose kernel would be
+    large (prime to each other, such as 47999 and 48000 Hz) take _resample_direct: the same filter and length."""
     if sr == target_sr or wave.size == 0:
         return np.asarray(wave, dtype=np.float32)
+    if _kernel_values(int(sr), int(target_sr)) > MAX_RESAMPLE_KERNEL:
+        return _resample_direct(np.asarray(wave, np.float32), int(sr), int(target_sr))
     out = AF.resample(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), int(sr), int(target_sr))
     return out.numpy()
 

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save
 from .config import VQVAEConfig
 from .fileio import atomic_write_bytes
 from .model import ConvVQVAE
+from .prior import PRIOR_PREFIX, PriorConfig
 from .spectrogram import MelConfig
 
 BUNDLE_FORMAT = "distill-model"
@@ -36,6 +37,7 @@ class BundleInfo:
     health: dict = field(default_factory=dict)    # per-level codebook health at the end of training
     history: list = field(default_factory=list)   # [{step, train, val}] loss history
     usage: list = field(default_factory=list)     # [levels][codebook_size] code counts on the training set
+    prior: dict = field(default_factory=dict)     # the prior's settings and training record; {} = no prior
     # the JSON strings exactly as stored: the fingerprint is checked against these, so a model saved
     # before VQVAEConfig gained a field still loads and keeps its fingerprint
     stored_config: str = field(default="", repr=False)
@@ -56,6 +58,7 @@ class BundleInfo:
             "health": json.dumps(self.health),
             "history": json.dumps(self.history),
             "usage": json.dumps(self.usage),
+            **({"prior": json.dumps(self.prior)} if self.prior else {}),
         }
 
 
@@ -79,9 +82,22 @@ def fingerprint(tensors: dict[str, torch.Tensor], config: VQVAEConfig | str, mel
     return h.hexdigest()[:16]
 
 
-def save_bundle(path: str | os.PathLike, model: ConvVQVAE, info: BundleInfo) -> None:
-    """Write the model atomically (distill.fileio): an interrupted save leaves the old file as it was."""
-    atomic_write_bytes(path, save(state_to_tensors(model), metadata=info.metadata()))
+def save_bundle(path: str | os.PathLike, model: ConvVQVAE, info: BundleInfo,
+                prior: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the model atomically (distill.fileio): an interrupted save leaves the old file as it was.
+
+    `prior`: the prior's tensors, named with PRIOR_PREFIX (info.prior holds its settings). They sit
+    beside the codec's weights and are not part of the fingerprint, so adding a prior keeps every
+    code file and history made with the model valid."""
+    tensors = state_to_tensors(model)
+    if prior:
+        if not info.prior:
+            raise BundleError("a prior's weights need its settings in info.prior")
+        tensors.update({k: v.detach().cpu().contiguous().clone() for k, v in prior.items()
+                        if k.startswith(PRIOR_PREFIX)})
+    elif info.prior:
+        raise BundleError("info.prior describes a prior but no prior weights were given")
+    atomic_write_bytes(path, save(tensors, metadata=info.metadata()))
 
 
 def read_info(path: str | os.PathLike) -> BundleInfo:
@@ -99,6 +115,7 @@ def read_info(path: str | os.PathLike) -> BundleInfo:
             health=_checked_health(_json(meta.get("health", "{}"), "health", dict)),
             history=_checked_history(_json(meta.get("history", "[]"), "history", list)),
             usage=_checked_usage(_json(meta.get("usage", "[]"), "usage", list), config),
+            prior=_checked_prior(_json(meta.get("prior", "{}"), "prior", dict)),
             stored_config=meta["config"],
         )
     except KeyError as exc:
@@ -123,7 +140,7 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise BundleError(f"{name}: configuration is larger than any Distill model (res_blocks {cfg.res_blocks}, "
                           f"channels {list(cfg.channels)}; at most {MAX_RES_BLOCKS} and {MAX_CHANNELS})")
     try:
-        tensors = load_file(os.fspath(path), device="cpu")
+        tensors = {k: v for k, v in load_file(os.fspath(path), device="cpu").items() if not k.startswith(PRIOR_PREFIX)}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise BundleError(f"{name}: damaged weights ({_one_line(exc)})") from exc
     try:
@@ -144,6 +161,23 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise BundleError(f"{name}: weights do not match the saved configuration ({_one_line(exc)})") from exc
     model.eval()
     return model.to(device), info
+
+
+def load_prior_tensors(path: str | os.PathLike, info: BundleInfo) -> dict[str, torch.Tensor]:
+    """The prior's weights (names without PRIOR_PREFIX) from a model file whose info has a prior; BundleError
+    when they are missing, damaged or were trained against another codec."""
+    name = os.path.basename(os.fspath(path))
+    if info.prior.get("codec") not in ("", None, info.fingerprint):
+        raise BundleError(f"{name}: its prior was trained for another model ({info.prior.get('codec')}, this model "
+                          f"is {info.fingerprint}); retrain it with `distill prior`")
+    try:
+        with safe_open(os.fspath(path), "pt") as f:
+            out = {k[len(PRIOR_PREFIX):]: f.get_tensor(k) for k in f.keys() if k.startswith(PRIOR_PREFIX)}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise BundleError(f"{name}: damaged prior weights ({_one_line(exc)})") from exc
+    if not out:
+        raise BundleError(f"{name}: the prior's settings are there but its weights are missing")
+    return out
 
 
 MAX_RES_BLOCKS = 64        # per stage; the largest setting anyone trains is a handful
@@ -290,6 +324,16 @@ def _checked_usage(usage: list, config: VQVAEConfig) -> list:
             and all(_is_number(c) and math.isfinite(c) and 0 <= c < 1e15 for c in u) for u in usage):
         raise ValueError(f"code usage must be {config.num_quantizers} lists of {config.codebook_size} counts >= 0")
     return usage
+
+
+def _checked_prior(prior: dict) -> dict:
+    """The prior's record: none, or {config: PriorConfig fields, codec: fingerprint, ...} with a buildable config."""
+    if not prior:
+        return prior
+    PriorConfig.from_dict(prior.get("config"))   # PriorError (a ValueError) says what is wrong
+    if not isinstance(prior.get("codec", ""), str):
+        raise ValueError("prior codec fingerprint must be text")
+    return prior
 
 
 def _read_metadata(path: str | os.PathLike, name: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""`distill` command line: train | encode | decode | info | edit. Argument parsing only; the work is in the library."""
+"""`distill` command line: train | prior | encode | decode | info | edit | regenerate. Argument parsing only; the work is
+in the library."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ from .codec import DEFAULT_SEARCH_STEPS, Codec
 from .codes import CodeGrid, CodesError
 from .config import VQVAEConfig, adaptive_config
 from .dsp import DEFAULT_GL_ITERS
-from .edits import OPERATIONS, EditError
+from .edits import OPERATIONS, EditError, parse_region
+from .edits.operations import DEFAULT_STEPS, DEFAULT_TEMPERATURE
+from .edits.syntax import regenerate_settings
 from .fileio import atomic_write_text, atomic_write_wav
 from .model import DOWNSAMPLE
+from .prior import DEFAULT_PRIOR_SHARE, PriorTrainer
 from .render import (
     DEFAULT_DETAIL,
     donor_from_seconds,
@@ -55,11 +59,12 @@ def format_event(ev: TrainEvent) -> str:
     """One progress line: bar, losses, codebook use per level, ETA."""
     if ev.kind in ("start", "warning"):
         return f"{ev.kind}: {ev.message}"
-    parts = [_bar(ev.progress), f"step {ev.step}"]
+    parts = [_bar(ev.progress), f"{'prior ' if ev.stage == 'prior' else ''}step {ev.step}"]
+    unit = " bits" if ev.stage == "prior" else ""
     if ev.loss is not None:
-        parts.append(f"loss {ev.loss:.4f}")
+        parts.append(f"loss {ev.loss:.4f}{unit}")
     if ev.val_loss is not None:
-        parts.append(f"val {ev.val_loss:.4f}")
+        parts.append(f"val {ev.val_loss:.4f}{unit}")
     if ev.codebook:
         parts.append("use " + " ".join(f"{h.name[0]}:{h.utilization:.0%}" for h in ev.codebook))
     if ev.steps_per_s:
@@ -87,10 +92,7 @@ def _config_file(path: str) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     paths = args.data
-    for p in paths:
-        if not os.path.exists(p):
-            raise CliError(f"{p}: no such file or folder")
-    report = scan_paths([f for p in paths for f in find_audio_candidates(p)])  # same walk as scan_folder
+    report = scan_paths([f for p in paths for f in _existing(p)])  # same walk as scan_folder
     for v in report.rejected:
         print(f"skipped {v.describe()}", file=sys.stderr)
     n = len(report.accepted)
@@ -112,32 +114,95 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CliError(f"--checkpoint-every must be >= 0 seconds, got {args.checkpoint_every:g}")
     ckpt = args.checkpoint or (args.output + ".ckpt")
     every = {} if args.checkpoint_every is None else {"checkpoint_every_s": args.checkpoint_every}
-    trainer = Trainer(report, cfg, minutes=minutes, epochs=epochs, checkpoint_path=ckpt, resume_from=args.resume,
-                      **every)
+    share = _prior_share(args.prior_share)
+    codec_minutes = minutes * (1 - share) if minutes is not None else None  # the prior gets the rest
+    trainer = Trainer(report, cfg, minutes=codec_minutes, epochs=epochs, checkpoint_path=ckpt,
+                      resume_from=args.resume, **every)
+    _stream(trainer, trainer.run(), args.quiet)
+    result = trainer.result
+    if result is None:
+        raise CliError("training was interrupted before a model existed")
+    codec, prior_text = result.codec, "no prior (--prior-share 0)"
+    if share > 0 and not trainer.cancelled and not result.stopped:
+        prior_minutes = minutes * share if minutes is not None else result.info.dataset["train_seconds"] / 60 * share / (1 - share)
+        codec, prior_text = _train_prior(codec, [(c.name, c.mel) for c in trainer.clips], prior_minutes, args.quiet)
+    elif share > 0:
+        prior_text = "no prior: training stopped early; add one with `distill prior`"
+    result.codec = codec
+    result.save(args.output)
+    print(f"saved {args.output} (fingerprint {result.info.fingerprint}, {result.steps} steps"
+          f"{', cancelled' if result.cancelled else ''}"
+          f"{', stopped early on a non-finite loss: the best model so far' if result.stopped else ''}; {prior_text})")
+    return 0
+
+
+def _prior_share(share: float | None) -> float:
+    share = DEFAULT_PRIOR_SHARE if share is None else share
+    if not (0.0 <= share <= 0.9):
+        raise CliError(f"--prior-share must be within 0-0.9, got {share:g}")
+    return share
+
+
+def _stream(worker: Trainer | PriorTrainer, events, quiet: bool) -> None:
+    """Print a training run's events (one updating line on a terminal); Ctrl+C stops it with the best so far."""
     tty = sys.stderr.isatty()
 
     def on_interrupt(signum, frame):  # Ctrl+C: stop at the next step and keep the best model
         print("\ncancelling: finishing with the best model so far...", file=sys.stderr)
-        trainer.cancel()
+        worker.cancel()
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        for ev in trainer.run():
+        for ev in events:
             line = format_event(ev)
             if ev.kind == "step" and tty:
                 print("\r" + line[:150].ljust(150), end="", file=sys.stderr, flush=True)
-            elif ev.kind != "step" or not args.quiet:
+            elif ev.kind != "step" or not quiet:
                 print(("\n" if tty and ev.kind != "step" else "") + line, file=sys.stderr, flush=True)
     finally:
         signal.signal(signal.SIGINT, previous)
-    result = trainer.result
-    if result is None:
-        raise CliError("training was interrupted before a model existed")
-    result.save(args.output)
-    print(f"saved {args.output} (fingerprint {result.info.fingerprint}, {result.steps} steps"
-          f"{', cancelled' if result.cancelled else ''}"
-          f"{', stopped early on a non-finite loss: the best model so far' if result.stopped else ''})")
+
+
+def _train_prior(codec: Codec, items: list, minutes: float, quiet: bool) -> tuple[Codec, str]:
+    """Train a prior on the clips' codes; (codec with the prior, a summary for the last line)."""
+    print(f"training the prior for {minutes:.1f} min (encoding {len(items)} clips first)", file=sys.stderr)
+    trainer = PriorTrainer.from_audio(codec, items, minutes)
+    _stream(trainer, trainer.run(), quiet)
+    res = trainer.result
+    if res is None:
+        raise CliError("prior training was interrupted before a prior existed")
+    return codec.with_prior(res.model, res.meta), (f"prior: {res.meta['steps']} steps, held-out "
+                                                    f"{res.meta['best_val_bits']} bits/code")
+
+
+def cmd_prior(args: argparse.Namespace) -> int:
+    """Add or retrain the prior of an existing model; the codec and its fingerprint stay as they are."""
+    codec = Codec.load(args.model)
+    if not (args.minutes > 0):
+        raise CliError(f"--minutes must be > 0, got {args.minutes:g}")
+    report = scan_paths([f for p in args.data for f in _existing(p)])
+    for v in report.rejected:
+        print(f"skipped {v.describe()}", file=sys.stderr)
+    items = []
+    for v in report.accepted:
+        try:
+            items.append((v.name, codec.logmel(load_audio(v.path, codec.sample_rate)[0])))
+        except AudioError as exc:
+            warn(f"{exc}; skipped")
+    if not items:
+        raise CliError(f"no usable audio files in {' '.join(args.data)} (checked {len(report.verdicts)} files)")
+    had = "retrained" if codec.prior is not None else "added"
+    codec, text = _train_prior(codec, items, args.minutes, args.quiet)
+    out = args.output or args.model
+    codec.save(out)
+    print(f"saved {out} ({had} the prior; fingerprint {codec.fingerprint} unchanged; {text})")
     return 0
+
+
+def _existing(path: str) -> list:
+    if not os.path.exists(path):
+        raise CliError(f"{path}: no such file or folder")
+    return find_audio_candidates(path)
 
 
 # ---------------------------------------------------------------------- encode / decode
@@ -216,7 +281,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     info = read_info(args.model)
     if args.json:
         print(json.dumps({"fingerprint": info.fingerprint, "config": info.config.to_dict(), "mel": info.mel.to_dict(),
-                          "dataset": info.dataset, "health": info.health, "history": info.history}, indent=2))
+                          "dataset": info.dataset, "health": info.health, "history": info.history,
+                          "prior": info.prior}, indent=2))
         return 0
     cfg, ds = info.config, info.dataset
     print(f"Distill model {os.path.basename(args.model)}  fingerprint {info.fingerprint}")
@@ -242,6 +308,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     for h in info.health.get("levels", []):
         print(f"  {h['name']:<11} {h['verdict']}: {h['utilization']:.0%} of codes used on validation, perplexity "
               f"{h['perplexity']:.1f}, {h['dead_codes']} unused")
+    pr = info.prior
+    if pr:
+        print(f"  prior       {pr.get('steps', '?')} steps in {pr.get('train_seconds', '?')} s on "
+              f"{len(pr.get('train_files', []))} files; held-out {pr.get('best_val_bits')} bits/code "
+              "(regenerate is available)")
+    else:
+        print("  prior       none: regenerate needs one; add it with `distill prior MODEL FOLDER --minutes 2`")
     hist = [h for h in info.history if "val" in h]
     if hist:
         pts = hist[:: max(1, len(hist) // 8)] + ([hist[-1]] if len(hist) > 1 else [])
@@ -321,6 +394,55 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def candidate_path(path: str, index: int) -> str:
+    """OUT.codes.json -> OUT.<index>.codes.json (other names: the index goes before the extension)."""
+    for ext in (".codes.json", ".json"):
+        if path.endswith(ext):
+            return f"{path[:-len(ext)]}.{index}{ext}"
+    root, ext = os.path.splitext(path)
+    return f"{root}.{index}{ext}"
+
+
+def cmd_regenerate(args: argparse.Namespace) -> int:
+    """Redraw a region with the model's prior; N candidates are written side by side."""
+    codec = Codec.load(args.model)
+    if codec.prior is None:
+        raise CliError(f"{os.path.basename(args.model)}: {codec.prior_note}")
+    name = os.path.basename(args.codes)
+    text = _read_text(args.codes)
+    try:
+        settings = regenerate_settings({f"--{k}": str(v) for k, v in (
+            ("strength", args.strength), ("temperature", args.temperature), ("seed", args.seed),
+            ("steps", args.steps)) if v is not None}, candidates=args.candidates)
+    except EditError as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        history, original = read_document(codec, text)
+        session = EditSession(codec, Clip(name, original, None), history=history)
+        region = parse_region(args.region, session.current)
+        t0 = time.perf_counter()
+        results = codec.regenerate(session.current, region, settings)
+    except (CodesError, EditError) as exc:
+        raise CliError(_named(args.codes, exc)) from exc
+    dt = time.perf_counter() - t0
+    before = session.current
+    for i, result in enumerate(results, start=1):
+        if len(results) > 1:  # every candidate continues the same history
+            history, original = read_document(codec, text)
+            session = EditSession(codec, Clip(name, original, None), history=history)
+        session.apply(result)
+        out = candidate_path(args.output, i) if len(results) > 1 else args.output
+        session.current.save(out)
+        hist = (candidate_path(args.history, i) if len(results) > 1 else args.history) if args.history else None
+        if hist:
+            atomic_write_text(hist, session.to_json())
+        changed = int((result.grid.codes != before.codes).sum())
+        print(f"wrote {out}: {result.label}, {changed} cells changed"
+              f"{', history ' + hist if hist else ''}")
+    print(f"drew {len(results)} candidate{'s' if len(results) != 1 else ''} in {dt:.2f} s")
+    return 0
+
+
 def _named(path: str, exc: Exception) -> str:
     """An error about a file's contents, starting with the file's name (once)."""
     name = os.path.basename(path)
@@ -366,6 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the checkpoint at least this often (default 60; also every checkpoint_interval "
                    "validations and at the end)")
     t.add_argument("--resume", help="resume from a checkpoint")
+    t.add_argument("--prior-share", type=float, metavar="F",
+                   help=f"share 0-0.9 of --minutes spent training the prior that regenerate uses, after the codec "
+                   f"(default {DEFAULT_PRIOR_SHARE:g}; 0 = no prior). With --epochs the prior trains for F/(1-F) of "
+                   "the codec's time")
     t.add_argument("--config", help="JSON file of advanced VQVAEConfig fields (e.g. learning_rate, channels)")
     t.add_argument("-q", "--quiet", action="store_true", help="no per-step lines when not on a terminal")
     t.set_defaults(func=cmd_train)
@@ -414,6 +540,35 @@ def build_parser() -> argparse.ArgumentParser:
         ed.add_argument(f"--{name}", action=_InOrder, dest="ops", metavar=name.upper(),
                         help="modifies the operation before it")
     ed.set_defaults(func=cmd_edit, ops=None)
+
+    pr = sub.add_parser("prior", help="add or retrain the prior (for regenerate) of an existing model",
+                        description="Trains the masked-token prior on the codes of the given audio (the folder the "
+                        "model was trained on) and stores it in the model file. The codec and its fingerprint are "
+                        "not changed, so codes and histories made with the model stay valid.")
+    pr.add_argument("model")
+    pr.add_argument("data", nargs="+", help="folder(s) or audio files")
+    pr.add_argument("--minutes", type=float, default=2.0, help="training budget, encoding included (default 2)")
+    pr.add_argument("-o", "--output", help="write to this file instead of updating MODEL in place")
+    pr.add_argument("-q", "--quiet", action="store_true", help="no per-step lines when not on a terminal")
+    pr.set_defaults(func=cmd_prior)
+
+    rg = sub.add_parser("regenerate", help="redraw a region of a codes file with the model's prior",
+                        epilog="The levels named in the region are redrawn, coarse to fine; everything else is kept "
+                               "exactly and conditions the draw. Example: distill regenerate m.distill a.codes.json "
+                               "-o b.codes.json --region Timbre+Detail@1.0-2.0 --candidates 4")
+    rg.add_argument("model")
+    rg.add_argument("codes", help="a codes file or an edit history (JSON)")
+    rg.add_argument("-o", "--output", required=True, help="codes file to write; with --candidates N > 1, "
+                    "OUT.1.codes.json ... OUT.N.codes.json")
+    rg.add_argument("--region", required=True, help="LEVELS@START-END[/BANDLO-BANDHI], e.g. Timbre+Detail@1.0-2.0")
+    rg.add_argument("--strength", type=float, help="share 0-1 of the region's cells redrawn (default 1: all)")
+    rg.add_argument("--temperature", type=float, help=f"sampling temperature (default {DEFAULT_TEMPERATURE:g}; "
+                    "lower = safer, higher = wilder)")
+    rg.add_argument("--seed", type=int, help="random seed (default 0); the same seed gives the same codes")
+    rg.add_argument("--steps", type=int, help=f"decoding steps for the coarsest level (default {DEFAULT_STEPS})")
+    rg.add_argument("--candidates", type=int, default=1, help="how many versions to draw (default 1)")
+    rg.add_argument("--history", help="also write the edit history (JSON, reloadable in the studio)")
+    rg.set_defaults(func=cmd_regenerate)
     return p
 
 

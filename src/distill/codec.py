@@ -17,11 +17,31 @@ import numpy as np
 import torch
 
 from .audio import audio_sha256, prepare, resample
-from .bundle import BundleInfo, fingerprint, load_bundle, state_to_tensors
+from .bundle import (
+    BundleError,
+    BundleInfo,
+    fingerprint,
+    load_bundle,
+    load_prior_tensors,
+    save_bundle,
+    state_to_tensors,
+)
 from .codes import CodeGrid, CodesError
 from .dsp import DEFAULT_GL_ITERS
+from .edits.operations import EditResult
+from .edits.regions import EditError, Region
 from .health import LevelHealth, health_from_counts
 from .model import DOWNSAMPLE, ConvVQVAE, grid_width
+from .prior import (
+    NO_PRIOR_HELP,
+    CodePrior,
+    PriorConfig,
+    PriorError,
+    RegenerateSettings,
+    build_prior,
+    prior_tensors,
+    regenerate_region,
+)
 from .spectrogram import MelConfig, MelFrontEnd
 
 CHUNK_COLUMNS = 256   # ~44 s of audio per network pass
@@ -45,7 +65,8 @@ class DecodeResult:
 class Codec:
     """Model + front end. Stateless per call, so one Codec can serve several sessions/threads."""
 
-    def __init__(self, model: ConvVQVAE, mel: MelConfig, info: BundleInfo | None = None):
+    def __init__(self, model: ConvVQVAE, mel: MelConfig, info: BundleInfo | None = None,
+                 prior: CodePrior | None = None):
         self.model = model.eval()
         self.front = MelFrontEnd(mel)
         self.mel_cfg = mel
@@ -53,11 +74,45 @@ class Codec:
             fp = fingerprint(state_to_tensors(model), model.cfg, mel)
             info = BundleInfo(config=model.cfg, mel=mel, fingerprint=fp)
         self.info = info
+        self.prior = prior
+        self.prior_note = "" if prior is not None else NO_PRIOR_HELP  # why regenerate is unavailable
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> Codec:
+        """The model file's codec, and its prior when it has one. A damaged prior never blocks the codec:
+        the codec loads, `prior` is None and `prior_note` says what went wrong."""
         model, info = load_bundle(path, device=device)
-        return cls(model, info.mel, info)
+        codec = cls(model, info.mel, info)
+        if info.prior:
+            try:
+                codec.prior = build_prior(PriorConfig.from_dict(info.prior["config"]), load_prior_tensors(path, info))
+                codec.prior_note = ""
+            except (BundleError, PriorError) as exc:
+                codec.prior_note = f"the prior in this model file cannot be used ({exc}); retrain it with `distill prior`"
+        return codec
+
+    def with_prior(self, prior: CodePrior, record: dict) -> Codec:
+        """This codec with a (new) prior; `record` is what the model file keeps about it (settings, training).
+        The fingerprint does not change: codes and histories made before stay valid."""
+        if (prior.cfg.levels, prior.cfg.bands, prior.cfg.codebook_size) != (
+                len(self.level_names), self.num_bands, self.codebook_size):
+            raise PriorError("the prior's grid does not match this codec's")
+        info = replace(self.info, prior={**record, "config": prior.cfg.to_dict(), "codec": self.fingerprint})
+        return Codec(self.model, self.mel_cfg, info, prior.eval())
+
+    def regenerate(self, grid: CodeGrid, region: Region, settings: RegenerateSettings | None = None
+                   ) -> list[EditResult]:
+        """Redraw `region` with this model's prior: one EditResult per candidate (distill.prior.regenerate_region).
+        EditError saying how to add a prior when the model has none."""
+        if self.prior is None:
+            raise EditError(self.prior_note or NO_PRIOR_HELP)
+        self.check(grid)
+        return regenerate_region(self.prior, grid, region, settings)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model (and its prior, if any) as one .distill file, atomically."""
+        info = self.info if self.prior is not None else replace(self.info, prior={})
+        save_bundle(path, self.model, info, prior_tensors(self.prior) if self.prior is not None else None)
 
     # ------------------------------------------------------------------ properties
     @property

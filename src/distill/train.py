@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from .audio import AudioError, FileVerdict, ScanReport, content_problem, load_audio, scan_paths
-from .bundle import BundleError, BundleInfo, fingerprint, mel_json, read_info, save_bundle, state_to_tensors
+from .bundle import BundleError, BundleInfo, fingerprint, mel_json, read_info, state_to_tensors
 from .codec import Codec
 from .config import VQVAEConfig, adaptive_config
+from .events import TrainEvent
 from .fileio import atomic_write
 from .health import LOW_UTILIZATION, LevelHealth, code_counts, health_from_counts, level_health
 from .losses import compute_losses, total_loss
@@ -48,36 +49,6 @@ class TrainingError(RuntimeError):
     """Training cannot start (e.g. no usable files); the message says what to do."""
 
 
-@dataclass(frozen=True)
-class TrainEvent:
-    """One progress report. `kind` is start | step | validation | warning | done."""
-
-    kind: str
-    step: int
-    epoch: float
-    elapsed_s: float
-    eta_s: float | None = None
-    total_steps: int | None = None
-    steps_per_s: float = 0.0
-    lr: float = 0.0
-    losses: dict[str, float] = field(default_factory=dict)
-    loss: float | None = None
-    val_loss: float | None = None
-    val_losses: dict[str, float] = field(default_factory=dict)
-    best_val_loss: float | None = None
-    codebook: tuple[LevelHealth, ...] = ()
-    skipped_steps: int = 0
-    message: str = ""
-
-    @property
-    def progress(self) -> float | None:
-        """0..1 when the budget is known."""
-        if self.eta_s is None:
-            return None
-        total = self.elapsed_s + self.eta_s
-        return self.elapsed_s / total if total > 0 else 1.0
-
-
 @dataclass
 class TrainResult:
     """What a finished (or cancelled) run leaves behind."""
@@ -96,7 +67,7 @@ class TrainResult:
         if bad:
             raise TrainingError(f"{os.path.basename(os.fspath(path))} not written: the model's weights are not "
                                 f"finite ({', '.join(bad[:3])})")
-        save_bundle(path, self.codec.model, self.info)
+        self.codec.save(path)
 
 
 @dataclass(frozen=True)
@@ -232,6 +203,7 @@ class Trainer:
         self.result: TrainResult | None = None
         self.load_warnings: list[str] = []
         self.skipped: list[FileVerdict] = []  # accepted by the scan, unusable when loaded (changed since)
+        self.clips: list[Clip] = []
 
     def cancel(self) -> None:
         """Ask the run to stop at the next step; the best model so far is kept."""
@@ -280,6 +252,7 @@ class Trainer:
         front = MelFrontEnd(mel_cfg)
 
         clips, used = self._load_clips(front)
+        self.clips = clips  # the prior (distill.prior) is trained on these clips' codes afterwards
         for w in list(self.report.warnings) + self.load_warnings:
             yield TrainEvent("warning", 0, 0.0, 0.0, message=w)
         if not clips:

@@ -1,4 +1,5 @@
-"""Edit operations on a CodeGrid: set, copy, swap, blend, shift, repeat, reverse, randomize.
+"""Edit operations on a CodeGrid: set, copy, swap, blend, shift, repeat, reverse, randomize (and the settings
+of regenerate, which distill.prior carries out).
 
 Each takes grids and Regions and returns an EditResult (a new grid, the cells touched, and where
 copied content came from); inputs are never mutated.
@@ -56,6 +57,44 @@ class EditResult:
         if self.other is None or self.other_region is None:
             raise EditError("this edit changed only one clip")
         return EditResult(self.other, self.label, self.other_region, self.clipped, self.other_donors)
+
+
+DEFAULT_STEPS = 12               # regenerate: decoding steps for the coarsest redrawn level; finer levels take fewer
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_TOP_P = 0.9
+DEFAULT_CANDIDATES = 4           # what the studio offers to audition
+MAX_CANDIDATES = 16
+
+
+@dataclass(frozen=True)
+class RegenerateSettings:
+    """How a region is redrawn. strength: share of the selected cells redrawn (1 = all, 0 = none);
+    temperature scales the logits; top_p keeps the smallest set of codes holding that much probability;
+    steps: decoding steps for the coarsest redrawn level (finer levels take a third, then a sixth);
+    polish: re-draw the least confident cells next to the region's edges once more."""
+
+    strength: float = 1.0
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = DEFAULT_TOP_P
+    seed: int = 0
+    steps: int = DEFAULT_STEPS
+    candidates: int = 1
+    polish: bool = True
+
+    def __post_init__(self) -> None:
+        def number(v: object) -> bool:
+            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+        if not (number(self.strength) and 0.0 <= self.strength <= 1.0):
+            raise EditError(f"strength {self.strength!r} must be within 0-1")
+        if not (number(self.temperature) and 0.05 <= self.temperature <= 5.0):
+            raise EditError(f"temperature {self.temperature!r} must be within 0.05-5")
+        if not (number(self.top_p) and 0.0 < self.top_p <= 1.0):
+            raise EditError(f"top_p {self.top_p!r} must be within 0-1 (above 0)")
+        for name, lo, hi in (("seed", 0, 2**63 - 1), ("steps", 1, 64), ("candidates", 1, MAX_CANDIDATES)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+                raise EditError(f"{name} must be a whole number {lo}-{hi}, got {v!r}")
 
 
 # ---------------------------------------------------------------------- helpers

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ..codes import CodeGrid
 from .operations import (
     EditResult,
+    RegenerateSettings,
     blend_region,
     copy_region,
     randomize_region,
@@ -48,6 +49,9 @@ OPERATIONS: dict[str, OperationSpec] = {
     "shift": OperationSpec(1, ("by",), "REGION: move it by --by SECONDS"),
     "repeat": OperationSpec(1, ("times",), "REGION: play it --times N in a row"),
     "randomize": OperationSpec(1, ("seed",), "REGION: draw codes from training usage"),
+    "regenerate": OperationSpec(1, ("strength", "temperature", "seed", "steps"),
+                                "REGION: redraw it with the model's prior so it fits its surroundings "
+                                "(--strength 0-1, --temperature, --seed, --steps)"),
 }
 
 
@@ -79,7 +83,8 @@ def _digits(text: str, what: str) -> int:
 
 OPERATION_SYNTAX = ("set REGION=CODE | swap REGION REGION | copy [B:]REGION --to SECONDS [--band ROW] | "
                     "blend [B:]REGION --to SECONDS --amount T | reverse REGION | shift REGION --by SECONDS | "
-                    "repeat REGION --times N | randomize REGION [--seed N]")
+                    "repeat REGION --times N | randomize REGION [--seed N] | "
+                    "regenerate REGION [--strength S] [--temperature T] [--seed N] [--steps N]")
 
 
 def _split_op(op: str) -> tuple[str, list[str], dict[str, str]]:
@@ -191,5 +196,18 @@ def apply_operation(codec: Codec, grid: CodeGrid, op: str, other: CodeGrid | Non
         return shift_region(grid, region, columns_in(by, grid.seconds_per_column))
     if kind == "repeat":
         return repeat_region(grid, region, _number(_need(options, "--times", kind), "--times", int))
+    if kind == "regenerate":
+        return codec.regenerate(grid, region, regenerate_settings(options))[0]
     return randomize_region(grid, region, codec.info.usage or [[1] * codec.codebook_size] * grid.num_levels,
                             _number(options.get("--seed", "0"), "--seed", int))
+
+
+def regenerate_settings(options: dict[str, str], candidates: int = 1) -> RegenerateSettings:
+    """--strength / --temperature / --seed / --steps text -> RegenerateSettings (EditError for bad values)."""
+    defaults = RegenerateSettings()
+    return RegenerateSettings(
+        strength=_number(options.get("--strength", str(defaults.strength)), "--strength"),
+        temperature=_number(options.get("--temperature", str(defaults.temperature)), "--temperature"),
+        seed=_number(options.get("--seed", "0"), "--seed", int),
+        steps=_number(options.get("--steps", str(defaults.steps)), "--steps", int),
+        candidates=candidates)

@@ -71,3 +71,85 @@ def test_load_error_names_the_file(tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(AudioError, match="no such file or folder"):
         scan_folder(tmp_path / "nope")
+
+
+# Runs in its own process under a memory cap, so an unbounded resampler fails the test instead of the machine.
+_RESAMPLE_CHILD = r"""
+import json, math, resource, sys, time
+import numpy as np, torch
+torch.set_num_threads(1)
+from distill.audio import resample
+
+def vm(key):
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key))
+
+resample(np.ones(1000, np.float32), 44100, 22050)
+base = vm("VmRSS:")
+resource.setrlimit(resource.RLIMIT_DATA, (vm("VmData:") + 2**30,) * 2)   # 1 GiB more than now, at most
+out = {}
+for sr, target in json.loads(sys.argv[1]):
+    x = (0.3 * np.sin(2 * np.pi * 440 * np.arange(10 * sr) / sr)).astype(np.float32)
+    t0 = time.perf_counter()
+    y = resample(x, sr, target)
+    out[f"{sr}->{target}"] = dict(seconds=time.perf_counter() - t0, length=len(y), finite=bool(np.isfinite(y).all()),
+                                  peak=float(np.abs(y[target:-target]).max()))
+out["extra_mb"] = (vm("VmHWM:") - base) / 2**20
+print(json.dumps(out))
+"""
+
+
+def test_rates_prime_to_the_model_rate_resample_in_bounded_memory_and_time():
+    """47999 or 44101 Hz share no divisor (or only 7) with 22050 / 48000 Hz: torchaudio's kernel for such a
+    pair is 0.1-9 GB. Ten seconds of audio must resample in well under a second of work and 1 GiB, to the
+    length every other pair gets (ceil(samples * target / rate))."""
+    import json
+    import subprocess
+    import sys
+
+    pairs = [(47999, 22050), (44101, 22050), (47999, 48000), (44101, 48000)]
+    run = subprocess.run([sys.executable, "-c", _RESAMPLE_CHILD, json.dumps(pairs)], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout)
+    for sr, target in pairs:
+        r = out[f"{sr}->{target}"]
+        assert r["length"] == -(-10 * sr * target // sr) == 10 * target, (sr, target, r)
+        assert r["finite"] and r["peak"] == pytest.approx(0.3, rel=0.02), (sr, target, r)
+        assert r["seconds"] < 5, (sr, target, r)
+    assert out["extra_mb"] < 400, out
+
+
+def test_the_direct_resampler_is_torchaudios_filter_and_common_rates_are_unchanged():
+    """The path for awkward rate pairs computes the same windowed sinc as torchaudio (checked against its
+    float64 kernel, where torchaudio can still afford it); 44100 -> 22050 is torchaudio's result bit for bit."""
+    import torch
+    import torchaudio.functional as AF
+
+    from distill.audio import MAX_RESAMPLE_KERNEL, _kernel_values, _resample_direct, resample
+
+    x = tone(1.0, 330, sr=47999, noise=0.1)[:-5]
+    assert _kernel_values(47999, 22050) > MAX_RESAMPLE_KERNEL
+    reference = AF.resample(torch.from_numpy(x).double(), 47999, 22050).numpy()
+    direct = _resample_direct(x, 47999, 22050)
+    assert len(direct) == len(reference) and np.abs(direct - reference).max() < 1e-6
+    np.testing.assert_array_equal(resample(x, 47999, 22050), direct)
+
+    common = tone(1.0, 330, sr=44100)[:-3]
+    np.testing.assert_array_equal(resample(common, 44100, 22050),
+                                  AF.resample(torch.from_numpy(common), 44100, 22050).numpy())
+
+
+def test_a_file_at_a_rate_prime_to_the_model_rate_encodes_and_decodes_to_its_exact_length(codec, tmp_path):
+    """A 47999 Hz WAV (no common divisor with the model's 48 kHz) loads, encodes, its codes JSON is accepted,
+    and decoding gives back 47999 Hz audio of exactly the file's length."""
+    from distill import CodeGrid
+
+    sf.write(tmp_path / "odd.wav", tone(1.5, 220, sr=47999), 47999)
+    wave, sr = load_audio(tmp_path / "odd.wav")
+    assert (sr, len(wave)) == (47999, int(round(1.5 * 47999)))
+    model_wave, _ = load_audio(tmp_path / "odd.wav", codec.sample_rate)
+    assert len(model_wave) == -(-len(wave) * codec.sample_rate // sr) and np.isfinite(model_wave).all()
+    grid = CodeGrid.from_json(codec.encode(wave, sr, search_steps=0).to_json())
+    codec.check(grid)
+    back, rate = codec.at_source_rate(codec.decode(grid, phase_from=model_wave, n_iter=2), grid)
+    assert (rate, len(back)) == (47999, len(wave)) and np.isfinite(back).all()

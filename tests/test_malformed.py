@@ -326,7 +326,7 @@ def test_codes_json_raises_only_codes_error(codec, codes_doc, data):
 
 @pytest.mark.parametrize("field, value", [
     ("seconds_per_column", 0), ("seconds_per_column", -0.17), ("seconds_per_column", 1e-310),
-    ("seconds_per_column", 3.0), ("sample_rate", 0), ("num_samples", -5), ("source_rate", 47999),
+    ("seconds_per_column", 3.0), ("sample_rate", 0), ("num_samples", -5), ("source_rate", 1_536_001),
     ("source_samples", 10 ** 12), ("source_rate", 10 ** 9), ("source_rate", 1.5),
 ])
 def test_codes_whose_numbers_cannot_describe_the_clip_are_refused(codec, codes_doc, field, value):

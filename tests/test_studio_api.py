@@ -29,6 +29,7 @@ def test_train_encode_swap_decode(client, corpus_dir, tmp_path):
     files = [handle_file(str(p)) for p in sorted(corpus_dir.iterdir())]
     model, summary = client.predict(files, 5.0, api_name="/train")   # 5 min asked, capped at 0.1 by the limits
     assert Path(model).is_file() and "trained" in summary and "fingerprint" in summary
+    assert summary.startswith("Training budget capped at 0.1 minutes (5 asked for)")
     audio_a, audio_b = corpus_dir / "clip4.wav", corpus_dir / "clip3.wav"
     codes_a = client.predict(handle_file(model), handle_file(str(audio_a)), api_name="/encode")
     codes_b = client.predict(handle_file(model), handle_file(str(audio_b)), api_name="/encode")
@@ -53,3 +54,19 @@ def test_bad_input_gives_a_message(client, trained, corpus_dir, tmp_path):
         client.predict(handle_file(model), handle_file(str(junk)), "reverse Timbre@0-0.2", None, api_name="/edit")
     with pytest.raises(Exception, match="not a Distill model"):
         client.predict(handle_file(str(junk)), handle_file(str(corpus_dir / "clip0.wav")), api_name="/encode")
+
+
+def test_train_says_when_it_capped_the_budget_and_how_to_change_the_cap(corpus_dir):
+    """/train with more minutes than DISTILL_MAX_TRAIN_MINUTES trains for the cap and its summary says so;
+    within the cap, no such line."""
+    from distill_studio import api
+    from distill_studio.state import Limits
+
+    limits = Limits(preset="tiny", max_train_minutes=0.005)
+    files = [str(p) for p in sorted(corpus_dir.iterdir())][:3]
+    model, summary = api.api_train(files, 2.0, limits)
+    first = summary.splitlines()[0]
+    assert Path(model).is_file()
+    assert "capped at 0.005 minutes" in first and "2 asked for" in first and "DISTILL_MAX_TRAIN_MINUTES" in first
+    _, summary = api.api_train(files, 0.002, limits)
+    assert "capped" not in summary and summary.startswith("trained")

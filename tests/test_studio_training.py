@@ -159,3 +159,72 @@ def test_stop_works_when_training_runs_in_another_process(corpus_dir, monkeypatc
     assert "stopped" in last.status and s.codec is not None and s.codec.config.num_quantizers == 2
     assert s.stop_file is None and not Path(stop_file).exists()
     assert training.stop(s) == "Nothing is training."
+
+
+def test_a_folder_upload_with_two_files_of_the_same_name_keeps_both(tmp_path):
+    """A folder upload arrives flattened (Gradio keeps file names, not folders): drums/kick.wav and fx/kick.wav,
+    and a file Gradio hands over twice (same content, so one cached path), each stay their own row and clip."""
+    import numpy as np
+    import soundfile as sf
+    from conftest import tone
+
+    seconds = {"drums/kick.wav": 0.5, "fx/kick.wav": 1.0, "snare.wav": 0.7, "a/hat.wav": 0.3}
+    for rel, secs in seconds.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(tmp_path / rel, tone(secs, 110 / secs, seed=int(secs * 10)), SR)
+    paths = [str(tmp_path / rel) for rel in seconds] + [str(tmp_path / "a/hat.wav")]
+    limits = Limits(preset="tiny")
+    s, table, summary, _ = training.scan(None, paths, None, limits)
+
+    names = list(table["file"])
+    assert len(names) == len(set(names)) == 5 and "5 of 5 files accepted" in summary
+    kicks = table[table["file"].str.startswith("kick")]
+    assert sorted(kicks["seconds"]) == [0.5, 1.0] and (kicks["verdict"] == "accepted").all()
+    assert (table["file"].str.startswith("hat")).sum() == 2
+
+    list(training.train_stream(s, training.Settings(levels=2, budget="epochs", amount=1, batch_size=4), limits))
+    assert set(s.clips) == set(names)
+    lengths = sorted(round(sf.info(s.clips[n]).duration, 2) for n in names if n.startswith("kick"))
+    assert lengths == [0.5, 1.0]                                 # two different files, not one twice
+    assert np.array_equal(sf.read(s.clips[names[3]])[0], sf.read(s.clips[names[4]])[0])  # hat and its twin
+
+
+@pytest.fixture(scope="module")
+def sabotaged_run(tmp_path_factory):
+    """Three good clips and five that change between the scan and pressing Train (two vanish, two turn to
+    garbage, one loses its samples): the session and every streamed update of the training panel."""
+    import numpy as np
+    import soundfile as sf
+    from conftest import tone
+
+    root = tmp_path_factory.mktemp("sabotaged")
+    good = [f"good{i}.wav" for i in range(3)]
+    bad = ["gone1.wav", "gone2.wav", "garbage1.wav", "garbage2.wav", "emptied.wav"]
+    for i, name in enumerate(good + bad):
+        sf.write(root / name, tone(0.6, 150 + 50 * i, seed=i), SR)
+    limits = Limits(preset="tiny")
+    s, _, _, _ = training.scan(None, [str(root / n) for n in good + bad], None, limits)
+    (root / "gone1.wav").unlink()
+    (root / "gone2.wav").unlink()
+    (root / "garbage1.wav").write_bytes(b"\x13\x37" * 3000)
+    (root / "garbage2.wav").write_text("not audio any more")
+    sf.write(root / "emptied.wav", np.zeros(0, np.float32), SR)
+    updates = list(training.train_stream(s, training.Settings(levels=2, budget="epochs", amount=1, batch_size=4),
+                                         limits))
+    return s, updates, good, bad
+
+
+def test_after_training_the_clip_list_offers_only_the_files_it_trained_on(sabotaged_run):
+    s, updates, good, bad = sabotaged_run
+    assert "Model ready" in updates[-1].status and s.codec is not None
+    assert sorted(s.clips) == good                              # nothing that vanished or was skipped
+    said = updates[-1].status
+    assert "Not in the clip list" in said and all(name in said for name in bad)
+
+
+def test_the_training_status_says_how_many_warnings_it_does_not_show(sabotaged_run):
+    """Five files skipped = five warnings, then the start message: three lines are shown, the rest counted."""
+    _, updates, _, bad = sabotaged_run
+    during = [u.status for u in updates[:-1]]
+    assert during and all("… and 3 more warnings" in text for text in during[5:])
+    assert sum(name in during[-1] for name in bad) == 2           # the two latest warnings are still shown

@@ -117,7 +117,7 @@ def _resample_direct(wave: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
     pad = taps + 1
     x = np.concatenate([np.zeros(pad), np.asarray(wave, np.float64), np.zeros(pad)])
     out = np.empty(n_out, np.float32)
-    block = max(256, (1 << 20) // taps)                          # about 8 MB per temporary array
+    block = max(16, (1 << 20) // taps)                           # about 8 MB per temporary array
     k = np.arange(taps)
     for m0 in range(0, n_out, block):
         m = np.arange(m0, min(n_out, m0 + block), dtype=np.int64)

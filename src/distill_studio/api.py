@@ -66,7 +66,8 @@ def _grid(codec: Codec, codes_file: str | None, what: str = "codes_file") -> Cod
 
 
 def api_train(files: list | None, minutes: float, limits: Limits) -> tuple[str, str]:
-    """Audio files + a budget in minutes -> (.distill file, text summary)."""
+    """Audio files + a budget in minutes -> (.distill file, text summary). A budget over the Space's limit
+    (DISTILL_MAX_TRAIN_MINUTES) is capped, and the summary's first line says so."""
     report = limited_scan(uploaded_paths(files, None), limits)
     if not report.accepted:
         raise fail("no usable audio files:\n" + report.summary())
@@ -83,7 +84,8 @@ def api_train(files: list | None, minutes: float, limits: Limits) -> tuple[str, 
     path = _out("model.distill")
     result.save(path)
     levels = "; ".join(f"{h['name']} {h['verdict']} ({h['utilization']:.0%} used)" for h in result.info.health.get("levels", []))
-    summary = (f"trained {result.steps} steps on {len(report.accepted)} files ({report.total_duration_s:.1f} s); "
+    capped = limits.train_minutes_capped(st.amount) + "\n" if mins is not None and st.amount > mins else ""
+    summary = (capped + f"trained {result.steps} steps on {len(report.accepted)} files ({report.total_duration_s:.1f} s); "
                f"best validation loss {result.best_val_loss}; {levels}; fingerprint {result.info.fingerprint}\n"
                + report.summary())
     return str(path), summary

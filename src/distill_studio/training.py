@@ -75,6 +75,37 @@ def uploaded_paths(folder: list | None, files: list | None) -> list[str]:
     return out
 
 
+def distinct_names(paths: list[str]) -> list[str]:
+    """Uploaded paths -> paths whose file names all differ. A folder upload flattens its subfolders (Gradio keeps
+    each file's name, not its folder), so two `kick.wav` would share one name in the table, the training report
+    and the clip list, where the second replaced the first. Each later namesake gets a link (a copy where links
+    are not allowed) named `kick (2).wav`, `kick (3).wav`, ... in a fresh folder; the file stays where it was."""
+    used: set[str] = set()
+    out: list[str] = []
+    folder: Path | None = None
+    for path in paths:
+        name = os.path.basename(path)
+        if name in used:
+            stem, ext = os.path.splitext(name)
+            n = 2
+            while f"{stem} ({n}){ext}" in used:
+                n += 1
+            name = f"{stem} ({n}){ext}"
+            folder = folder or Path(tempfile.mkdtemp(prefix="distill-upload-"))
+            alias = folder / name
+            try:
+                os.symlink(os.path.abspath(path), alias)
+            except OSError:
+                try:
+                    shutil.copyfile(path, alias)
+                except OSError:   # unreadable, or a folder: keep the path (its verdict says what is wrong)
+                    alias = Path(path)
+            path = str(alias)
+        used.add(name)
+        out.append(path)
+    return out
+
+
 def limited_scan(paths: list[str], limits: Limits) -> ScanReport:
     """scan_paths plus the Space's limits: files past max_files, files over max_file_mb (Gradio's upload limit
     already refuses them from a browser; files reaching here by other routes are checked too) and audio past the
@@ -125,7 +156,7 @@ def report_summary(report: ScanReport, cfg: VQVAEConfig | None) -> str:
 def scan(s: Session | None, folder: list | None, files: list | None, limits: Limits):
     """Upload -> (session, table, summary, settings updates). Bad files are listed with reasons, never fatal."""
     s = s or Session()
-    paths = uploaded_paths(folder, files)
+    paths = distinct_names(uploaded_paths(folder, files))
     if not paths:
         raise fail("The upload is empty: choose a folder or some audio files.")
     report = limited_scan(paths, limits)
@@ -266,8 +297,9 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
             if ev.kind in ("start", "warning"):
                 lines.append(html.escape(ev.message))
             totals, parts = loss_frames(s.loss_rows)
+            more = [f"… and {len(lines) - 3} more warning{'s' if len(lines) > 4 else ''}"] if len(lines) > 3 else []
             yield Progress(plottable(totals, ("train", "validation")), plottable(parts), health,
-                           "  \n".join(lines[-3:] + [status_line(ev)]))
+                           "  \n".join(lines[-3:] + more + [status_line(ev)]))
     except (TrainingError, ValueError) as exc:
         raise fail(str(exc)) from exc
     finally:
@@ -286,8 +318,9 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
     done = (f"**Model ready:** {result.steps} steps{' (stopped: kept the best model so far)' if result.cancelled else ''}"
             + (f", best validation loss {result.best_val_loss:.4f}" if result.best_val_loss is not None else ""))
     label = f"trained here ({result.steps} steps{', stopped early' if result.cancelled else ''})"
+    clips = trained_clips(s.report, result)
     try:
-        offer_model(s, result.codec, label, str(path), {v.name: v.path for v in s.report.accepted}, fresh_clips=True)
+        offer_model(s, result.codec, label, str(path), clips, fresh_clips=True)
         if s.pending_model is not None and s.pending_model.path == str(path):
             done += (". Download it below. Your edits on clip A are kept with the current model: press "
                      "**Use the new model** (top of the page) to switch.")
@@ -295,8 +328,24 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
             done += ". Download it below, or go to **Edit & Listen**."
     except gr.Error as exc:   # saved but not usable here: say so, keep the download
         done += f". It is saved (download it below) but could not be opened here: {html.escape(exc.message)}"
+    left_out = [v.name for v in s.report.accepted if v.name not in clips]
+    if left_out:   # the run skipped them (changed since the scan) or they are gone: the clip list cannot offer them
+        more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+        done += (f"  \nNot in the clip list (skipped during training or gone since): "
+                 f"{html.escape(', '.join(left_out[:5]))}{more}.")
     totals, parts = loss_frames(s.loss_rows)
     yield Progress(plottable(totals), plottable(parts), health, done, str(path))
+
+
+def trained_clips(report: ScanReport, result: TrainResult) -> dict[str, str]:
+    """The clip list a trained model brings, name -> path: the files it trained on that are still there. Files the
+    scan accepted but the run skipped (vanished or changed since the scan) are left out, as are files gone since."""
+    ds = result.info.dataset or {}
+    if "train_files" in ds:
+        used = set(ds["train_files"]) | set(ds.get("val_files", []))
+    else:   # a model record without the file lists: leave out what it says was rejected
+        used = {v.name for v in report.accepted} - {r.get("file") for r in ds.get("rejected", [])}
+    return {v.name: v.path for v in report.accepted if v.name in used and os.path.isfile(v.path)}
 
 
 def has_edits(s: Session | None) -> bool:

@@ -97,3 +97,62 @@ def test_upload_train_select_swap_undo_redo_play(url, corpus_dir, tmp_path):
         finally:
             browser.close()
     assert load_s < 60
+
+
+@pytest.fixture
+def bad_folder(tmp_path):
+    """A small folder of bad inputs (the kinds tests/test_bad_inputs.py covers) and four good 1-2 s clips, two of
+    them both named kick.wav in different subfolders. Returns (folder, {file: reason words}, [good files])."""
+    import numpy as np
+    import soundfile as sf
+    from conftest import SR, tone
+
+    root = tmp_path / "my sounds"
+    (root / "drums").mkdir(parents=True)
+    (root / "fx").mkdir()
+    rng = np.random.default_rng(13)
+    (root / "corrupt.wav").write_bytes(b"RIFF\x00\x10\x00\x00WAVE" + rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (root / "empty.wav").write_bytes(b"")
+    (root / "notes.wav").write_text("These are my session notes, not audio.\nTake 2 was the best.\n" * 20)
+    sf.write(root / "silence.wav", np.zeros(SR, np.float32), SR)
+    sf.write(root / "pluck.wav", tone(1.0, 220, sr=44100), 44100)
+    sf.write(root / "pad.flac", tone(2.0, 330, decay=0.2), SR)
+    sf.write(root / "drums" / "kick.wav", tone(1.0, 55, decay=4.0), SR)
+    sf.write(root / "fx" / "kick.wav", tone(1.5, 880, noise=0.2), SR)
+    rejected = {"corrupt.wav": "corrupt", "empty.wav": "empty file (0 bytes)", "notes.wav": "holds text",
+                "silence.wav": "silent"}
+    return root, rejected, ["pluck.wav", "pad.flac", "kick.wav", "kick (2).wav"]
+
+
+def test_folder_upload_of_bad_inputs_names_each_with_its_reason(url, bad_folder):
+    """Through the real page: every bad file is a 'rejected' row with its reason, every good one 'accepted', and
+    two files both named kick.wav stay two rows."""
+    from playwright.sync_api import expect, sync_playwright
+
+    folder, rejected, accepted = bad_folder
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-component-update", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1300})
+        try:
+            page.goto(url)
+            page.get_by_role("tab", name="Data & Train").click()
+            page.locator("#folder-upload input[type=file]").set_input_files(str(folder))
+            expect(page.locator("#dataset-summary")).to_contain_text("4 of 8 files accepted", timeout=60000)
+            rows = page.locator("#dataset-table div[role=row]")   # the grid's rows (virtualised; all 8 are drawn)
+            for name, why in rejected.items():
+                row = rows.filter(has=page.get_by_role("gridcell", name=name, exact=True))
+                expect(row).to_have_count(1)
+                expect(row).to_contain_text("rejected")
+                expect(row).to_contain_text(why)
+            for name in accepted:
+                row = rows.filter(has=page.get_by_role("gridcell", name=name, exact=True))
+                expect(row).to_have_count(1)
+                expect(row).to_contain_text("accepted")
+        except Exception:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "studio-e2e-bad-inputs-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()

@@ -147,7 +147,9 @@ class CodePrior(nn.Module):
         self.blocks = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.to_bands = nn.Linear(d, B * db)
-        self.cell_in = nn.Linear(L * e, db)
+        self.near_gap = nn.Embedding(MAX_GAP + 2, e)                     # how far the nearest visible codes are
+        self.copy_gain = nn.Parameter(torch.zeros(L, 2, MAX_GAP + 2))   # logit bonus for them, by level/side/gap
+        self.cell_in = nn.Linear(3 * L * e, db)
         self.band = nn.Parameter(torch.randn(B, db) * 0.02)
         self.band_pos = nn.Parameter(torch.randn(cfg.window, db) * 0.02)
         band_layer = nn.TransformerEncoderLayer(db, max(1, db // 16), 4 * db, cfg.dropout, activation="gelu",
@@ -172,13 +174,53 @@ class CodePrior(nn.Module):
         emb = torch.stack([F.embedding(codes[:, q], self.embed[q]) for q in range(L)], 1)  # [N, L, B, T, e]
         x = self.proj_in(emb.permute(0, 3, 1, 2, 4).reshape(N, T, L * B * e)) + self.pos[:T]
         x = self.norm(self.blocks(x, src_key_padding_mask=pad))                       # [N, T, d]
-        cell = self.cell_in(emb.permute(0, 2, 3, 1, 4).reshape(N, B, T, L * e))       # [N, B, T, db]
+        left, right, gap_l, gap_r = nearest_visible(codes, self.mask_index, pad)       # [N, L, B, T] each
+        near = torch.stack([F.embedding(left[:, q], self.embed[q]) + F.embedding(right[:, q], self.embed[q])
+                            for q in range(L)], 1)                                     # [N, L, B, T, e]
+        gaps = self.near_gap(gap_l) - self.near_gap(gap_r)
+        cell = torch.cat([emb, near, gaps], -1).permute(0, 2, 3, 1, 4).reshape(N, B, T, 3 * L * e)
+        cell = self.cell_in(cell)                                                      # [N, B, T, db]
         z = self.to_bands(x).reshape(N, T, B, db).transpose(1, 2) + cell + self.band[:, None] + self.band_pos[:T]
         band_pad = None if pad is None else pad[:, None].expand(N, B, T).reshape(N * B, T)
         z = self.band_norm(self.band_blocks(z.reshape(N * B, T, db), src_key_padding_mask=band_pad))
         h = self.proj_out(z).reshape(N, B, T, L, e)
         logits = torch.einsum("nbtle,lke->nlbtk", h, self.embed[:, :cfg.codebook_size])
-        return logits + self.bias[None, :, :, None, :]
+        logits = logits + self.bias[None, :, :, None, :]
+        # a direct route for "the note goes on": a learned bonus on the neighbours' codes, by distance
+        K = cfg.codebook_size
+        level = torch.arange(L)[None, :, None, None]
+        for side, (code, gap) in enumerate(((left, gap_l), (right, gap_r))):
+            bonus = self.copy_gain[level, side, gap] * (code < K)
+            logits = logits.scatter_add(-1, code.clamp(max=K - 1)[..., None], bonus[..., None])
+        return logits
+
+
+MAX_GAP = 16   # distances to the nearest visible code are told apart up to this many columns
+
+
+def nearest_visible(codes: torch.Tensor, mask_index: int, pad: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For every cell, the nearest visible code of the same level and band to its left and to its right.
+
+    codes long [N, L, B, T] (mask_index = hidden) -> (left, right, gap_left, gap_right), each [N, L, B, T]:
+    codes (mask_index where none) and distances in columns (0 = the cell itself is visible, MAX_GAP + 1 =
+    none or farther). Held notes and repeated frames make the neighbours the best single guess, and
+    a column embedding cannot carry 48 codes to copy; this hands them to every cell directly."""
+    N, L, B, T = codes.shape
+    visible = codes != mask_index
+    if pad is not None:
+        visible = visible & ~pad[:, None, None, :]
+    pos = torch.arange(T).expand(N, L, B, T)
+    left_idx = torch.where(visible, pos, torch.full_like(pos, -1)).cummax(-1).values
+    right_rev = torch.where(visible.flip(-1), pos, torch.full_like(pos, -1)).cummax(-1).values
+    right_idx = torch.where(right_rev >= 0, T - 1 - right_rev, torch.full_like(pos, -1)).flip(-1)
+    none = torch.full_like(codes, mask_index)
+    left = torch.where(left_idx >= 0, codes.gather(-1, left_idx.clamp(min=0)), none)
+    right = torch.where(right_idx >= 0, codes.gather(-1, right_idx.clamp(min=0)), none)
+    far = MAX_GAP + 1
+    gap_l = torch.where(left_idx >= 0, (pos - left_idx).clamp(max=far), torch.full_like(pos, far))
+    gap_r = torch.where(right_idx >= 0, (right_idx - pos).clamp(max=far), torch.full_like(pos, far))
+    return left, right, gap_l, gap_r
 
 
 def build_prior(cfg: PriorConfig, tensors: dict[str, torch.Tensor] | None = None) -> CodePrior:
@@ -599,7 +641,8 @@ class Sampler:
         seam = todo & edges[None, None, :]
         if not seam.any():
             return
-        logp = self.model(x).float().log_softmax(-1).gather(-1, x[..., None])[..., 0]  # [N, L, B, T]
+        codes = x.clamp(max=self.model.mask_index - 1)  # cells left for a later piece are MASK; never scored
+        logp = self.model(x).float().log_softmax(-1).gather(-1, codes[..., None])[..., 0]  # [N, L, B, T]
         for q in levels:
             cells = seam[q]
             n = int(cells.sum())

@@ -1,0 +1,239 @@
+"""The prior over codes: what regenerate keeps, what it changes, how it is stored, and that it learns."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from distill import Codec, EditError, apply_operation, parse_region
+from distill.bundle import read_info
+from distill.cli import candidate_path, main
+from distill.edits.operations import RegenerateSettings
+from distill.prior import (
+    MASK_KINDS,
+    CodeCorpus,
+    PriorConfig,
+    PriorError,
+    PriorTrainer,
+    build_prior,
+    evaluate_bits,
+    fixed_eval_set,
+    regenerate_region,
+    sample_cells,
+    training_mask,
+)
+
+TINY = dict(width=32, layers=1, heads=2, cell_dim=8, band_width=16, window=16, batch_size=8, warmup_steps=5)
+
+
+def patterned_corpus(levels: int, bands: int, k: int, files: int = 6, columns: int = 40, seed: int = 0) -> CodeCorpus:
+    """Held notes: every file is a run of "notes" 6-16 columns long, each a random column of codes held
+    unchanged. A prior can learn that a note goes on; code frequencies cannot (every code is as common)."""
+    rng = np.random.default_rng(seed)
+    grids = []
+    for _ in range(files):
+        pieces, n = [], 0
+        while n < columns:
+            length = int(rng.integers(6, 17))
+            pieces.append(np.repeat(rng.integers(0, k, size=(levels, bands, 1)), length, axis=2))
+            n += length
+        grids.append(np.concatenate(pieces, axis=2)[:, :, :columns])
+    return CodeCorpus(tuple(f"f{i}.wav" for i in range(files)), tuple(grids))
+
+
+@pytest.fixture(scope="module")
+def prior_codec(codec, tmp_path_factory):
+    """The tiny test codec with a tiny prior trained for a few seconds on its own codes, saved and reloaded."""
+    corpus = patterned_corpus(len(codec.level_names), codec.num_bands, codec.codebook_size)
+    cfg = PriorConfig(levels=len(codec.level_names), bands=codec.num_bands, codebook_size=codec.codebook_size, **TINY)
+    trainer = PriorTrainer(corpus, codec.codebook_size, 0.1, codec.fingerprint, config=cfg)
+    list(trainer.run())
+    path = tmp_path_factory.mktemp("prior") / "with_prior.distill"
+    codec.with_prior(trainer.result.model, trainer.result.meta).save(path)
+    return Codec.load(path), path
+
+
+@pytest.fixture(scope="module")
+def grid(prior_codec, clips):
+    from distill import load_audio
+
+    wave, sr = load_audio(clips["low"])
+    return prior_codec[0].encode(wave, sr, search_steps=0)
+
+
+# ---------------------------------------------------------------------- what is kept
+@pytest.mark.parametrize("region_text", ["Timbre+Detail@0.5-1.2", "Structure@0.3-0.9/2-6", "Detail@0-2.0",
+                                         "Structure+Timbre+Detail@1.0-1.4/0-15"])
+@pytest.mark.parametrize("strength", [1.0, 0.4])
+def test_cells_outside_the_selection_come_back_bit_identical(prior_codec, grid, region_text, strength):
+    codec = prior_codec[0]
+    region = parse_region(region_text, grid)
+    results = codec.regenerate(grid, region, RegenerateSettings(strength=strength, seed=5, candidates=3))
+    inside = np.zeros(grid.codes.shape, dtype=bool)
+    inside[region.index()] = True
+    for r in results:
+        assert np.array_equal(r.grid.codes[~inside], grid.codes[~inside])  # kept levels, bands, columns
+        assert r.grid.codes.dtype == np.int64 and r.grid.codes.min() >= 0 and r.grid.codes.max() < codec.codebook_size
+        assert np.array_equal(r.grid.original_codes, grid.original_codes)  # provenance: still the same recording
+    changed = [(r.grid.codes != grid.codes).sum() for r in results]
+    assert max(changed) > 0
+
+
+def test_strength_sets_the_share_of_cells_redrawn(prior_codec, grid):
+    codec = prior_codec[0]
+    region = parse_region("Timbre+Detail@0.2-1.8", grid)
+    cells = region.num_rows * region.num_columns * len(region.levels)
+    for strength in (0.25, 0.5):
+        r = codec.regenerate(grid, region, RegenerateSettings(strength=strength, seed=2))[0]
+        assert (r.grid.codes != grid.codes).sum() <= round(strength * cells)
+
+
+def test_strength_zero_changes_nothing(prior_codec, grid):
+    region = parse_region("Timbre@0.5-1.5", grid)
+    r = prior_codec[0].regenerate(grid, region, RegenerateSettings(strength=0.0, candidates=2))
+    assert all(np.array_equal(x.grid.codes, grid.codes) for x in r)
+
+
+def test_same_seed_same_codes_other_seed_other_codes_candidates_differ(prior_codec, grid):
+    codec = prior_codec[0]
+    region = parse_region("Structure+Timbre+Detail@0.3-1.6", grid)
+    a = codec.regenerate(grid, region, RegenerateSettings(seed=11, candidates=3))
+    b = codec.regenerate(grid, region, RegenerateSettings(seed=11, candidates=3))
+    c = codec.regenerate(grid, region, RegenerateSettings(seed=12, candidates=3))
+    assert all(np.array_equal(x.grid.codes, y.grid.codes) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x.grid.codes, y.grid.codes) for x, y in zip(a, c, strict=True))
+    assert not np.array_equal(a[0].grid.codes, a[1].grid.codes)
+    assert not np.array_equal(a[1].grid.codes, a[2].grid.codes)
+
+
+def test_regions_longer_than_the_window_are_drawn_whole():
+    cfg = PriorConfig(levels=2, bands=3, codebook_size=8, **TINY)
+    model = build_prior(cfg)
+    codes = np.random.default_rng(0).integers(0, 8, size=(2, 3, 70))
+    todo = np.zeros(codes.shape, dtype=bool)
+    todo[1, :, 5:60] = True  # 55 columns, the window is 16
+    out = sample_cells(model, codes, todo, RegenerateSettings(seed=1, candidates=2))
+    for o in out:
+        assert np.array_equal(o[~todo], codes[~todo])
+        assert (o[todo] != codes[todo]).mean() > 0.5  # every part of the span was drawn, none left as it was
+        assert o.max() < 8
+
+
+def test_regenerate_is_an_operation_of_the_text_syntax(prior_codec, grid):
+    codec = prior_codec[0]
+    r = apply_operation(codec, grid, "regenerate Timbre+Detail@0.5-1.0 --strength 0.5 --seed 4 --temperature 0.8")
+    assert "regenerate" in r.label and (r.grid.codes != grid.codes).any()
+    same = apply_operation(codec, grid, "regenerate Timbre+Detail@0.5-1.0 --strength 0.5 --seed 4 --temperature 0.8")
+    assert np.array_equal(r.grid.codes, same.grid.codes)
+    for bad in ("regenerate Timbre@0.5-1.0 --strength 2", "regenerate Timbre@0.5-1.0 --temperature 0",
+                "regenerate Timbre@0.5-1.0 --steps 0", "regenerate Timbre@0.5-1.0 --amount 1"):
+        with pytest.raises(EditError):
+            apply_operation(codec, grid, bad)
+
+
+# ---------------------------------------------------------------------- masks and learning
+@pytest.mark.parametrize("kind", MASK_KINDS)
+def test_training_masks_are_never_empty_and_keep_coarser_levels_for_shaped_masks(kind):
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        m = training_mask(3, 16, 24, rng, kind)
+        assert m.shape == (3, 16, 24) and m.any()
+
+
+def test_a_trained_prior_predicts_held_out_notes_far_better_than_code_frequencies():
+    corpus = patterned_corpus(2, 4, 16, files=24, columns=48, seed=3)
+    cfg = PriorConfig(levels=2, bands=4, codebook_size=16, **TINY)
+    trainer = PriorTrainer(corpus.subset(range(21)), 16, 0.25, config=cfg, validate_every_s=2.0)
+    events = list(trainer.run())
+    assert events[-1].kind == "done" and trainer.result.meta["steps"] > 20
+    held = corpus.subset(range(21, 24))
+    codes, pad, hide = fixed_eval_set(held, cfg.window, 16, seed=5)
+    bits = evaluate_bits(trainer.result.model, codes, pad, hide)
+    frequency_bits = math.log2(16)  # every code is as common: what randomize draws from is uniform
+    assert bits < 0.9 * frequency_bits  # an untrained or broken prior scores >= 4 bits
+
+
+# ---------------------------------------------------------------------- storage
+def test_adding_a_prior_keeps_the_fingerprint_and_codes_stay_valid(codec, prior_codec, trained, grid):
+    with_prior, path = prior_codec
+    assert with_prior.fingerprint == codec.fingerprint == read_info(trained[1]).fingerprint
+    assert with_prior.prior is not None and read_info(path).prior["codec"] == codec.fingerprint
+    codec.check(grid)  # codes made with the prior model decode with the plain one and back
+    plain = Codec.load(trained[1])
+    assert plain.prior is None and "distill prior" in plain.prior_note
+    # round trip: the prior's weights come back exactly
+    again = Codec.load(path)
+    for (k, v), (k2, v2) in zip(with_prior.prior.state_dict().items(), again.prior.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(v, v2)
+
+
+def test_a_model_without_a_prior_says_how_to_add_one(codec, grid):
+    assert codec.prior is None
+    with pytest.raises(EditError, match="distill prior"):
+        apply_operation(codec, grid, "regenerate Timbre@0.5-1.0")
+    with pytest.raises(EditError, match="no prior"):
+        regenerate_region(None, grid, parse_region("Timbre@0.5-1.0", grid))
+
+
+def test_a_damaged_prior_never_blocks_the_codec(prior_codec, tmp_path):
+    _, path = prior_codec
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    key = next(k for k in tensors if k.startswith("prior.") and tensors[k].ndim == 2)
+    tensors[key] = torch.zeros(3, 3)
+    broken = tmp_path / "broken_prior.distill"
+    save_file(tensors, str(broken), metadata=meta)
+    codec = Codec.load(broken)
+    assert codec.prior is None and "cannot be used" in codec.prior_note
+    meta2 = dict(meta, prior=json.dumps({"config": {"levels": "three"}}))
+    save_file(tensors, str(tmp_path / "bad_meta.distill"), metadata=meta2)
+    with pytest.raises(Exception, match="prior"):
+        read_info(tmp_path / "bad_meta.distill")
+
+
+def test_prior_config_refuses_wrong_types_and_ranges():
+    for bad in ({"levels": 3, "bands": 16}, {"levels": 3, "bands": 16, "codebook_size": 64.5},
+                {"levels": 3, "bands": 16, "codebook_size": 64, "width": 10**9}, {"levels": True, "bands": 1,
+                                                                                    "codebook_size": 8}):
+        with pytest.raises(PriorError):
+            PriorConfig.from_dict(bad)
+
+
+# ---------------------------------------------------------------------- CLI
+def test_candidate_file_names():
+    assert candidate_path("out.codes.json", 2) == "out.2.codes.json"
+    assert candidate_path("dir/out.json", 1) == "dir/out.1.json"
+    assert candidate_path("out.txt", 3) == "out.3.txt"
+    assert candidate_path("out", 4) == "out.4"
+
+
+def test_cli_regenerate_writes_candidates_and_histories(prior_codec, grid, tmp_path, capsys):
+    _, model = prior_codec
+    codes = tmp_path / "a.codes.json"
+    grid.save(codes)
+    out = tmp_path / "b.codes.json"
+    rc = main(["regenerate", str(model), str(codes), "-o", str(out), "--region", "Timbre+Detail@0.5-1.5",
+               "--candidates", "3", "--seed", "7", "--history", str(tmp_path / "h.json")])
+    assert rc == 0
+    grids = [json.loads((tmp_path / f"b.{i}.codes.json").read_text()) for i in (1, 2, 3)]
+    assert len({json.dumps(g["codes"]) for g in grids}) == 3
+    assert all((tmp_path / f"h.{i}.json").exists() for i in (1, 2, 3)) and not out.exists()
+    # the history continues in the editor: one undoable step
+    rc = main(["edit", str(model), str(tmp_path / "h.2.json"), "-o", str(tmp_path / "c.codes.json"),
+               "--reverse", "Structure@0.2-0.8"])
+    assert rc == 0
+
+
+def test_cli_regenerate_without_a_prior_is_one_line(trained, grid, tmp_path, capsys):
+    codes = tmp_path / "a.codes.json"
+    grid.save(codes)
+    rc = main(["regenerate", str(trained[1]), str(codes), "-o", str(tmp_path / "x.json"), "--region", "Timbre@0-1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no prior" in err and "distill prior" in err and "Traceback" not in err

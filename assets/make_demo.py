@@ -5,6 +5,7 @@ same files. Train the bundled model on them with the project's own CLI:
 
     python assets/make_demo.py
     distill train assets/demo -o assets/demo.distill --minutes 6 --codebook-dim 64
+    distill prior assets/demo.distill assets/demo --minutes 2   # the prior Regenerate uses (added later)
 """
 
 from __future__ import annotations

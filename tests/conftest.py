@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 
 from distill import Codec, VQVAEConfig
+from distill.prior import CodeCorpus, PriorConfig, PriorTrainer
 from distill.train import train
 
 SR = 48000
@@ -73,6 +74,36 @@ def trained(corpus_dir, tiny_config, tmp_path_factory):
 @pytest.fixture(scope="session")
 def codec(trained) -> Codec:
     return Codec.load(trained[1])
+
+
+TINY_PRIOR = dict(width=32, layers=1, heads=2, cell_dim=8, band_width=16, window=16, batch_size=8, warmup_steps=5)
+
+
+def patterned_corpus(levels: int, bands: int, k: int, files: int = 6, columns: int = 40, seed: int = 0) -> CodeCorpus:
+    """Held notes: every file is a run of "notes" 6-16 columns long, each a random column of codes held
+    unchanged. A prior can learn that a note goes on; code frequencies cannot (every code is as common)."""
+    rng = np.random.default_rng(seed)
+    grids = []
+    for _ in range(files):
+        pieces, n = [], 0
+        while n < columns:
+            length = int(rng.integers(6, 17))
+            pieces.append(np.repeat(rng.integers(0, k, size=(levels, bands, 1)), length, axis=2))
+            n += length
+        grids.append(np.concatenate(pieces, axis=2)[:, :, :columns])
+    return CodeCorpus(tuple(f"f{i}.wav" for i in range(files)), tuple(grids))
+
+
+@pytest.fixture(scope="session")
+def prior_codec(codec, tmp_path_factory):
+    """The tiny test codec with a tiny prior trained for a few seconds on its own codes, saved and reloaded."""
+    corpus = patterned_corpus(len(codec.level_names), codec.num_bands, codec.codebook_size)
+    cfg = PriorConfig(levels=len(codec.level_names), bands=codec.num_bands, codebook_size=codec.codebook_size, **TINY_PRIOR)
+    trainer = PriorTrainer(corpus, codec.codebook_size, 0.1, codec.fingerprint, config=cfg)
+    list(trainer.run())
+    path = tmp_path_factory.mktemp("prior") / "with_prior.distill"
+    codec.with_prior(trainer.result.model, trainer.result.meta).save(path)
+    return Codec.load(path), path
 
 
 @pytest.fixture(scope="session")

@@ -24,14 +24,16 @@ from .edits import (
     apply_operation,
     parse_region,
 )
+from .edits.operations import DEFAULT_CANDIDATES, MAX_CANDIDATES, RegenerateSettings
 from .fileio import atomic_write_text, atomic_write_wav
 from .health import LevelHealth
 from .losses import LOSS_KEYS  # names of the loss terms in TrainEvent.losses / .val_losses, in a fixed order
 from .model import ConvVQVAE, VQDecoder, VQEncoder
+from .prior import DEFAULT_PRIOR_SHARE, NO_PRIOR_HELP, CodePrior, PriorConfig, PriorError, PriorTrainer
 from .render import DEFAULT_DETAIL, RenderError
 from .session import Clip, EditSession, Rendered, clip_from_source, load_clip, read_document
 from .spectrogram import MelConfig, MelFrontEnd
-from .train import Trainer, TrainEvent, TrainingError, TrainResult
+from .train import Trainer, TrainEvent, TrainingError, TrainResult, split_budget, train_prior_after
 
 __version__ = "0.1.0"
 
@@ -43,4 +45,6 @@ __all__ = [
     "LEVEL_NAMES", "LOSS_KEYS", "LevelHealth", "MelConfig", "MelFrontEnd", "ScanReport", "TrainEvent", "TrainResult", "Trainer",
     "TrainingError", "VQDecoder", "VQEncoder", "VQVAEConfig", "adaptive_config", "load_audio", "load_bundle",
     "read_info", "save_bundle", "scan_folder", "scan_paths",
+    "DEFAULT_CANDIDATES", "DEFAULT_PRIOR_SHARE", "MAX_CANDIDATES", "NO_PRIOR_HELP", "CodePrior", "PriorConfig",
+    "PriorError", "PriorTrainer", "RegenerateSettings", "split_budget", "train_prior_after",
 ]

@@ -34,7 +34,7 @@ from .render import (
     to_source_rate,
 )
 from .session import Clip, EditSession, read_document
-from .train import Trainer, TrainEvent, TrainingError
+from .train import Trainer, TrainEvent, TrainingError, split_budget, train_prior_after
 
 
 class CliError(Exception):
@@ -115,20 +115,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     ckpt = args.checkpoint or (args.output + ".ckpt")
     every = {} if args.checkpoint_every is None else {"checkpoint_every_s": args.checkpoint_every}
     share = _prior_share(args.prior_share)
-    codec_minutes = minutes * (1 - share) if minutes is not None else None  # the prior gets the rest
-    trainer = Trainer(report, cfg, minutes=codec_minutes, epochs=epochs, checkpoint_path=ckpt,
+    trainer = Trainer(report, cfg, minutes=split_budget(minutes, share), epochs=epochs, checkpoint_path=ckpt,
                       resume_from=args.resume, **every)
     _stream(trainer, trainer.run(), args.quiet)
-    result = trainer.result
-    if result is None:
+    if trainer.result is None:
         raise CliError("training was interrupted before a model existed")
-    codec, prior_text = result.codec, "no prior (--prior-share 0)"
-    if share > 0 and not trainer.cancelled and not result.stopped:
-        prior_minutes = minutes * share if minutes is not None else result.info.dataset["train_seconds"] / 60 * share / (1 - share)
-        codec, prior_text = _train_prior(codec, [(c.name, c.mel) for c in trainer.clips], prior_minutes, args.quiet)
-    elif share > 0:
-        prior_text = "no prior: training stopped early; add one with `distill prior`"
-    result.codec = codec
+    _stream(trainer, train_prior_after(trainer, minutes, share), args.quiet)
+    result = trainer.result
+    prior = result.codec.info.prior
+    prior_text = (f"prior: {prior['steps']} steps, held-out {prior['best_val_bits']} bits/code" if prior else
+                  "no prior (--prior-share 0)" if share == 0 else "no prior")
     result.save(args.output)
     print(f"saved {args.output} (fingerprint {result.info.fingerprint}, {result.steps} steps"
           f"{', cancelled' if result.cancelled else ''}"

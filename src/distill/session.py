@@ -246,6 +246,17 @@ class EditSession:
             wave = self.codec.front.invert(mel, self.current.num_samples, phase_from=self.clip.wave)
             return Rendered(wave.numpy().astype(np.float32), time.perf_counter() - t0, "plain", note)
 
+    def preview(self, result: EditResult) -> Rendered:
+        """How the clip would sound with `result` applied, without applying it (candidates to audition).
+
+        Rendered on a fork of the history that starts from this session's decode cache, so only the
+        changed columns are re-decoded and the real history, its redo steps and the cache stay as they are."""
+        with self.lock:
+            trial = EditSession(self.codec, self.clip, self.partner, self.history.fork(), self.render_mode, self.detail)
+            trial._mel_cache = self._mel_cache
+            trial.apply(result)
+            return trial.render()
+
     def donors(self) -> tuple:
         """render.Donor regions for the cells that still hold codes copied from A or from the open B."""
         with self.lock:

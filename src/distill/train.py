@@ -30,6 +30,7 @@ from .fileio import atomic_write
 from .health import LOW_UTILIZATION, LevelHealth, code_counts, health_from_counts, level_health
 from .losses import compute_losses, total_loss
 from .model import DOWNSAMPLE, ConvVQVAE
+from .prior import PriorTrainer
 from .spectrogram import MelConfig, MelFrontEnd
 
 MAX_VAL_CROPS = 64
@@ -685,6 +686,37 @@ def _restore_checkpoint(path, payload: dict, model, opt, rng: np.random.Generato
     except Exception as exc:
         raise TrainingError(f"{os.path.basename(os.fspath(path))}: damaged checkpoint, cannot resume "
                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
+
+
+def split_budget(minutes: float | None, prior_share: float) -> float | None:
+    """The codec's minutes when a run of `minutes` gives `prior_share` (0-0.9) of them to the prior."""
+    if not (isinstance(prior_share, (int, float)) and 0.0 <= prior_share <= 0.9):
+        raise ValueError(f"prior share must be within 0-0.9, got {prior_share!r}")
+    return None if minutes is None else minutes * (1.0 - prior_share)
+
+
+def train_prior_after(trainer: Trainer, minutes: float | None, prior_share: float) -> Iterator[TrainEvent]:
+    """After `trainer.run()` finished: train the prior on the same clips' codes for its share of the budget
+    (of `minutes`, or share/(1 - share) of the codec's time when the budget was in epochs), streaming its
+    events; the trainer's result then carries the codec with its prior. Nothing happens when the share
+    is 0, or the run was stopped or cancelled (a warning says how to add a prior later); Stop during
+    this phase keeps the best prior so far."""
+    result = trainer.result
+    if result is None or prior_share <= 0:
+        return
+    if result.stopped or trainer.cancelled:
+        yield TrainEvent("warning", result.steps, 0.0, 0.0, stage="prior",
+                         message="training was stopped, so no prior was trained (regenerate needs one); add it "
+                                 "later with `distill prior MODEL FOLDER`")
+        return
+    seconds = minutes * 60 * prior_share if minutes is not None else \
+        float(result.info.dataset.get("train_seconds", 60)) * prior_share / (1 - prior_share)
+    prior = PriorTrainer.from_audio(result.codec, [(c.name, c.mel) for c in trainer.clips], max(seconds, 5.0) / 60,
+                                    stop=trainer._stop_requested)
+    yield from prior.run()
+    if prior.result is not None:
+        result.codec = result.codec.with_prior(prior.result.model, prior.result.meta)
+        result.info = result.codec.info
 
 
 def train(files: Sequence[str | os.PathLike] | ScanReport, **kwargs) -> TrainResult:

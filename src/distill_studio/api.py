@@ -1,4 +1,5 @@
-"""File-in, file-out functions behind the named API endpoints (/train, /encode, /edit, /decode) for gradio_client."""
+"""File-in, file-out functions behind the named API endpoints (/train, /encode, /edit, /regenerate, /decode) for
+gradio_client."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from distill import (
     CodesError,
     EditError,
     EditSession,
+    RegenerateSettings,
     TrainingError,
     TrainResult,
     load_audio,
+    parse_region,
     read_document,
 )
 
@@ -125,6 +128,40 @@ def api_edit(model_file: str, codes_file: str, operation: str, other_codes_file:
     path = _out(name.replace(".codes.json", "").removesuffix(".json") + ".edited.codes.json")
     session.current.save(path)
     return str(path)
+
+
+def api_regenerate(model_file: str, codes_file: str, region: str, strength: float = 1.0, temperature: float = 1.0,
+                   seed: float = 0, candidates: float = 1) -> list[str]:
+    """Model (with a prior) + codes JSON (or history JSON) + region in the CLI's syntax -> one codes JSON per
+    candidate (NAME.regen.K.codes.json): the region's levels redrawn, everything else kept exactly."""
+    codec = _codec(model_file)
+    if codec.prior is None:
+        raise fail(f"{Path(model_file).name}: {codec.prior_note}")
+    if not codes_file:
+        raise fail("codes_file is required (a codes JSON file from /encode or /edit)")
+    name = Path(codes_file).name
+    try:
+        settings = RegenerateSettings(strength=float(strength), temperature=float(temperature), seed=int(seed),
+                                      candidates=int(candidates))
+    except (EditError, TypeError, ValueError, OverflowError) as exc:
+        raise fail(f"regenerate settings: {exc}") from exc
+    try:
+        text = Path(codes_file).read_text(encoding="utf-8")
+        history, original = read_document(codec, text)
+        results = codec.regenerate(history.current, parse_region(region or "", history.current), settings)
+    except (EditError, CodesError, ValueError, OSError) as exc:
+        raise fail(f"{name}: {exc}") from exc
+    stem = name.replace(".codes.json", "").removesuffix(".json")
+    folder = _out("x").parent
+    paths = []
+    for i, result in enumerate(results, start=1):
+        history, original = read_document(codec, text)   # every candidate continues the same history
+        session = EditSession(codec, Clip(name, original, None), history=history)
+        session.apply(result)
+        path = folder / safe_filename(f"{stem}.regen.{i}.codes.json", "output")
+        session.current.save(path)
+        paths.append(str(path))
+    return paths
 
 
 def api_decode(model_file: str, codes_file: str, phase_audio: str | None = None) -> tuple[int, np.ndarray]:

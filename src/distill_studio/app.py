@@ -12,9 +12,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from distill import DEFAULT_DETAIL, BundleError, Codec
+from distill import DEFAULT_CANDIDATES, DEFAULT_DETAIL, BundleError, Codec
 
-from . import api, handlers, training
+from . import api, handlers, regenerate, training
 from .handlers import MAX_LEVELS, View
 from .heatmap import HEATMAP_CSS, HEATMAP_JS, empty_html
 from .state import Limits, Session
@@ -156,17 +156,17 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                                 paste_btn = gr.Button("Paste", elem_id="paste-btn", size="sm", min_width=60)
                                 reverse_btn = gr.Button("Reverse", elem_id="reverse-btn", size="sm", min_width=60)
                             with gr.Row(equal_height=True):
-                                code_in = gr.Number(value=0, precision=0, minimum=0, show_label=False, container=False,
-                                                    min_width=60, elem_id="code-in")
+                                code_in = gr.Number(value=0, precision=0, minimum=0, label="Code", min_width=60,
+                                                    elem_id="code-in")
                                 set_btn = gr.Button("Set to code", elem_id="set-btn", size="sm", min_width=60)
-                                shift_in = gr.Number(value=1, precision=0, show_label=False, container=False, min_width=60,
+                                shift_in = gr.Number(value=1, precision=0, label="Columns (±)", min_width=60,
                                                      elem_id="shift-in")
                                 shift_btn = gr.Button("Shift by columns", elem_id="shift-btn", size="sm", min_width=60)
                             with gr.Row(equal_height=True):
-                                repeat_in = gr.Number(value=2, precision=0, minimum=1, show_label=False, container=False,
-                                                      min_width=60, elem_id="repeat-in")
+                                repeat_in = gr.Number(value=2, precision=0, minimum=1, label="Times", min_width=60,
+                                                      elem_id="repeat-in")
                                 repeat_btn = gr.Button("Repeat × times", size="sm", min_width=60)
-                                seed_in = gr.Number(value=0, precision=0, show_label=False, container=False, min_width=60,
+                                seed_in = gr.Number(value=0, precision=0, label="Randomize seed", min_width=60,
                                                     elem_id="seed-in")
                                 rand_btn = gr.Button("Randomize (seed)", elem_id="randomize-btn", size="sm", min_width=60)
                             with gr.Row(equal_height=True):
@@ -177,6 +177,34 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                                 op_in = gr.Textbox(show_label=False, container=False, scale=3, elem_id="op-in",
                                                    placeholder="or type an operation: swap Timbre@0.0-1.0 B:Timbre@1.0-2.0")
                                 op_btn = gr.Button("Run", size="sm", scale=1, min_width=60)
+                        with gr.Accordion("Regenerate the selection (learned from your sounds)", open=True,
+                                          elem_id="regen-panel"):
+                            gr.Markdown("New material for the selected cells that fits what is around them, drawn "
+                                        "by the model's prior; everything outside the selection stays exactly.")
+                            with gr.Row():
+                                rg_strength = gr.Slider(0, 1, value=1.0, step=0.05, label="Strength",
+                                                        info="share of the selected cells redrawn", elem_id="rg-strength")
+                                rg_temp = gr.Slider(0.3, 2.0, value=1.0, step=0.05, label="Temperature",
+                                                    info="lower = safer, higher = wilder", elem_id="rg-temperature")
+                            with gr.Row(equal_height=True):
+                                rg_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", min_width=60,
+                                                    elem_id="rg-seed")
+                                rg_count = gr.Number(value=DEFAULT_CANDIDATES, precision=0, minimum=1,
+                                                     maximum=regenerate.SLOTS, label="Versions", min_width=60,
+                                                     elem_id="rg-count")
+                            with gr.Row():
+                                rg_btn = gr.Button("Regenerate selection", variant="primary", size="sm",
+                                                   elem_id="regen-btn")
+                                rg_again = gr.Button("Again (next seed)", size="sm", elem_id="regen-again")
+                                rg_whole = gr.Button("Vary whole clip", size="sm", elem_id="regen-whole")
+                            rg_now = gr.Audio(label="Now (same span)", interactive=False, elem_id="rg-now")
+                            rg_players, rg_keeps = [], []
+                            for i in range(regenerate.SLOTS):
+                                with gr.Row(equal_height=True):
+                                    rg_players.append(gr.Audio(label=f"Version {i + 1}", interactive=False,
+                                                               visible=False, elem_id=f"rg-audio-{i}", scale=4))
+                                    rg_keeps.append(gr.Button(f"Keep {i + 1}", size="sm", visible=False, scale=1,
+                                                              min_width=60, elem_id=f"rg-keep-{i}"))
                         gr.Markdown("**History**")
                         history = gr.Markdown(label="History", elem_id="history")
                         with gr.Accordion("Save / load", open=False):
@@ -221,6 +249,9 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                     parts_plot = gr.LinePlot(x="step", y="loss", color="curve", title="Loss terms (reconstruction, commitment)",
                                              color_map=training.TERM_COLOURS,
                                              height=240)
+                    prior_plot = gr.LinePlot(x="step", y="loss", color="curve", color_map=training.PRIOR_COLOURS,
+                                             title="Prior for Regenerate (bits per code; held-out = validation)",
+                                             height=240)
                 health = gr.HTML(training.health_html(()), css_template=EXTRA_CSS, elem_id="health")
                 with gr.Row():
                     model_file = gr.File(label="Trained model (.distill)", interactive=False, elem_id="model-file")
@@ -240,7 +271,13 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
             api_codes_out = gr.File()
             api_phase = gr.File()
             api_wave = gr.Audio()
-            api_btns = [gr.Button(visible=False) for _ in range(4)]
+            api_region = gr.Textbox()
+            api_strength = gr.Number(value=1.0)
+            api_temperature = gr.Number(value=1.0)
+            api_seed = gr.Number(value=0, precision=0)
+            api_candidates = gr.Number(value=1, precision=0)
+            api_codes_list = gr.File(file_count="multiple")
+            api_btns = [gr.Button(visible=False) for _ in range(5)]
 
         # ---------------------------------------------------------------- wiring
         edit_outputs = [session, *heat_a, *heat_b, mel, selection, history, original, recon, edited, preview, status,
@@ -319,6 +356,29 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
         bind(op_btn, handlers.run_operation, [op_in])
         op_in.submit(lambda s, t: emit(handlers.run_operation(s, t)), [session, op_in], edit_outputs, **quiet)
 
+        # regenerate: candidates are drawn and auditioned, then one is kept as an undoable step
+        rg_outputs = [rg_now, *[x for pair in zip(rg_players, rg_keeps, strict=True) for x in pair]]
+        rg_inputs = [rg_strength, rg_temp, rg_seed, rg_count]
+
+        def with_candidates(pair: tuple[Session, View]) -> list:
+            s, _ = pair
+            sr = s.codec.sample_rate if s is not None and s.codec is not None else 1
+            return [*emit(pair), *regenerate.candidate_updates(s, sr)]
+
+        rg_btn.click(lambda s, *a: with_candidates(regenerate.draw(s, *a)), [session, *rg_inputs],
+                     [*edit_outputs, *rg_outputs], **quiet)
+        rg_whole.click(lambda s, *a: with_candidates(regenerate.draw(s, *a, whole=True)), [session, *rg_inputs],
+                       [*edit_outputs, *rg_outputs], **quiet)
+
+        def on_again(s, strength, temperature, seed, count):
+            seed = int(seed or 0) + 1
+            return [*with_candidates(regenerate.draw(s, strength, temperature, seed, count)), seed]
+
+        rg_again.click(on_again, [session, *rg_inputs], [*edit_outputs, *rg_outputs, rg_seed], **quiet)
+        for i, btn in enumerate(rg_keeps):
+            btn.click(lambda s, i=i: with_candidates(regenerate.keep(s, i)), [session], [*edit_outputs, *rg_outputs],
+                      **quiet)
+
         def on_export(s):
             s, files, view = handlers.export(s)
             return [*emit((s, view)), files]
@@ -343,7 +403,7 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                                    int(values[8] or 0), str(values[9]))
             for p in training.train_stream(s, st, limits):
                 yield (s, gr.skip() if p.totals is None else p.totals, gr.skip() if p.parts is None else p.parts,
-                       p.health, p.status, p.model_file or gr.skip())
+                       p.health, p.status, p.model_file or gr.skip(), gr.skip() if p.prior is None else p.prior)
 
         pending_outputs = [pending_md, use_model_btn]
 
@@ -357,7 +417,8 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
             s = handlers.open_defaults(s, limits)
             return [*emit((s, handlers.full_view(s))), *pending_updates(s)]
 
-        train_evt = train_btn.click(on_train, [session, *settings_in], [session, loss_plot, parts_plot, health, train_status, model_file],
+        train_evt = train_btn.click(on_train, [session, *settings_in],
+                                    [session, loss_plot, parts_plot, health, train_status, model_file, prior_plot],
                                     concurrency_limit=limits.train_concurrency, concurrency_id="train",
                                     api_visibility="undocumented")
         train_evt.success(after_model, [session], [*edit_outputs, *pending_outputs], **quiet)
@@ -384,6 +445,8 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
         api_btns[1].click(api.api_encode, [api_model, api_audio], [api_codes_out], api_name="encode")
         api_btns[2].click(api.api_edit, [api_model, api_codes, api_op, api_other], [api_codes_out], api_name="edit")
         api_btns[3].click(api.api_decode, [api_model, api_codes, api_phase], [api_wave], api_name="decode")
+        api_btns[4].click(api.api_regenerate, [api_model, api_codes, api_region, api_strength, api_temperature, api_seed,
+                                               api_candidates], [api_codes_list], api_name="regenerate")
 
     demo.queue(max_size=limits.queue_size, default_concurrency_limit=4)
     explain_queue_full(demo, limits)

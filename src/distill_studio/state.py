@@ -15,6 +15,7 @@ from distill import (
     Codec,
     CodeGrid,
     EditHistory,
+    EditResult,
     EditSession,
     Region,
     Rendered,
@@ -134,6 +135,20 @@ class PendingModel:
     clips: dict[str, str] = field(default_factory=dict)  # clips that come with it (the training set), added on switch
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """Regenerate's versions of A's selection: each an edit not yet applied, with its audio to audition.
+
+    `base` is the grid they were drawn on: once A changes, they no longer apply and are dropped."""
+
+    base: CodeGrid
+    results: tuple[EditResult, ...]
+    audio: tuple[np.ndarray, ...]      # each candidate rendered (surgically), cut to the audition span
+    current: np.ndarray                # the clip as it is now, same span
+    span: tuple[int, int]              # audition span in samples at the model rate
+    seed: int
+
+
 @dataclass
 class Session:
     """Everything one browser tab owns. Handlers receive it, change it and hand it back to gr.State.
@@ -163,6 +178,7 @@ class Session:
     stop_file: str | None = None            # the running training's stop file: Stop creates it (works across processes)
     pending_model: PendingModel | None = None  # a new model waiting for "Use the new model" (A has edits)
     loss_rows: list[dict] = field(default_factory=list)  # [{step, value, series}] for the loss plots
+    candidates: Candidates | None = None    # Regenerate's drawn versions, waiting to be auditioned and kept
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property

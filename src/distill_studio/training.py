@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import html
+import math
 import os
 import shutil
 import tempfile
@@ -15,6 +16,7 @@ import gradio as gr
 import pandas as pd
 
 from distill import (
+    DEFAULT_PRIOR_SHARE,
     LOSS_KEYS,
     Codec,
     FileVerdict,
@@ -26,6 +28,8 @@ from distill import (
     VQVAEConfig,
     adaptive_config,
     scan_paths,
+    split_budget,
+    train_prior_after,
 )
 
 from . import handlers
@@ -35,6 +39,7 @@ from .state import Limits, PendingModel, Session
 LIGHTS = {"Healthy": "#22a34a", "Some codes unused": "#e0a800", "Collapsed": "#d63a3a"}
 # Fixed colour maps: the plot's legend is fixed by its first frame, so every curve must be named up front.
 TOTAL_COLOURS = {"train": "#3b6fd8", "validation": "#e8772e"}
+PRIOR_COLOURS = {"prior train": "#3b6fd8", "prior validation": "#e8772e"}
 TERM_COLOURS = dict(zip(LOSS_KEYS, ("#3b6fd8", "#22a34a", "#9b59b6", "#e8772e", "#d63a3a", "#7f8c8d", "#f1c40f"),
                         strict=False))
 REPORT_COLUMNS = ["file", "verdict", "seconds", "sample rate", "channels", "reason"]
@@ -207,12 +212,14 @@ def health_html(levels) -> str:
     return f"<table class='health'>{rows}</table>"
 
 
-def loss_frames(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """History rows -> (train/validation totals, per-term curves) in the long form gr.LinePlot wants."""
+def loss_frames(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """History rows -> (train/validation totals, per-term curves, the prior's curves in bits/code) in the long
+    form gr.LinePlot wants."""
     df = pd.DataFrame(rows or [], columns=["step", "loss", "curve"]).astype({"step": "int64", "loss": "float64"})
     totals = df[df["curve"].isin(["train", "validation"])].reset_index(drop=True)
-    parts = df[~df["curve"].isin(["train", "validation"])].reset_index(drop=True)
-    return totals, parts
+    prior = df[df["curve"].isin(list(PRIOR_COLOURS))].reset_index(drop=True)
+    parts = df[~df["curve"].isin(["train", "validation", *PRIOR_COLOURS])].reset_index(drop=True)
+    return totals, parts, prior
 
 
 def plottable(frame: pd.DataFrame, needed: tuple[str, ...] = ()) -> pd.DataFrame | None:
@@ -224,6 +231,12 @@ def plottable(frame: pd.DataFrame, needed: tuple[str, ...] = ()) -> pd.DataFrame
 
 
 def event_rows(ev: TrainEvent) -> list[dict]:
+    if ev.stage == "prior":
+        if ev.kind == "step" and ev.loss is not None:
+            return [{"step": ev.step, "loss": float(ev.loss), "curve": "prior train"}]
+        if ev.kind == "validation" and ev.val_loss is not None:
+            return [{"step": ev.step, "loss": float(ev.val_loss), "curve": "prior validation"}]
+        return []
     if ev.kind == "step" and ev.loss is not None:
         rows = [{"step": ev.step, "loss": float(ev.loss), "curve": "train"}]
         rows += [{"step": ev.step, "loss": float(v), "curve": k} for k, v in ev.losses.items() if v]
@@ -234,15 +247,19 @@ def event_rows(ev: TrainEvent) -> list[dict]:
 
 
 def status_line(ev: TrainEvent) -> str:
-    parts = [f"**{ev.kind}**", f"step {ev.step}", f"epoch {ev.epoch:.1f}"]
+    if ev.stage == "prior":
+        parts = [f"**prior {ev.kind}**", f"step {ev.step}"]
+    else:
+        parts = [f"**{ev.kind}**", f"step {ev.step}", f"epoch {ev.epoch:.1f}"]
     if ev.progress is not None:
         parts.append(f"{ev.progress:.0%}")
     if ev.steps_per_s:
         parts.append(f"{ev.steps_per_s:.1f} steps/s")
     if ev.eta_s is not None and ev.kind != "done":
         parts.append(f"ETA {int(ev.eta_s) // 60}:{int(ev.eta_s) % 60:02d}")
-    if ev.best_val_loss is not None:
-        parts.append(f"best validation loss {ev.best_val_loss:.4f}")
+    if ev.best_val_loss is not None and math.isfinite(ev.best_val_loss):
+        parts.append(f"best held-out {ev.best_val_loss:.3f} bits/code" if ev.stage == "prior"
+                     else f"best validation loss {ev.best_val_loss:.4f}")
     if ev.message:
         parts.append(html.escape(ev.message))
     return " · ".join(parts)
@@ -257,6 +274,7 @@ class Progress:
     health: str
     status: str
     model_file: str | None = None
+    prior: pd.DataFrame | None = None
 
 
 def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]:
@@ -296,10 +314,11 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
                 health = health_html(ev.codebook)
             if ev.kind in ("start", "warning"):
                 lines.append(html.escape(ev.message))
-            totals, parts = loss_frames(s.loss_rows)
+            totals, parts, prior = loss_frames(s.loss_rows)
             more = [f"… and {len(lines) - 3} more warning{'s' if len(lines) > 4 else ''}"] if len(lines) > 3 else []
             yield Progress(plottable(totals, ("train", "validation")), plottable(parts), health,
-                           "  \n".join(lines[-3:] + more + [status_line(ev)]))
+                           "  \n".join(lines[-3:] + more + [status_line(ev)]),
+                           prior=plottable(prior, ("prior train", "prior validation")))
     except (TrainingError, ValueError) as exc:
         raise fail(str(exc)) from exc
     finally:
@@ -317,6 +336,9 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
         raise fail(f"Training finished but the model could not be saved ({exc}); nothing was changed.") from exc
     done = (f"**Model ready:** {result.steps} steps{' (stopped: kept the best model so far)' if result.cancelled else ''}"
             + (f", best validation loss {result.best_val_loss:.4f}" if result.best_val_loss is not None else ""))
+    prior_info = result.codec.info.prior
+    done += (f"; prior for Regenerate: held-out {prior_info.get('best_val_bits')} bits/code" if prior_info else
+             "; no prior (training was stopped before it): Regenerate needs one")
     label = f"trained here ({result.steps} steps{', stopped early' if result.cancelled else ''})"
     clips = trained_clips(s.report, result)
     try:
@@ -333,8 +355,8 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
         more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
         done += (f"  \nNot in the clip list (skipped during training or gone since): "
                  f"{html.escape(', '.join(left_out[:5]))}{more}.")
-    totals, parts = loss_frames(s.loss_rows)
-    yield Progress(plottable(totals), plottable(parts), health, done, str(path))
+    totals, parts, prior = loss_frames(s.loss_rows)
+    yield Progress(plottable(totals), plottable(parts), health, done, str(path), plottable(prior))
 
 
 def trained_clips(report: ScanReport, result: TrainResult) -> dict[str, str]:
@@ -413,10 +435,12 @@ def train_events(report: ScanReport, cfg: VQVAEConfig, minutes: float | None, ep
                  holder: list | None = None, stop_file: str | None = None) -> Iterator[TrainEvent | TrainResult]:
     """Every TrainEvent, then the TrainResult. Inputs and outputs pickle, as ZeroGPU's worker process needs;
     `holder` (same process only) receives the Trainer; the run stops when `stop_file` appears (any process)."""
-    trainer = Trainer(report, cfg, minutes=minutes, epochs=epochs, log_every_s=0.5, stop_file=stop_file)
+    trainer = Trainer(report, cfg, minutes=split_budget(minutes, DEFAULT_PRIOR_SHARE), epochs=epochs, log_every_s=0.5,
+                      stop_file=stop_file)
     if holder is not None:
         holder.append(trainer)
     yield from trainer.run()
+    yield from train_prior_after(trainer, minutes, DEFAULT_PRIOR_SHARE)  # the prior that Regenerate samples
     if trainer.result is not None:
         result = trainer.result
         result.codec.model.cpu()

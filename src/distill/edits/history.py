@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 
@@ -140,6 +141,13 @@ class EditHistory:
         step = Step(result.label, Diff.between(self._current, result.grid), tuple(result.donors), partner,
                     result.other)
         return self._add(step, result.grid)
+
+    def fork(self) -> EditHistory:
+        """An independent copy to try an edit on (steps are immutable and shared; pushing to the fork never
+        touches this history or its redo steps)."""
+        twin = copy.copy(self)
+        twin._steps = list(self._steps)
+        return twin
 
     def undo(self) -> CodeGrid:
         if not self.can_undo:

@@ -1,0 +1,116 @@
+"""Regenerate panel: draw N versions of A's selection with the model's prior, audition them, keep one.
+
+Candidates are rendered without being applied (EditSession.preview), so drawing never touches the
+history; keeping one commits it as one undoable step. Thin glue over distill's public API.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+
+import gradio as gr
+import numpy as np
+
+from distill import MAX_CANDIDATES, CodesError, EditError, RegenerateSettings, Region
+
+from .handlers import View, _need_edit, _need_sel, commit, fail, guarded, render, to_int16
+from .state import Candidates, Session
+
+SLOTS = 6                  # candidate players on the page
+AUDITION_PAD_S = 1.0       # each player plays the selection with this much context on both sides
+STUDIO_NO_PRIOR = ("Regenerate needs a prior, and this model has none. Train a model on **Data & Train** (the Train "
+                   "button trains the prior too), or add one to this model with `distill prior MODEL.distill FOLDER`.")
+
+
+def _settings(strength: float | None, temperature: float | None, seed: float | None, count: float | None
+              ) -> RegenerateSettings:
+    """The panel's inputs -> RegenerateSettings; a clear message for an empty or out-of-range box."""
+    values = {"strength": strength, "temperature": temperature, "seed": seed, "candidates": count}
+    empty = [k for k, v in values.items() if v is None or (isinstance(v, float) and not math.isfinite(v))]
+    if empty:
+        raise fail(f"Regenerate: fill in {', '.join(empty)}.")
+    n = int(count)
+    if not 1 <= n <= min(SLOTS, MAX_CANDIDATES):
+        raise fail(f"Regenerate: candidates must be 1-{min(SLOTS, MAX_CANDIDATES)}, got {n}.")
+    try:
+        return RegenerateSettings(strength=float(strength), temperature=float(temperature), seed=int(seed),
+                                  candidates=n)
+    except EditError as exc:
+        raise fail(f"Regenerate: {exc}.") from exc
+
+
+def audition_span(s: Session, region: Region) -> tuple[int, int]:
+    """Samples (model rate) a candidate player plays: the selection with AUDITION_PAD_S of context each side."""
+    grid = s.grid
+    spc, sr = grid.seconds_per_column, grid.sample_rate
+    t0 = max(0.0, region.c0 * spc - AUDITION_PAD_S)
+    t1 = min(grid.duration_s, (region.c1 + 1) * spc + AUDITION_PAD_S)
+    return int(round(t0 * sr)), max(int(round(t0 * sr)) + 1, int(round(t1 * sr)))
+
+
+@guarded
+def draw(s: Session | None, strength: float | None, temperature: float | None, seed: float | None,
+         count: float | None, whole: bool = False) -> tuple[Session, View]:
+    """Draw candidates for A's selection (or the whole clip), render each, keep them for audition."""
+    session = _need_edit(s)
+    codec = s.codec
+    if codec.prior is None:
+        raise fail(STUDIO_NO_PRIOR + (f" ({codec.prior_note})" if "cannot be used" in codec.prior_note else ""))
+    settings = _settings(strength, temperature, seed, count)
+    grid = session.current
+    if whole:
+        names = [codec.level_names[q] for q in (s.sel_a.levels if s.sel_a is not None else range(grid.num_levels))]
+        region = Region.from_seconds(grid, names, 0.0, grid.duration_s)
+    else:
+        region = _need_sel(s)
+    t0 = time.perf_counter()
+    try:
+        results = codec.regenerate(grid, region, settings)
+        renders = [session.preview(r) for r in results]
+    except (EditError, CodesError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    a, b = audition_span(s, region)
+    now = s.rendered.wave if s.rendered is not None and s.history.position > 0 else (
+        s.a.wave if s.a.wave is not None else s.recon)
+    s.candidates = Candidates(grid, tuple(results), tuple(r.wave[a:b] for r in renders),
+                              np.asarray(now[a:b]) if now is not None else np.zeros(b - a, np.float32), (a, b),
+                              settings.seed)
+    notes = {r.note for r in renders if r.note}
+    what = "the whole clip" if whole else html.escape(region.describe(grid))
+    text = (f"Drew {len(results)} version{'s' if len(results) != 1 else ''} of {what} (seed {settings.seed}, strength "
+            f"{settings.strength:g}, temperature {settings.temperature:g}) in {time.perf_counter() - t0:.2f} s. "
+            "Listen below and press **Keep** on the one you like; **Again** draws new ones.")
+    if notes:
+        text += " **Note:** " + html.escape("; ".join(sorted(notes))) + "."
+    return s, render(s, status=text)
+
+
+@guarded
+def keep(s: Session | None, index: int) -> tuple[Session, View]:
+    """Apply candidate `index` (0-based) as one undoable step."""
+    session = _need_edit(s)
+    c = s.candidates
+    if c is None or not 0 <= index < len(c.results):
+        raise fail("No such candidate: press Regenerate first.")
+    if c.base is not session.current:
+        s.candidates = None
+        raise fail("Clip A changed since these versions were drawn; press Regenerate again.")
+    s.candidates = None
+    return commit(s, c.results[index])
+
+
+def candidate_updates(s: Session | None, sample_rate: int) -> list:
+    """Page updates for the candidate area: the 'now' player, then (player, keep button) per slot."""
+    c = s.candidates if s is not None else None
+    if c is None:
+        return [gr.update(value=None)] + [gr.update(value=None, visible=False), gr.update(visible=False)] * SLOTS
+    out = [to_int16(c.current, sample_rate)]
+    for i in range(SLOTS):
+        shown = i < len(c.audio)
+        out += [gr.update(value=to_int16(c.audio[i], sample_rate) if shown else None, visible=shown,
+                          label=f"Version {i + 1}"),
+                gr.update(visible=shown)]
+    return out
+

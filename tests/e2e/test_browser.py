@@ -156,3 +156,52 @@ def test_folder_upload_of_bad_inputs_names_each_with_its_reason(url, bad_folder)
             raise
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def prior_url(prior_codec, corpus_dir):
+    with running_studio(prior_codec[1], corpus_dir, max_train_minutes=0.05) as address:
+        yield address
+
+
+def test_select_regenerate_audition_two_versions_keep_one_undo(prior_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1600})
+        try:
+            page.goto(prior_url)
+            expect(page.locator('#hm-A-1 .hm-c[data-r="0"][data-c="0"]')).to_be_visible(timeout=60000)
+            x0, y0 = _box(page, '#hm-A-1 .hm-c[data-r="7"][data-c="0"]')
+            x1, y1 = _box(page, '#hm-A-1 .hm-c[data-r="0"][data-c="2"]')
+            page.mouse.move(x0, y0)
+            page.mouse.down()
+            page.mouse.move(x1, y1, steps=6)
+            page.mouse.up()
+            expect(page.locator("#selection")).to_contain_text("Timbre", timeout=30000)
+            page.locator("#rg-count input").fill("2")
+            page.click("#regen-btn")
+            expect(page.locator("#status")).to_contain_text("Drew 2 versions", timeout=60000)
+            expect(page.locator("#rg-audio-0")).to_be_visible()
+            expect(page.locator("#rg-audio-1")).to_be_visible()
+            expect(page.locator("#rg-audio-2")).to_be_hidden()
+            for i in (0, 1):   # audition both
+                page.locator(f"#rg-audio-{i} button[aria-label='Play']").click()
+                expect(page.locator(f"#rg-audio-{i} button[aria-label='Pause']")).to_be_visible(timeout=15000)
+            before = page.locator('#hm-A-1 .hm-c[data-r="3"][data-c="1"]').get_attribute("data-k")
+            page.click("#rg-keep-1")
+            expect(page.locator("#history")).to_contain_text("regenerate", timeout=30000)
+            expect(page.locator("#status")).to_contain_text("Decoded in")
+            page.screenshot(path=str(ARTIFACTS / "studio-regenerate.png"), full_page=True)
+            page.mouse.click(5, 5)
+            page.keyboard.press("Control+z")
+            expect(page.locator("#history")).to_contain_text("undone", timeout=30000)
+            expect(page.locator('#hm-A-1 .hm-c[data-r="3"][data-c="1"]')).to_have_attribute("data-k", before)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "studio-regenerate-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +71,23 @@ def test_train_says_when_it_capped_the_budget_and_how_to_change_the_cap(corpus_d
     assert "capped at 0.005 minutes" in first and "2 asked for" in first and "DISTILL_MAX_TRAIN_MINUTES" in first
     _, summary = api.api_train(files, 0.002, limits)
     assert "capped" not in summary and summary.startswith("trained")
+
+
+def test_the_api_loads_each_model_file_once(trained, tmp_path, monkeypatch):
+    """Every call uploads the model: the same file (same path, size, mtime) is loaded once, a changed one again."""
+    import shutil
+
+    from distill import Codec
+    from distill_studio import api
+
+    loads = []
+    real = Codec.load.__func__
+    monkeypatch.setattr(Codec, "load", classmethod(lambda cls, path, *a, **k: loads.append(path) or real(cls, path, *a, **k)))
+    model = tmp_path / "m.distill"
+    shutil.copy(trained[1], model)
+    first = api._codec(str(model))
+    assert api._codec(str(model)) is first and len(loads) == 1
+    shutil.copy(trained[1], tmp_path / "tmp.distill")
+    os.replace(tmp_path / "tmp.distill", model)          # a new version of the file at the same path
+    os.utime(model, ns=(1, 1))
+    assert api._codec(str(model)) is not first and len(loads) == 2

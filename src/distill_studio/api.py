@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -48,13 +50,33 @@ def _out(name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix="distill-api-")) / safe_filename(name, "output")
 
 
+CODEC_CACHE_SIZE = 2   # recently used models kept loaded (a Codec is stateless, so callers can share one)
+_codecs: OrderedDict[tuple[str, int, int], Codec] = OrderedDict()
+_codecs_lock = threading.Lock()
+
+
 def _codec(model_file: str | None) -> Codec:
+    """The model in `model_file`, loaded once per file version: each API call uploads the model, and
+    loading it again every time cost ~35% of an encode -> edit -> decode round trip (benchmarks/load.py).
+    Keyed by (path, size, mtime): gradio stores an upload under its content hash, so the same model file
+    arrives at the same path."""
     if not model_file:
         raise fail("model_file is required (a .distill file)")
     try:
-        return Codec.load(model_file)
+        st = os.stat(model_file)
+        key = (os.path.realpath(model_file), st.st_size, st.st_mtime_ns)
+        with _codecs_lock:
+            if key in _codecs:
+                _codecs.move_to_end(key)
+                return _codecs[key]
+        codec = Codec.load(model_file)
     except (BundleError, OSError) as exc:
         raise fail(str(exc)) from exc
+    with _codecs_lock:
+        _codecs[key] = codec
+        while len(_codecs) > CODEC_CACHE_SIZE:
+            _codecs.popitem(last=False)
+    return codec
 
 
 def _grid(codec: Codec, codes_file: str | None, what: str = "codes_file") -> CodeGrid:

@@ -1,0 +1,205 @@
+"""How good is Regenerate? The prior vs code frequencies (what `randomize` draws from) and vs copying the
+nearest column, on held-out real recordings, plus decoded plausibility and speed. Prints a table.
+
+    python benchmarks/prior.py /usr/share/lmms/samples --folders drums,beats,bassloops instruments,basses,stringsnpads \
+        --codec-minutes 2 --prior-minutes 2 [--json out.json]
+
+Each folder group (comma-joined top-level folders) is one corpus: every 5th file held out, a codec trained
+on the rest for --codec-minutes (one thread), then the prior for --prior-minutes (encoding included), all
+in this run. Metrics on the held-out files:
+  - bits/code of hidden cells for edit-shaped masks (a 1-16-column span, Structure kept, Timbre+Detail
+    hidden): prior vs (a) per-level, per-band code frequencies of the training codes (add-one), and
+    (b) copy the nearest visible column, mixed with (a) at the weight that scores best (its best case);
+  - decoded plausibility of a redrawn Timbre+Detail span (surgical render), regenerate vs randomize:
+    (i) mean frame-to-frame log-mel change inside the span and across its two edges, relative to the
+    recording's own change there (1.0 = as smooth as the real audio); (ii) decode -> re-encode agreement,
+    the share of the span's redrawn cells whose codes survive decoding and encoding again;
+  - speed: 4 candidates for a 2 s span, sampling + surgical render of all four.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import holdout_split, select_files  # noqa: E402
+
+from distill import Clip, Codec, EditSession, RegenerateSettings, Region, Trainer, load_audio, load_source  # noqa: E402
+from distill.edits.operations import randomize_region  # noqa: E402
+from distill.prior import (  # noqa: E402
+    PriorTrainer,
+    edit_mask,
+    encode_corpus,
+    evaluate_bits,
+    fixed_eval_set,
+    nearest_visible,
+)
+from distill.session import clip_from_source  # noqa: E402
+
+
+def frequencies(grids: list[np.ndarray], k: int) -> np.ndarray:
+    """[levels, bands, K] add-one code frequencies over the training codes."""
+    L, B = grids[0].shape[:2]
+    counts = np.ones((L, B, k))
+    for g in grids:
+        for q in range(L):
+            for b in range(B):
+                counts[q, b] += np.bincount(g[q, b], minlength=k)
+    return counts / counts.sum(-1, keepdims=True)
+
+
+def baseline_bits(codes: torch.Tensor, pad: torch.Tensor, hide: torch.Tensor, freq: np.ndarray, k: int) -> dict:
+    """Bits/code of the hidden cells under (a) frequencies and (b) nearest-column copy mixed with (a)."""
+    c, h = codes.numpy(), hide.numpy()
+    n, q, b, _ = np.nonzero(h)
+    pf = freq[q, b, c[h]]
+    left, right, gl, gr = (x.numpy() for x in nearest_visible(codes.masked_fill(hide, k), k, pad))
+    near = np.where(gl[h] <= gr[h], left[h], right[h])   # the nearest visible column's code (k = none)
+    hit = near == c[h]
+    best = min(float(-np.log2((1 - a) * pf + a * hit).mean()) for a in np.linspace(0.05, 0.95, 19))
+    return {"frequencies": float(-np.log2(pf).mean()), "copy_nearest": best}
+
+
+def smoothness(logmel: np.ndarray, f0: int, f1: int) -> float:
+    """Mean |frame-to-frame change| of log-mel [n_mels, frames] over frames f0-1 .. f1 (the span and both edges)."""
+    a, b = max(1, f0), min(logmel.shape[1] - 1, f1)
+    return float(np.abs(np.diff(logmel[:, a - 1:b + 1], axis=1)).mean())
+
+
+def plausibility(codec: Codec, clips: list[Clip], usage: list[list[int]], seed: int = 0) -> dict:
+    """Regenerate vs randomize of a Timbre+Detail span in each held-out clip of >= 8 columns, decoded surgically."""
+    out = {"regenerate": {"smooth": [], "agree": []}, "randomize": {"smooth": [], "agree": []}}
+    fpc = codec.frames_per_column
+    for clip in clips:
+        grid = clip.grid
+        T = grid.num_columns
+        if T < 8:
+            continue
+        width = min(12, T // 2)
+        c0 = (T - width) // 2
+        region = Region((1, 2), 0, grid.num_bands - 1, c0, c0 + width - 1)
+        real = codec.logmel(clip.wave).numpy()
+        f0, f1 = c0 * fpc, (c0 + width) * fpc
+        base = smoothness(real, f0, f1)
+        if base <= 0:
+            continue
+        session = EditSession(codec, clip)
+        drawn = {"regenerate": codec.regenerate(grid, region, RegenerateSettings(seed=seed))[0],
+                 "randomize": randomize_region(grid, region, usage, seed)}
+        for name, result in drawn.items():
+            wave = session.preview(result).wave
+            out[name]["smooth"].append(smoothness(codec.logmel(wave).numpy(), f0, f1) / base)
+            again = codec.encode(wave).codes
+            cells = np.zeros(grid.codes.shape, bool)
+            cells[region.index()] = True
+            out[name]["agree"].append(float((again[cells] == result.grid.codes[cells]).mean()))
+    return {k: {m: float(np.mean(v)) if v else float("nan") for m, v in d.items()} | {"n": len(d["smooth"])}
+            for k, d in out.items()}
+
+
+def speed(codec: Codec, clip: Clip, repeats: int = 3) -> float:
+    """Median seconds: 4 candidates for a 2 s Timbre+Detail span, sampled and surgically rendered."""
+    grid = clip.grid
+    region = Region.from_seconds(grid, ["Timbre", "Detail"], max(0.0, grid.duration_s / 2 - 1), grid.duration_s / 2 + 1)
+    session = EditSession(codec, clip)
+    times = []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        results = codec.regenerate(grid, region, RegenerateSettings(seed=r, candidates=4))
+        for res in results:
+            session.preview(res)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def run_group(root: str, group: str, codec_minutes: float, prior_minutes: float, model: str | None) -> dict:
+    paths = select_files(root, group.split(","), None)
+    train, test = holdout_split(paths, 5)
+    if model:
+        codec = Codec.load(model)
+    else:
+        trainer = Trainer(train, minutes=codec_minutes)
+        for _ in trainer.run():
+            pass
+        codec = trainer.result.codec
+    items = []
+    for p in train:
+        try:
+            items.append((os.path.basename(p), codec.logmel(load_audio(p, codec.sample_rate)[0])))
+        except Exception:  # noqa: BLE001 - a benchmark skips what it cannot read
+            continue
+    t0 = time.perf_counter()
+    pt = PriorTrainer.from_audio(codec, items, prior_minutes)
+    for _ in pt.run():
+        pass
+    prior_seconds = time.perf_counter() - t0
+    codec = codec.with_prior(pt.result.model, pt.result.meta)
+    test_clips = []
+    for p in test:
+        try:
+            test_clips.append(clip_from_source(codec, load_source(p)))
+        except Exception:  # noqa: BLE001
+            continue
+    k = codec.codebook_size
+    held = encode_corpus(codec, [(c.name, codec.logmel(c.wave)) for c in test_clips])
+    codes, pad, hide = fixed_eval_set(held, codec.prior.cfg.window, k, seed=7,
+                                      mask_fn=lambda L, B, T, rng: edit_mask(L, B, T, rng, keep_levels=1))
+    prior_bits = evaluate_bits(codec.prior, codes, pad, hide)
+    freq = frequencies(list(pt.corpus.grids), k)
+    base = baseline_bits(codes, pad, hide, freq, k)
+    usage = [[int(x) for x in np.bincount(np.concatenate([g[q].ravel() for g in pt.corpus.grids]), minlength=k)]
+             for q in range(len(codec.level_names))]
+    longest = max(test_clips, key=lambda c: c.grid.num_samples)
+    return {"group": group, "files": len(paths), "train": len(train), "test": len(test_clips),
+            "prior_steps": pt.result.meta["steps"], "prior_seconds": round(prior_seconds, 1),
+            "bits": {"prior": prior_bits, **base},
+            "plausibility": plausibility(codec, test_clips, usage),
+            "speed_4x2s": speed(codec, longest), "speed_clip_s": round(longest.grid.duration_s, 2)}
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| corpus | files (train/test) | prior (steps, s) | bits/code prior | frequencies (a) | copy nearest (b) "
+             "| prior vs (a) | smooth regen / randomize | re-encode regen / randomize | 4 x 2 s candidates |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        b, p = r["bits"], r["plausibility"]
+        lines.append(f"| {r['group']} | {r['train']}/{r['test']} | {r['prior_steps']}, {r['prior_seconds']} | "
+                     f"{b['prior']:.3f} | {b['frequencies']:.3f} | {b['copy_nearest']:.3f} | "
+                     f"{100 * (1 - b['prior'] / b['frequencies']):.1f}% lower | "
+                     f"{p['regenerate']['smooth']:.2f} / {p['randomize']['smooth']:.2f} | "
+                     f"{p['regenerate']['agree']:.2f} / {p['randomize']['agree']:.2f} | {r['speed_4x2s']:.2f} s |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root")
+    ap.add_argument("--folders", nargs="+", required=True, help="groups of top-level folders, comma-joined")
+    ap.add_argument("--codec-minutes", type=float, default=2.0)
+    ap.add_argument("--prior-minutes", type=float, default=2.0)
+    ap.add_argument("--model", help="use this codec instead of training one per group")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    results = []
+    for group in args.folders:
+        r = run_group(args.root, group, args.codec_minutes, args.prior_minutes, args.model)
+        print(json.dumps(r), flush=True)
+        results.append(r)
+    print(table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -120,16 +120,23 @@ def speed(codec: Codec, clip: Clip, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
-def run_group(root: str, group: str, codec_minutes: float, prior_minutes: float, model: str | None) -> dict:
+def run_group(root: str, group: str, codec_minutes: float, prior_minutes: float, model: str | None,
+              cache: str | None = None) -> dict:
     paths = select_files(root, group.split(","), None)
     train, test = holdout_split(paths, 5)
+    cached = os.path.join(cache, group.replace(",", "+") + ".distill") if cache else None
     if model:
         codec = Codec.load(model)
+    elif cached and os.path.exists(cached):
+        codec = Codec.load(cached)
     else:
         trainer = Trainer(train, minutes=codec_minutes)
         for _ in trainer.run():
             pass
         codec = trainer.result.codec
+        if cached:
+            os.makedirs(cache, exist_ok=True)
+            codec.save(cached)
     items = []
     for p in train:
         try:
@@ -186,13 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--codec-minutes", type=float, default=2.0)
     ap.add_argument("--prior-minutes", type=float, default=2.0)
     ap.add_argument("--model", help="use this codec instead of training one per group")
+    ap.add_argument("--codec-cache", help="folder to keep each group's trained codec in and reuse it from")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     results = []
     for group in args.folders:
-        r = run_group(args.root, group, args.codec_minutes, args.prior_minutes, args.model)
+        r = run_group(args.root, group, args.codec_minutes, args.prior_minutes, args.model, args.codec_cache)
         print(json.dumps(r), flush=True)
         results.append(r)
     print(table(results))

@@ -144,16 +144,22 @@ class CodePrior(nn.Module):
         self.pos = nn.Parameter(torch.randn(cfg.window, d) * 0.02)
         layer = nn.TransformerEncoderLayer(d, cfg.heads, 4 * d, cfg.dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
+        layer.self_attn.dropout = 0.0   # dropout on attention weights cost 15% of a step and is not needed here
         self.blocks = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.to_bands = nn.Linear(d, B * db)
         self.near_gap = nn.Embedding(MAX_GAP + 2, e)                     # how far the nearest visible codes are
-        self.copy_gain = nn.Parameter(torch.zeros(L, 2, MAX_GAP + 2))   # logit bonus for them, by level/side/gap
+        # logit bonus for them, by level / side / gap; it starts as "copy the nearest column" (a strong guess for
+        # held sounds) and training tunes it, so even a short run starts from that baseline
+        gap = torch.arange(MAX_GAP + 2, dtype=torch.float32)
+        start = torch.where(gap <= MAX_GAP, 2.0 * torch.exp(-gap / 4.0), torch.zeros(()))
+        self.copy_gain = nn.Parameter(start.expand(L, 2, MAX_GAP + 2).clone())
         self.cell_in = nn.Linear(3 * L * e, db)
         self.band = nn.Parameter(torch.randn(B, db) * 0.02)
         self.band_pos = nn.Parameter(torch.randn(cfg.window, db) * 0.02)
         band_layer = nn.TransformerEncoderLayer(db, max(1, db // 16), 4 * db, cfg.dropout, activation="gelu",
                                                 batch_first=True, norm_first=True)
+        band_layer.self_attn.dropout = 0.0
         self.band_blocks = nn.TransformerEncoder(band_layer, cfg.band_layers, enable_nested_tensor=False)
         self.band_norm = nn.LayerNorm(db)
         self.proj_out = nn.Linear(db, L * e)
@@ -163,9 +169,9 @@ class CodePrior(nn.Module):
     def mask_index(self) -> int:
         return self.cfg.codebook_size
 
-    def forward(self, codes: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
-        """codes long [N, L, B, T] (T <= window; MASK where unknown), pad bool [N, T] (True = padding)
-        -> logits float [N, L, B, T, K]."""
+    def features(self, codes: torch.Tensor, pad: torch.Tensor | None = None) -> PriorFeatures:
+        """codes long [N, L, B, T] (T <= window; MASK where unknown), pad bool [N, T] (True = padding) ->
+        each cell's output vector and its nearest visible codes, from which `logits` scores any cells."""
         cfg = self.cfg
         N, L, B, T = codes.shape
         if T > cfg.window:
@@ -183,16 +189,46 @@ class CodePrior(nn.Module):
         z = self.to_bands(x).reshape(N, T, B, db).transpose(1, 2) + cell + self.band[:, None] + self.band_pos[:T]
         band_pad = None if pad is None else pad[:, None].expand(N, B, T).reshape(N * B, T)
         z = self.band_norm(self.band_blocks(z.reshape(N * B, T, db), src_key_padding_mask=band_pad))
-        h = self.proj_out(z).reshape(N, B, T, L, e)
-        logits = torch.einsum("nbtle,lke->nlbtk", h, self.embed[:, :cfg.codebook_size])
-        logits = logits + self.bias[None, :, :, None, :]
+        h = self.proj_out(z).reshape(N, B, T, L, e).permute(0, 3, 1, 2, 4)            # [N, L, B, T, e]
+        return PriorFeatures(h, left, right, gap_l, gap_r)
+
+    def logits(self, f: PriorFeatures, q: int, cells: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of level q: for every cell [N, B, T, K], or only where `cells` (bool [N, B, T]) is set [M, K].
+
+        Scoring only the cells a loss or a draw needs keeps training and sampling cheap with 256 codes."""
+        K = self.cfg.codebook_size
+        if cells is None:
+            def pick(t: torch.Tensor) -> torch.Tensor:
+                return t[:, q]
+            bias = self.bias[q][None, :, None, :]                                       # [1, B, 1, K]
+        else:
+            def pick(t: torch.Tensor) -> torch.Tensor:
+                return t[:, q][cells]
+            bias = self.bias[q][cells.nonzero()[:, 1]]                                   # [M, K]
+        out = pick(f.h) @ self.embed[q, :K].T + bias
         # a direct route for "the note goes on": a learned bonus on the neighbours' codes, by distance
-        K = cfg.codebook_size
-        level = torch.arange(L)[None, :, None, None]
-        for side, (code, gap) in enumerate(((left, gap_l), (right, gap_r))):
-            bonus = self.copy_gain[level, side, gap] * (code < K)
-            logits = logits.scatter_add(-1, code.clamp(max=K - 1)[..., None], bonus[..., None])
-        return logits
+        for side, (code, gap) in enumerate(((f.left, f.gap_l), (f.right, f.gap_r))):
+            c, g = pick(code), pick(gap)
+            bonus = self.copy_gain[q, side][g] * (c < K)
+            out = out.scatter_add(-1, c.clamp(max=K - 1)[..., None], bonus[..., None])
+        return out
+
+    def forward(self, codes: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
+        """codes long [N, L, B, T] -> logits float [N, L, B, T, K] of every level (see features / logits)."""
+        f = self.features(codes, pad)
+        return torch.stack([self.logits(f, q) for q in range(codes.shape[1])], 1)
+
+
+@dataclass
+class PriorFeatures:
+    """What CodePrior.features computes once per pass: h float [N, L, B, T, e] (each cell's output vector) and,
+    per cell, the nearest visible codes of its level and band and their distances (long [N, L, B, T] each)."""
+
+    h: torch.Tensor
+    left: torch.Tensor
+    right: torch.Tensor
+    gap_l: torch.Tensor
+    gap_r: torch.Tensor
 
 
 MAX_GAP = 16   # distances to the nearest visible code are told apart up to this many columns
@@ -375,8 +411,16 @@ def masked_nll(model: CodePrior, codes: torch.Tensor, pad: torch.Tensor, hide: t
                label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy (nats) of the hidden cells given the rest. codes [N, L, B, T], hide bool same shape."""
     x = codes.masked_fill(hide, model.mask_index)
-    logits = model(x, pad)
-    return F.cross_entropy(logits[hide], codes[hide], label_smoothing=label_smoothing)
+    f = model.features(x, pad)
+    total, count = 0.0, 0
+    for q in range(codes.shape[1]):
+        cells = hide[:, q]
+        n = int(cells.sum())
+        if n:
+            total = total + F.cross_entropy(model.logits(f, q, cells), codes[:, q][cells],
+                                            label_smoothing=label_smoothing, reduction="sum")
+            count += n
+    return total / max(count, 1)
 
 
 @torch.no_grad()
@@ -401,6 +445,17 @@ class PriorResult:
 
     model: CodePrior
     meta: dict = field(default_factory=dict)   # config, codec fingerprint, files, steps, best validation bits
+
+
+def log_frequencies(corpus: CodeCorpus, k: int) -> np.ndarray:
+    """float [levels, bands, K]: log of each (level, band)'s code frequencies in the corpus (add-one)."""
+    L, B = corpus.grids[0].shape[:2]
+    counts = np.ones((L, B, k))
+    for g in corpus.grids:
+        for q in range(L):
+            for b in range(B):
+                counts[q, b] += np.bincount(g[q, b], minlength=k)[:k]
+    return np.log(counts / counts.sum(-1, keepdims=True))
 
 
 def split_names(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -483,6 +538,8 @@ class PriorTrainer:
         train, val = self._split()
         model = CodePrior(cfg)
         K = cfg.codebook_size
+        with torch.no_grad():   # start from each (level, band)'s code frequencies: what randomize draws from
+            model.bias.copy_(torch.from_numpy(log_frequencies(train, K)).float())
         weights = np.array([min(g.shape[2], 10 * cfg.window) for g in train.grids], dtype=np.float64)
         weights /= weights.sum()
         held = val or train
@@ -587,8 +644,9 @@ class Sampler:
         self.s = settings
         self.gen = torch.Generator().manual_seed(int(settings.seed))
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).float() / self.s.temperature
+    def _logits(self, x: torch.Tensor, q: int) -> torch.Tensor:
+        """Level q's tempered logits for every cell of x: [N, B, T, K]."""
+        return self.model.logits(self.model.features(x), q).float() / self.s.temperature
 
     def _draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample codes from logits [..., K]; (codes, log-probability of each draw)."""
@@ -604,7 +662,7 @@ class Sampler:
         masked = todo[None].expand(N, -1, -1).clone()          # [N, B, T]
         total = int(todo.sum())
         for t in range(steps):
-            logits = self._logits(x)[:, q]                     # [N, B, T, K]
+            logits = self._logits(x, q)                        # [N, B, T, K]
             draw, logp = self._draw(logits)
             remain = int(math.floor(total * math.cos(math.pi / 2 * (t + 1) / steps))) if t + 1 < steps else 0
             remain = min(remain, total - 1) if total > 1 else 0
@@ -642,18 +700,20 @@ class Sampler:
         if not seam.any():
             return
         codes = x.clamp(max=self.model.mask_index - 1)  # cells left for a later piece are MASK; never scored
-        logp = self.model(x).float().log_softmax(-1).gather(-1, codes[..., None])[..., 0]  # [N, L, B, T]
+        f = self.model.features(x)
+        logp = {q: self.model.logits(f, q).float().log_softmax(-1).gather(-1, codes[:, q, ..., None])[..., 0]
+                for q in levels}                                                           # q -> [N, B, T]
         for q in levels:
             cells = seam[q]
             n = int(cells.sum())
             if n < 2:
                 continue
-            score = logp[:, q].masked_fill(~cells[None], math.inf).reshape(x.shape[0], -1)
+            score = logp[q].masked_fill(~cells[None], math.inf).reshape(x.shape[0], -1)
             low = score.topk(n // 2, dim=1, largest=False).indices
             redo = torch.zeros_like(score, dtype=torch.bool).scatter_(1, low, True).reshape(x.shape[0], *cells.shape)
             xq = x[:, q]
             xq[redo] = self.model.mask_index
-            logits = self._logits(x)[:, q]
+            logits = self._logits(x, q)
             draw, _ = self._draw(logits)
             xq[redo] = draw[redo]
 
@@ -763,7 +823,8 @@ def encode_corpus(codec: Codec, items: Sequence[tuple[str, torch.Tensor]], searc
 
 
 def corpus_search_steps(total_seconds: float, budget_s: float, default: int) -> int:
-    """The search the corpus is encoded with: the codec's default when it costs under a quarter of the prior's
-    budget (about 0.1 s per second of audio per 20 steps), else the encoder alone (20x faster)."""
+    """The search the corpus is encoded with: the codec's default when it costs under a tenth of the prior's
+    budget (about 0.1 s per second of audio per 20 steps, more on a busy machine), else the encoder alone
+    (20x faster): training steps matter more than matching the search (benchmarks/README.md)."""
     cost = total_seconds * 0.1 * default / 20
-    return default if cost <= 0.25 * budget_s else 0
+    return default if cost <= 0.1 * budget_s else 0

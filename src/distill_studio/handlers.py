@@ -151,8 +151,22 @@ def model_summary(codec: Codec | None, label: str) -> str:
         return "No model yet: train one on the **Data & Train** tab or upload a `.distill` file there."
     cfg, ds = codec.config, codec.info.dataset or {}
     files = f", trained on {ds.get('accepted', '?')} files" if ds else ""
+    regen = "Regenerate ready (prior)" if codec.prior is not None else "no prior: Regenerate unavailable"
     return (f"**Model:** {html.escape(label)} · {cfg.num_quantizers} levels ({', '.join(cfg.level_names)}) · "
-            f"codebook {cfg.codebook_size} × dim {cfg.codebook_dim}{files} · fingerprint `{codec.fingerprint}`")
+            f"codebook {cfg.codebook_size} × dim {cfg.codebook_dim}{files} · {regen} · fingerprint `{codec.fingerprint}`")
+
+
+def open_status(s: Session) -> str:
+    """The status line after a model change: which model is in use and which clips are open now."""
+    if s.codec is None:
+        return model_summary(None, "")
+    if s.a is None:
+        return f"Now using **{html.escape(s.model_label)}**. No clip is open: pick one above."
+    def one(clip) -> str:
+        return f"**{html.escape(clip.name)}** ({clip.grid.duration_s:.1f} s)"
+    b = one(s.b) if s.b is not None else "-"
+    return (f"Now using **{html.escape(s.model_label)}**. Open: A = {one(s.a)}, B = {b} (the longest clips "
+            "of the dataset). Drag on a heatmap to select, then edit.")
 
 
 def demo_clips(folder: str) -> dict[str, str]:

@@ -59,6 +59,9 @@ def test_upload_train_select_swap_undo_redo_play(url, corpus_dir, tmp_path):
             page.click("#train-btn")
             expect(page.locator("#train-status")).to_contain_text("Model ready", timeout=180000)
             expect(page.locator("#model-summary")).to_contain_text("trained here", timeout=60000)
+            # the Edit tab's status describes the model and the clips open now, not the demo's
+            expect(page.locator("#status")).to_contain_text("Now using", timeout=60000)
+            expect(page.locator("#status")).not_to_contain_text("Demo clips open")
 
             # Edit & Listen: drag a rectangle on A's Timbre heatmap, swap with B
             page.get_by_role("tab", name="Edit & Listen").click()

@@ -128,6 +128,10 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                             levels = gr.CheckboxGroup(label="Levels in the selection", choices=[], elem_id="levels", scale=3)
                             sel_all = gr.Button("Select whole clip", size="sm", scale=1)
                             sel_clear = gr.Button("Clear selection", size="sm", scale=1)
+                            colour_mode = gr.Radio(list(handlers.COLOUR_MODES), value="sound-alike", scale=2,
+                                                   label="Heatmap colours", elem_id="colour-mode",
+                                                   info="sound-alike: similar codes look alike (repeats show); "
+                                                        "code index: a distinct hue per number")
                         heat_b = [gr.HTML(None, css_template=HEATMAP_CSS, js_on_load=HEATMAP_JS, elem_id=f"hm-B-{q}")
                                   for q in range(MAX_LEVELS)]
                     with gr.Column(scale=2):
@@ -336,6 +340,7 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
         render_mode.input(lambda s, m: emit(handlers.set_render_mode(s, m)), [session, render_mode], edit_outputs, **quiet)
         detail.release(lambda s, d: emit(handlers.set_detail(s, d)), [session, detail], edit_outputs, **quiet)
         sel_clear.click(lambda s: emit(handlers.clear_selection(s)), [session], edit_outputs, **quiet)
+        colour_mode.input(lambda s, m: emit(handlers.set_colours(s, m)), [session, colour_mode], edit_outputs, **quiet)
 
         def bind(btn, fn, inputs=()):
             btn.click(lambda s, *a: emit(fn(s, *a)), [session, *inputs], edit_outputs, **quiet)

@@ -49,7 +49,7 @@ from distill.edits import (
     swap_regions,
 )
 
-from .heatmap import empty_html, heatmap_html, hz_label, mel_html, usage_html
+from .heatmap import empty_html, heatmap_html, hz_label, mel_html, sound_palette, usage_html
 from .state import Clipboard, Limits, Session
 
 log = logging.getLogger("distill.studio")
@@ -266,11 +266,21 @@ def set_model(s: Session, codec: Codec, label: str, path: str | None) -> Session
 
 
 # ---------------------------------------------------------------------- rendering
+COLOUR_MODES = {"sound-alike": "sound", "code index": "index"}   # the toggle's labels -> Session.colour_by
+
+
+@functools.lru_cache(maxsize=8)
+def code_colours(codec: Codec) -> tuple[tuple[str, ...], ...]:
+    """Per level, one colour per code from its codebook vector (heatmap.sound_palette); computed once per model."""
+    return tuple(sound_palette(book) for book in codec.codebooks)
+
+
 def _heatmaps(s: Session, grid: CodeGrid | None, region: Region | None, grid_id: str) -> tuple:
     if grid is None:
         return _heatmaps_empty(grid_id)
     out = []
     band_hz = s.codec.band_ranges_hz
+    colours = code_colours(s.codec) if s.colour_by == "sound" else None
     for q in range(MAX_LEVELS):
         if q >= grid.num_levels:
             out.append(None)
@@ -278,7 +288,7 @@ def _heatmaps(s: Session, grid: CodeGrid | None, region: Region | None, grid_id:
         sel = (region.r0, region.r1, region.c0, region.c1) if region is not None and q in region.levels else None
         out.append(heatmap_html(grid.codes[q], level=q, name=f"{grid_id} · {grid.level_names[q]}", grid_id=grid_id,
                                 seconds_per_column=grid.seconds_per_column, codebook_size=s.codec.codebook_size,
-                                selection=sel, band_hz=band_hz))
+                                selection=sel, band_hz=band_hz, colours=colours[q] if colours else None))
     return tuple(out)
 
 
@@ -705,6 +715,18 @@ def set_detail(s: Session | None, amount: float | None) -> tuple[Session, View]:
         raise fail("Keep original detail must be between 0 and 1.")
     session.set_render(detail=float(amount))
     return s, render(s, decode_now=True, status=f"Keeping {s.detail:.0%} of the original detail inside edits.")
+
+
+@guarded
+def set_colours(s: Session | None, mode: str) -> tuple[Session, View]:
+    """Heatmap colours: "sound-alike" (similar codes look alike) or "code index" (distinct hue per number)."""
+    if s is None:
+        raise fail("The page is still loading.")
+    if mode not in COLOUR_MODES:
+        raise fail(f"Unknown colour mode {mode!r}; choose {' or '.join(COLOUR_MODES)}.")
+    s.colour_by = COLOUR_MODES[mode]
+    s.shown_b = None   # B's heatmaps are redrawn too
+    return s, render(s)
 
 
 @guarded

@@ -107,17 +107,50 @@ def palette(codebook_size: int) -> tuple[str, ...]:
     return tuple(out)
 
 
+def sound_palette(vectors: np.ndarray) -> tuple[str, ...]:
+    """One colour per code from its codebook vector [K, D]: codes that sound alike look alike.
+
+    The vectors' three principal directions become CIELAB lightness and the two colour axes (each
+    scaled by its 2nd-98th percentile range), so nearby vectors get nearby colours and a repeated beat
+    or a held note shows as a repeated or steady colour. Signs are fixed (largest loading positive), so
+    a model's colours never change between renders."""
+    v = np.asarray(vectors, dtype=np.float64)
+    v = v - v.mean(0)
+    _, _, vt = np.linalg.svd(v, full_matrices=False)
+    comps = vt[:3] * np.sign(vt[:3][np.arange(min(3, len(vt))), np.abs(vt[:3]).argmax(1)])[:, None]
+    x = v @ comps.T                                                            # [K, <=3]
+    x = np.pad(x, ((0, 0), (0, 3 - x.shape[1])))
+    lo, hi = np.percentile(x, 2, axis=0), np.percentile(x, 98, axis=0)
+    u = np.clip((x - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0, 1.0)          # [K, 3] in 0..1
+    lab = np.stack([38 + 47 * u[:, 0], 110 * (u[:, 1] - 0.5), 110 * (u[:, 2] - 0.5)], 1)
+    return tuple(f"#{r:02x}{g:02x}{b:02x}" for r, g, b in lab_to_srgb8(lab))
+
+
+def lab_to_srgb8(lab: np.ndarray) -> np.ndarray:
+    """CIELAB (D65) [N, 3] -> 8-bit sRGB [N, 3] (out-of-gamut colours clipped)."""
+    L, a, b = lab[:, 0], lab[:, 1], lab[:, 2]
+    fy = (L + 16) / 116
+    f = np.stack([fy + a / 500, fy, fy - b / 200], 1)
+    xyz = np.where(f > 6 / 29, f ** 3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * np.array([0.95047, 1.0, 1.08883])
+    m = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]])
+    rgb = np.clip(xyz @ m.T, 0, 1)
+    rgb = np.where(rgb <= 0.0031308, 12.92 * rgb, 1.055 * rgb ** (1 / 2.4) - 0.055)
+    return np.round(np.clip(rgb, 0, 1) * 255).astype(int)
+
+
 def heatmap_html(codes: np.ndarray, *, level: int, name: str, grid_id: str, seconds_per_column: float,
                  codebook_size: int, selection: tuple[int, int, int, int] | None = None, note: str = "",
-                 band_hz: Sequence[tuple[float, float]] | None = None) -> str:
+                 band_hz: Sequence[tuple[float, float]] | None = None,
+                 colours: Sequence[str] | None = None) -> str:
     """One level's codes [bands, columns] as a grid of cells, top row = highest band.
 
     Args:
         selection: (r0, r1, c0, c1) inclusive, drawn as a rectangle; None for no selection.
         band_hz: (low, high) Hz of each band, shown on hover (a row number alone means little).
+        colours: one per code (sound_palette); default: index colours (palette).
     """
     bands, cols = codes.shape
-    colours = palette(codebook_size)
+    colours = colours or palette(codebook_size)
     cells = []
     for r in range(bands - 1, -1, -1):
         row = codes[r]

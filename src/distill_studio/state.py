@@ -179,6 +179,7 @@ class Session:
     pending_model: PendingModel | None = None  # a new model waiting for "Use the new model" (A has edits)
     loss_rows: list[dict] = field(default_factory=list)  # [{step, value, series}] for the loss plots
     candidates: Candidates | None = None    # Regenerate's drawn versions, waiting to be auditioned and kept
+    colour_by: str = "sound"                # heatmap colours: "sound" (codebook vectors) or "index" (code number)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property

@@ -56,14 +56,14 @@ class PriorConfig:
     levels: int
     bands: int
     codebook_size: int
-    width: int = 96           # transformer width d
-    layers: int = 3
+    width: int = 64           # transformer width d (benchmarks/README.md: smaller and faster beat larger here)
+    layers: int = 2
     heads: int = 4
     cell_dim: int = 16        # embedding size of one (level, band) token before the column projection
     band_width: int = 32      # width of the per-band time-attention stage
     band_layers: int = 1
     dropout: float = 0.1
-    window: int = 48          # columns per training crop (~8 s) and the most context one pass sees
+    window: int = 32          # columns per training crop (~5.5 s) and the most context one pass sees
     batch_size: int = 16
     learning_rate: float = 2e-3
     weight_decay: float = 0.01
@@ -163,6 +163,8 @@ class CodePrior(nn.Module):
         self.band_blocks = nn.TransformerEncoder(band_layer, cfg.band_layers, enable_nested_tensor=False)
         self.band_norm = nn.LayerNorm(db)
         self.proj_out = nn.Linear(db, L * e)
+        nn.init.zeros_(self.proj_out.weight)   # an untrained prior is exactly its frequencies + copy bonus
+        nn.init.zeros_(self.proj_out.bias)
         self.bias = nn.Parameter(torch.zeros(L, B, K))
 
     @property
@@ -458,6 +460,25 @@ def log_frequencies(corpus: CodeCorpus, k: int) -> np.ndarray:
     return np.log(counts / counts.sum(-1, keepdims=True))
 
 
+def copy_gains(corpus: CodeCorpus, log_freq: np.ndarray) -> np.ndarray:
+    """float [levels, MAX_GAP + 2]: the logit bonus that makes "the nearest visible code, `gap` columns away"
+    as likely as it is in the corpus (the share of cells whose code equals the one `gap` columns earlier in
+    the same band), on top of code frequencies of perplexity-many codes; split between the two sides."""
+    L = log_freq.shape[0]
+    out = np.zeros((L, MAX_GAP + 2))
+    for q in range(L):
+        p = np.exp(log_freq[q])
+        typical = float(np.exp(-(p * log_freq[q]).sum(-1)).mean())      # perplexity: how many codes are in play
+        base = 1.0 / max(typical, 1.0)
+        for gap in range(1, MAX_GAP + 1):
+            same = [float((g[q, :, gap:] == g[q, :, :-gap]).mean()) for g in corpus.grids if g.shape[2] > gap]
+            if not same:
+                continue
+            share = float(np.clip(np.mean(same), 1e-3, 0.999))
+            out[q, gap] = max(0.0, 0.5 * math.log(share * (1 - base) / (base * (1 - share))))
+    return out
+
+
 def split_names(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Held-out files for the prior: every file is in one side; at least one training file."""
     if n < 3 or val_fraction <= 0:
@@ -538,13 +559,18 @@ class PriorTrainer:
         train, val = self._split()
         model = CodePrior(cfg)
         K = cfg.codebook_size
-        with torch.no_grad():   # start from each (level, band)'s code frequencies: what randomize draws from
-            model.bias.copy_(torch.from_numpy(log_frequencies(train, K)).float())
+        with torch.no_grad():   # start from code frequencies (what randomize draws from) + copying neighbours
+            logf = log_frequencies(train, K)
+            model.bias.copy_(torch.from_numpy(logf).float())
+            model.copy_gain.copy_(torch.from_numpy(copy_gains(train, logf)).float()[:, None, :].expand_as(model.copy_gain))
         weights = np.array([min(g.shape[2], 10 * cfg.window) for g in train.grids], dtype=np.float64)
         weights /= weights.sum()
         held = val or train
         val_set = fixed_eval_set(held, cfg.window, K)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        fast = [model.bias, model.copy_gain]   # a few scalars per code: they may move 10x faster, without decay
+        rest = [p for p in model.parameters() if all(p is not f for f in fast)]
+        opt = torch.optim.AdamW([{"params": rest, "scale": 1.0, "weight_decay": cfg.weight_decay},
+                                 {"params": fast, "scale": 10.0, "weight_decay": 0.0}], lr=cfg.learning_rate)
         budget = self.minutes * 60.0
         yield TrainEvent("start", 0, 0.0, 0.0, eta_s=budget, stage="prior",
                          message=f"prior: {self.encode_note}{len(train.grids)} training / {len(val.grids) if val else 0} validation "
@@ -574,7 +600,7 @@ class PriorTrainer:
             progress = elapsed() / budget
             lr = cfg.learning_rate * min(1.0, (step + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * progress))
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g["scale"]
             ts = time.perf_counter()
             codes, pad = crop_batch(train, cfg.window, cfg.batch_size, rng, weights, K)
             hide = torch.from_numpy(np.stack([training_mask(cfg.levels, cfg.bands, cfg.window, rng)
@@ -823,8 +849,9 @@ def encode_corpus(codec: Codec, items: Sequence[tuple[str, torch.Tensor]], searc
 
 
 def corpus_search_steps(total_seconds: float, budget_s: float, default: int) -> int:
-    """The search the corpus is encoded with: the codec's default when it costs under a tenth of the prior's
-    budget (about 0.1 s per second of audio per 20 steps, more on a busy machine), else the encoder alone
-    (20x faster): training steps matter more than matching the search (benchmarks/README.md)."""
+    """The search the corpus is encoded with: the codec's default (the codes people edit: the encoder's own
+    codes are distributed differently, and a prior trained on them scored ~0.5 bits/code worse on searched
+    codes, benchmarks/README.md) unless that would take over half of the prior's budget (about 0.1 s per
+    second of audio per 20 steps); then the encoder alone, 20x faster."""
     cost = total_seconds * 0.1 * default / 20
-    return default if cost <= 0.1 * budget_s else 0
+    return default if cost <= 0.5 * budget_s else 0

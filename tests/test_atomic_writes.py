@@ -172,6 +172,7 @@ ALLOWED = {
     ("distill/fileio.py", "sf.write(tmp, data"),
     ("distill/train.py", "atomic_write(path, lambda tmp: torch.save(payload, tmp))"),
     ("distill_studio/app.py", "shutil.copyfile(path, dst)"),  # into a fresh tempfile.mkdtemp() folder
+    ("distill_studio/training.py", "shutil.copyfile(path, alias)"),  # likewise (a renamed duplicate upload)
 }
 
 

@@ -36,9 +36,11 @@ def test_train_reports_bad_files_and_saves_a_model(cli_model, capsys):
         assert any(name in line and why in line for line in err.splitlines()), (name, err)
     assert "5 files accepted" in err and "val" in err and "use S:" in err
     assert "saved" in out and (root / "m.distill").exists() and (root / "m.distill.ckpt").exists()
+    assert "prior step" in err and "prior:" in out          # the prior for regenerate trains after the codec
 
     assert main(["info", str(root / "m.distill")]) == 0
     info = capsys.readouterr().out
+    assert "(regenerate is available)" in info
     assert "5 of 9 files" in info and "Structure" in info and "rejected    empty.wav" in info
     assert "16 bands x columns of 0.171 s" in info and "0: 0-185, 1: 185-404" in info  # what /BANDS means in Hz
 

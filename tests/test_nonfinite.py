@@ -132,7 +132,8 @@ def test_nonfinite_before_any_validated_model_writes_nothing(corpus_dir, tiny_co
     _bad_loss_from(monkeypatch, set(range(1, 100)), float("nan"))
     (tmp_path / "tiny.json").write_text(__import__("json").dumps(tiny_config.to_dict()))
     out = tmp_path / "m.distill"
-    rc = main(["train", str(corpus_dir), "-o", str(out), "--epochs", "4", "--config", str(tmp_path / "tiny.json")])
+    rc = main(["train", str(corpus_dir), "-o", str(out), "--epochs", "4", "--config", str(tmp_path / "tiny.json"),
+               "--prior-share", "0"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert err[-1] == (f"distill: error: training stopped at step {MAX_BAD_STEPS}: the loss was nan and "

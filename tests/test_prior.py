@@ -209,3 +209,25 @@ def test_cli_regenerate_without_a_prior_is_one_line(trained, grid, tmp_path, cap
     rc = main(["regenerate", str(trained[1]), str(codes), "-o", str(tmp_path / "x.json"), "--region", "Timbre@0-1"])
     err = capsys.readouterr().err
     assert rc == 2 and "no prior" in err and "distill prior" in err and "Traceback" not in err
+
+
+def test_prior_share_splits_the_budget_and_bad_shares_are_refused(corpus_dir, tmp_path, capsys):
+    from distill import split_budget
+
+    assert split_budget(10.0, 0.2) == pytest.approx(8.0) and split_budget(None, 0.2) is None
+    assert split_budget(10.0, 0.0) == 10.0
+    with pytest.raises(ValueError):
+        split_budget(10.0, 0.95)
+    rc = main(["train", str(corpus_dir), "-o", str(tmp_path / "m.distill"), "--minutes", "1", "--prior-share", "1.5"])
+    assert rc == 2 and "--prior-share must be within 0-0.9" in capsys.readouterr().err
+
+
+def test_a_stopped_run_trains_no_prior_and_says_how_to_add_one(corpus_dir, tiny_config):
+    from distill import Trainer, train_prior_after
+
+    trainer = Trainer(sorted(corpus_dir.iterdir()), tiny_config, epochs=2)
+    trainer.cancel()
+    list(trainer.run())
+    events = list(train_prior_after(trainer, None, 0.2))
+    assert trainer.result.codec.prior is None
+    assert [e.kind for e in events] == ["warning"] and "distill prior" in events[0].message

@@ -25,7 +25,7 @@ from .edits import (
     parse_region,
 )
 from .edits.operations import DEFAULT_CANDIDATES, MAX_CANDIDATES, RegenerateSettings
-from .fileio import atomic_write_text, atomic_write_wav
+from .fileio import atomic_write, atomic_write_text, atomic_write_wav
 from .health import LevelHealth
 from .losses import LOSS_KEYS  # names of the loss terms in TrainEvent.losses / .val_losses, in a fixed order
 from .model import ConvVQVAE, VQDecoder, VQEncoder
@@ -40,7 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_DETAIL", "OPERATION_SYNTAX", "Clip", "DonorPatch", "EditError", "EditHistory", "EditResult",
     "EditSession", "Region", "RenderError", "Rendered", "SourceAudio", "apply_operation", "clip_from_source",
-    "load_clip", "load_source", "parse_region", "read_document", "atomic_write_text", "atomic_write_wav",
+    "load_clip", "load_source", "parse_region", "read_document", "atomic_write", "atomic_write_text", "atomic_write_wav",
     "AudioError", "BundleError", "BundleInfo", "Codec", "CodeGrid", "CodesError", "ConvVQVAE", "FileVerdict",
     "LEVEL_NAMES", "LOSS_KEYS", "LevelHealth", "MelConfig", "MelFrontEnd", "ScanReport", "TrainEvent", "TrainResult", "Trainer",
     "TrainingError", "VQDecoder", "VQEncoder", "VQVAEConfig", "adaptive_config", "load_audio", "load_bundle",

@@ -102,7 +102,7 @@ def distinct_names(paths: list[str]) -> list[str]:
                 os.symlink(os.path.abspath(path), alias)
             except OSError:
                 try:
-                    shutil.copyfile(path, alias)
+                    shutil.copyfile(path, alias)   # into the fresh mkdtemp() folder above
                 except OSError:   # unreadable, or a folder: keep the path (its verdict says what is wrong)
                     alias = Path(path)
             path = str(alias)
@@ -312,7 +312,7 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
             s.loss_rows += event_rows(ev)
             if ev.codebook:
                 health = health_html(ev.codebook)
-            if ev.kind in ("start", "warning"):
+            if ev.kind == "warning" or (ev.kind == "start" and ev.stage == "codec"):  # the prior's start shows below
                 lines.append(html.escape(ev.message))
             totals, parts, prior = loss_frames(s.loss_rows)
             more = [f"… and {len(lines) - 3} more warning{'s' if len(lines) > 4 else ''}"] if len(lines) > 3 else []

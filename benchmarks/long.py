@@ -20,24 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 
 def recording(root: str, minutes: float, rate: int) -> np.ndarray:
-    from distill import load_audio
+    """--minutes of the folder's files concatenated (edit_latency.clip_audio, repeated until long enough)."""
+    import edit_latency
 
-    files = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in (".wav", ".ogg", ".flac")
-                   and ("loop" in str(p) or "beats" in str(p)))
-    parts, total, need = [], 0, int(minutes * 60 * rate)
-    while total < need:
-        for p in files:
-            try:
-                wave, _ = load_audio(p, rate)
-            except Exception:  # noqa: BLE001 - a benchmark skips what it cannot read
-                continue
-            parts.append(wave)
-            total += len(wave)
-            if total >= need:
-                break
-    return np.concatenate(parts)[:need]
+    edit_latency.SECONDS = minutes * 60
+    return edit_latency.clip_audio(root, 0, rate)
 
 
 def arm(root: str, model: str, minutes: float, whole: bool) -> dict:

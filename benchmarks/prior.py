@@ -11,8 +11,8 @@ in this run. Metrics on the held-out files:
     hidden): prior vs (a) per-level, per-band code frequencies of the training codes (add-one), and
     (b) copy the nearest visible column, mixed with (a) at the weight that scores best (its best case);
   - decoded plausibility of a redrawn Timbre+Detail span (surgical render), regenerate vs randomize:
-    (i) mean frame-to-frame log-mel change inside the span and across its two edges, relative to the
-    recording's own change there (1.0 = as smooth as the real audio); (ii) decode -> re-encode agreement,
+    (i) frame-to-frame log-mel change inside the span and across its two edges, summed over the clips,
+    relative to the recordings' own change there (1.0 = as smooth as the real audio); (ii) decode -> re-encode agreement,
     the share of the span's redrawn cells whose codes survive decoding and encoding again;
   - speed: 4 candidates for a 2 s span, sampling + surgical render of all four.
 """
@@ -77,6 +77,7 @@ def smoothness(logmel: np.ndarray, f0: int, f1: int) -> float:
 def plausibility(codec: Codec, clips: list[Clip], usage: list[list[int]], seed: int = 0) -> dict:
     """Regenerate vs randomize of a Timbre+Detail span in each held-out clip of >= 8 columns, decoded surgically."""
     out = {"regenerate": {"smooth": [], "agree": []}, "randomize": {"smooth": [], "agree": []}}
+    bases = []
     fpc = codec.frames_per_column
     for clip in clips:
         grid = clip.grid
@@ -91,17 +92,21 @@ def plausibility(codec: Codec, clips: list[Clip], usage: list[list[int]], seed: 
         base = smoothness(real, f0, f1)
         if base <= 0:
             continue
+        bases.append(base)
         session = EditSession(codec, clip)
         drawn = {"regenerate": codec.regenerate(grid, region, RegenerateSettings(seed=seed))[0],
                  "randomize": randomize_region(grid, region, usage, seed)}
         for name, result in drawn.items():
             wave = session.preview(result).wave
-            out[name]["smooth"].append(smoothness(codec.logmel(wave).numpy(), f0, f1) / base)
+            out[name]["smooth"].append(smoothness(codec.logmel(wave).numpy(), f0, f1))
             again = codec.encode(wave).codes
             cells = np.zeros(grid.codes.shape, bool)
             cells[region.index()] = True
             out[name]["agree"].append(float((again[cells] == result.grid.codes[cells]).mean()))
-    return {k: {m: float(np.mean(v)) if v else float("nan") for m, v in d.items()} | {"n": len(d["smooth"])}
+    # pooled: summed change over all spans / the recordings' summed change (a near-silent span's tiny
+    # change would otherwise dominate a mean of ratios)
+    return {k: {"smooth": float(np.sum(d["smooth"]) / np.sum(bases)) if bases else float("nan"),
+                "agree": float(np.mean(d["agree"])) if d["agree"] else float("nan"), "n": len(d["smooth"])}
             for k, d in out.items()}
 
 

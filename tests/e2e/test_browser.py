@@ -29,6 +29,16 @@ def _box(page, selector: str) -> tuple[float, float]:
     return b["x"] + b["width"] / 2, b["y"] + b["height"] / 2
 
 
+def _drag(page, heatmap: str, start: tuple[int, int], end: tuple[int, int]) -> None:
+    """Drag on a heatmap from cell (row, column) `start` to `end`, as a person selects a rectangle."""
+    x0, y0 = _box(page, f'{heatmap} .hm-c[data-r="{start[0]}"][data-c="{start[1]}"]')
+    x1, y1 = _box(page, f'{heatmap} .hm-c[data-r="{end[0]}"][data-c="{end[1]}"]')
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=6)
+    page.mouse.up()
+
+
 def test_upload_train_select_swap_undo_redo_play(url, corpus_dir, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -66,12 +76,7 @@ def test_upload_train_select_swap_undo_redo_play(url, corpus_dir, tmp_path):
             # Edit & Listen: drag a rectangle on A's Timbre heatmap, swap with B
             page.get_by_role("tab", name="Edit & Listen").click()
             expect(page.locator('#hm-A-1 .hm-c[data-r="6"][data-c="0"]')).to_be_visible(timeout=60000)
-            x0, y0 = _box(page, '#hm-A-1 .hm-c[data-r="6"][data-c="0"]')
-            x1, y1 = _box(page, '#hm-A-1 .hm-c[data-r="1"][data-c="1"]')
-            page.mouse.move(x0, y0)
-            page.mouse.down()
-            page.mouse.move(x1, y1, steps=6)
-            page.mouse.up()
+            _drag(page, "#hm-A-1", (6, 0), (1, 1))
             expect(page.locator("#selection")).to_contain_text("Timbre", timeout=30000)
             expect(page.locator("#selection")).to_contain_text("bands 1–6")
             before = page.locator('#hm-A-1 .hm-c[data-r="3"][data-c="0"]').get_attribute("data-k")
@@ -178,12 +183,7 @@ def test_select_regenerate_audition_two_versions_keep_one_undo(prior_url):
         try:
             page.goto(prior_url)
             expect(page.locator('#hm-A-1 .hm-c[data-r="0"][data-c="0"]')).to_be_visible(timeout=60000)
-            x0, y0 = _box(page, '#hm-A-1 .hm-c[data-r="7"][data-c="0"]')
-            x1, y1 = _box(page, '#hm-A-1 .hm-c[data-r="0"][data-c="2"]')
-            page.mouse.move(x0, y0)
-            page.mouse.down()
-            page.mouse.move(x1, y1, steps=6)
-            page.mouse.up()
+            _drag(page, "#hm-A-1", (7, 0), (0, 2))
             expect(page.locator("#selection")).to_contain_text("Timbre", timeout=30000)
             page.locator("#rg-count input").fill("2")
             page.click("#regen-btn")

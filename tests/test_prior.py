@@ -13,7 +13,7 @@ from conftest import patterned_corpus
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from distill import Codec, EditError, apply_operation, parse_region
+from distill import Codec, EditError, Region, apply_operation, parse_region
 from distill.bundle import read_info
 from distill.cli import candidate_path, main
 from distill.edits.operations import RegenerateSettings
@@ -231,3 +231,23 @@ def test_a_stopped_run_trains_no_prior_and_says_how_to_add_one(corpus_dir, tiny_
     events = list(train_prior_after(trainer, None, 0.2))
     assert trainer.result.codec.prior is None
     assert [e.kind for e in events] == ["warning"] and "distill prior" in events[0].message
+
+
+@pytest.mark.parametrize("levels, columns", [(2, 1), (4, 3), (3, 200)])
+def test_any_grid_size_regenerates_whole_with_kept_cells_exact(levels, columns):
+    """A one-column clip (20 ms), a 4-level model, a clip far longer than the window: every selected cell is
+    drawn, nothing else moves."""
+    from distill import CodeGrid
+
+    cfg = PriorConfig(levels=levels, bands=4, codebook_size=16, **TINY)
+    model = build_prior(cfg)
+    rng = np.random.default_rng(levels)
+    grid = CodeGrid(rng.integers(0, 16, size=(levels, 4, columns)), tuple(f"L{q}" for q in range(levels)), 0.171,
+                    48000, max(1, int(columns * 0.171 * 48000)))
+    region = Region(tuple(range(1, levels)), 1, 3, 0, columns - 1)
+    results = regenerate_region(model, grid, region, RegenerateSettings(seed=3, candidates=2))
+    inside = np.zeros(grid.codes.shape, dtype=bool)
+    inside[region.index()] = True
+    for r in results:
+        assert np.array_equal(r.grid.codes[~inside], grid.codes[~inside])
+        assert r.grid.codes.min() >= 0 and r.grid.codes.max() < 16

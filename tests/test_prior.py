@@ -166,8 +166,9 @@ def test_a_damaged_prior_never_blocks_the_codec(prior_codec, tmp_path):
     assert codec.prior is None and "cannot be used" in codec.prior_note
     meta2 = dict(meta, prior=json.dumps({"config": {"levels": "three"}}))
     save_file(tensors, str(tmp_path / "bad_meta.distill"), metadata=meta2)
-    with pytest.raises(Exception, match="prior"):
-        read_info(tmp_path / "bad_meta.distill")
+    assert "levels" in read_info(tmp_path / "bad_meta.distill").prior["error"]   # said, not raised
+    codec = Codec.load(tmp_path / "bad_meta.distill")
+    assert codec.prior is None and "cannot be used" in codec.prior_note
 
 
 def test_prior_config_refuses_wrong_types_and_ranges():
@@ -251,3 +252,45 @@ def test_any_grid_size_regenerates_whole_with_kept_cells_exact(levels, columns):
     for r in results:
         assert np.array_equal(r.grid.codes[~inside], grid.codes[~inside])
         assert r.grid.codes.min() >= 0 and r.grid.codes.max() < 16
+
+
+def test_a_prior_record_this_version_cannot_use_never_blocks_the_codec(prior_codec, tmp_path, capsys):
+    """A prior whose settings this version refuses (e.g. from a newer Distill) leaves the codec usable,
+    `info` says so, and `distill prior` can replace it."""
+    _, path = prior_codec
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    record = json.loads(meta["prior"])
+    record["config"]["layers"] = 30
+    odd = tmp_path / "newer_prior.distill"
+    save_file(tensors, str(odd), metadata=dict(meta, prior=json.dumps(record)))
+    codec = Codec.load(odd)
+    assert codec.prior is None and "cannot be used" in codec.prior_note and "layers" in codec.prior_note
+    assert main(["info", str(odd)]) == 0 and "unusable" in capsys.readouterr().out
+
+
+def test_a_prior_that_fails_to_train_keeps_the_trained_codec(corpus_dir, tiny_config, monkeypatch):
+    from distill import Trainer, train_prior_after
+    from distill import prior as prior_module
+
+    trainer = Trainer(sorted(corpus_dir.iterdir()), tiny_config, epochs=2)
+    list(trainer.run())
+
+    def boom(self):
+        raise RuntimeError("out of memory")
+        yield
+
+    monkeypatch.setattr(prior_module.PriorTrainer, "run", boom)
+    events = list(train_prior_after(trainer, 0.1, 0.2))
+    assert events[-1].kind == "warning" and "could not be trained" in events[-1].message
+    assert trainer.result.codec.prior is None and trainer.result.codec.model is not None
+
+
+def test_versions_are_labelled_so_they_can_be_drawn_again(prior_codec, grid):
+    codec = prior_codec[0]
+    region = parse_region("Timbre@0.5-1.5", grid)
+    results = codec.regenerate(grid, region, RegenerateSettings(seed=4, candidates=3, temperature=0.8))
+    assert "(seed 4, version 2 of 3, temperature 0.8)" in results[1].label
+    again = codec.regenerate(grid, region, RegenerateSettings(seed=4, candidates=3, temperature=0.8))
+    assert np.array_equal(again[1].grid.codes, results[1].grid.codes)

@@ -327,12 +327,17 @@ def _checked_usage(usage: list, config: VQVAEConfig) -> list:
 
 
 def _checked_prior(prior: dict) -> dict:
-    """The prior's record: none, or {config: PriorConfig fields, codec: fingerprint, ...} with a buildable config."""
+    """The prior's record: none, or {config: PriorConfig fields, codec: fingerprint, ...}. A record this version
+    cannot use never blocks the codec: it comes back as {"error": why}, so the model still loads (regenerate
+    says why it is unavailable) and `distill prior` can replace it."""
     if not prior:
         return prior
-    PriorConfig.from_dict(prior.get("config"))   # PriorError (a ValueError) says what is wrong
-    if not isinstance(prior.get("codec", ""), str):
-        raise ValueError("prior codec fingerprint must be text")
+    try:
+        PriorConfig.from_dict(prior.get("config"))
+        if not isinstance(prior.get("codec", ""), str):
+            raise ValueError("its codec fingerprint is not text")
+    except (ValueError, TypeError) as exc:
+        return {"error": _one_line(exc)}
     return prior
 
 

@@ -305,7 +305,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  {h['name']:<11} {h['verdict']}: {h['utilization']:.0%} of codes used on validation, perplexity "
               f"{h['perplexity']:.1f}, {h['dead_codes']} unused")
     pr = info.prior
-    if pr:
+    if pr.get("error"):
+        print(f"  prior       unusable ({pr['error']}); retrain it with `distill prior MODEL FOLDER`")
+    elif pr:
         print(f"  prior       {pr.get('steps', '?')} steps in {pr.get('train_seconds', '?')} s on "
               f"{len(pr.get('train_files', []))} files; held-out {pr.get('best_val_bits')} bits/code "
               "(regenerate is available)")

@@ -83,7 +83,10 @@ class Codec:
         the codec loads, `prior` is None and `prior_note` says what went wrong."""
         model, info = load_bundle(path, device=device)
         codec = cls(model, info.mel, info)
-        if info.prior:
+        if info.prior.get("error"):
+            codec.prior_note = (f"the prior in this model file cannot be used ({info.prior['error']}); retrain it "
+                                "with `distill prior`")
+        elif info.prior:
             try:
                 codec.prior = build_prior(PriorConfig.from_dict(info.prior["config"]), load_prior_tensors(path, info))
                 codec.prior_note = ""
@@ -110,7 +113,7 @@ class Codec:
         return regenerate_region(self.prior, grid, region, settings)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the model (and its prior, if any) as one .distill file, atomically."""
+        """Write the model (and its prior, if any) as one .distill file, atomically (an unusable prior is dropped)."""
         info = self.info if self.prior is not None else replace(self.info, prior={})
         save_bundle(path, self.model, info, prior_tensors(self.prior) if self.prior is not None else None)
 

@@ -91,6 +91,9 @@ class PriorConfig:
             (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
             (0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
+            (self.warmup_steps >= 1, f"warmup_steps must be >= 1, got {self.warmup_steps}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -299,7 +302,8 @@ def cosine_ratio(u: float) -> float:
 def training_mask(levels: int, bands: int, columns: int, rng: np.random.Generator, kind: str | None = None) -> np.ndarray:
     """bool [levels, bands, columns]: the cells to hide for one training example, shaped like edits.
 
-    tokens: random cells at a cosine ratio. span: 1-24 whole columns. rect: a band x time rectangle.
+    tokens: random cells at a cosine ratio. span: whole columns, 1 + Geometric(1/6) wide 80% of the time, else
+    1 to the window (capped at it). rect: a band x time rectangle of such a width.
     level: a whole level at a cosine ratio (SoundStorm). In span/rect/level one level q is the one being
     drawn: coarser levels stay visible, finer ones are hidden too (usually) or kept, and level q's
     cells inside the shape are hidden at a cosine ratio, the states iterative decoding passes through.
@@ -521,7 +525,7 @@ class PriorTrainer:
     def from_audio(cls, codec: Codec, items: Sequence[tuple[str, torch.Tensor]], minutes: float,
                    stop: Callable[[], bool] | None = None, search_steps: int | None = None) -> PriorTrainer:
         """Encode (name, log-mel) pairs with `codec` and make a trainer for them. The encoding counts against
-        `minutes`; by default it uses the codec's search when that costs under a quarter of the budget."""
+        `minutes`; by default it uses the codec's search unless that costs over half the budget."""
         if not items:
             raise PriorError("no clips to train the prior on")
         t0 = time.perf_counter()
@@ -666,7 +670,7 @@ class Sampler:
     """Iterative parallel decoding of the cells `todo` of one grid with a CodePrior, N candidates at once."""
 
     def __init__(self, model: CodePrior, settings: RegenerateSettings):
-        self.model = model.eval()
+        self.model = model   # shared read-only between sessions: already in eval mode (build_prior / with_prior)
         self.s = settings
         self.gen = torch.Generator().manual_seed(int(settings.seed))
 
@@ -721,26 +725,26 @@ class Sampler:
         return x
 
     def _polish(self, x: torch.Tensor, todo: torch.Tensor, edges: torch.Tensor, levels: list[int]) -> None:
-        """Re-draw the less confident half of the drawn cells next to the seams, given everything else."""
+        """Re-draw the less confident half of the drawn cells next to the seams, level by level: each level's
+        seam cells are hidden and their drawn codes scored in that context (as the prior was trained), and
+        the lower-scoring half is drawn again from it."""
         seam = todo & edges[None, None, :]
-        if not seam.any():
-            return
-        codes = x.clamp(max=self.model.mask_index - 1)  # cells left for a later piece are MASK; never scored
-        f = self.model.features(x)
-        logp = {q: self.model.logits(f, q).float().log_softmax(-1).gather(-1, codes[:, q, ..., None])[..., 0]
-                for q in levels}                                                           # q -> [N, B, T]
+        N = x.shape[0]
         for q in levels:
-            cells = seam[q]
+            cells = seam[q]                                                  # [B, T]
             n = int(cells.sum())
             if n < 2:
                 continue
-            score = logp[q].masked_fill(~cells[None], math.inf).reshape(x.shape[0], -1)
+            hidden = x.clone()
+            hidden[:, q][cells[None].expand(N, -1, -1)] = self.model.mask_index
+            logits = self._logits(hidden, q)                                 # [N, B, T, K]
+            current = x[:, q].clamp(max=self.model.mask_index - 1)
+            score = logits.log_softmax(-1).gather(-1, current[..., None])[..., 0]
+            score = score.masked_fill(~cells[None], math.inf).reshape(N, -1)
             low = score.topk(n // 2, dim=1, largest=False).indices
-            redo = torch.zeros_like(score, dtype=torch.bool).scatter_(1, low, True).reshape(x.shape[0], *cells.shape)
-            xq = x[:, q]
-            xq[redo] = self.model.mask_index
-            logits = self._logits(x, q)
+            redo = torch.zeros_like(score, dtype=torch.bool).scatter_(1, low, True).reshape(N, *cells.shape)
             draw, _ = self._draw(logits)
+            xq = x[:, q]
             xq[redo] = draw[redo]
 
 
@@ -764,7 +768,8 @@ def sample_cells(model: CodePrior, codes: np.ndarray, todo: np.ndarray, settings
     """Redraw the cells `todo` of codes [L, B, T] -> one int64 [L, B, T] array per candidate.
 
     Regions longer than the prior's window are drawn left to right in windows that overlap what was
-    already drawn, so each piece sees its left neighbours' new codes and the recording's right context."""
+    already drawn, so each piece sees its left neighbours' new codes; cells still to draw to its right are
+    hidden (the last piece sees the recording's right context)."""
     window = model.cfg.window
     L, B, T = codes.shape
     out = np.repeat(codes[None].astype(np.int64), settings.candidates, axis=0)
@@ -824,11 +829,15 @@ def regenerate_region(model: CodePrior | None, grid: CodeGrid, region: Region,
     with torch.inference_mode():
         drawn = sample_cells(model, grid.codes, todo, settings)
     what = region.describe(grid)
-    extra = "" if settings.strength >= 1 else f", strength {settings.strength:.2f}"
+    defaults = RegenerateSettings()
+    extra = "".join(f", {name} {value:g}" for name, value, default in (
+        ("strength", settings.strength, 1.0), ("temperature", settings.temperature, defaults.temperature),
+        ("steps", settings.steps, defaults.steps)) if value != default)
     out = []
     for i, codes in enumerate(drawn):
         codes = np.where(todo, codes, grid.codes)   # belt and braces: only the chosen cells can change
-        tag = f" #{i + 1}" if settings.candidates > 1 else ""
+        # the candidates of one draw share a generator: (seed, version i of N) is what reproduces one
+        tag = f", version {i + 1} of {settings.candidates}" if settings.candidates > 1 else ""
         label = f"regenerate {what} (seed {settings.seed}{tag}{extra})"
         out.append(EditResult(grid.with_codes(codes), label, region))
     return out

@@ -249,8 +249,8 @@ class EditSession:
     def preview(self, result: EditResult) -> Rendered:
         """How the clip would sound with `result` applied, without applying it (candidates to audition).
 
-        Rendered on a fork of the history that starts from this session's decode cache, so only the
-        changed columns are re-decoded and the real history, its redo steps and the cache stay as they are."""
+        Rendered on a fork of the history (a plain render starts from this session's decode cache), so the
+        real history, its redo steps and the cache stay as they are."""
         with self.lock:
             trial = EditSession(self.codec, self.clip, self.partner, self.history.fork(), self.render_mode, self.detail)
             trial._mel_cache = self._mel_cache

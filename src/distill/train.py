@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .audio import AudioError, FileVerdict, ScanReport, content_problem, load_audio, scan_paths
-from .bundle import BundleError, BundleInfo, fingerprint, mel_json, read_info, state_to_tensors
+from .bundle import BundleError, BundleInfo, _one_line, fingerprint, mel_json, read_info, state_to_tensors
 from .codec import Codec
 from .config import VQVAEConfig, adaptive_config
 from .events import TrainEvent
@@ -30,7 +30,7 @@ from .fileio import atomic_write
 from .health import LOW_UTILIZATION, LevelHealth, code_counts, health_from_counts, level_health
 from .losses import compute_losses, total_loss
 from .model import DOWNSAMPLE, ConvVQVAE
-from .prior import PriorTrainer
+from .prior import PriorError, PriorTrainer
 from .spectrogram import MelConfig, MelFrontEnd
 
 MAX_VAL_CROPS = 64
@@ -701,6 +701,7 @@ def train_prior_after(trainer: Trainer, minutes: float | None, prior_share: floa
     events; the trainer's result then carries the codec with its prior. Nothing happens when the share
     is 0, or the run was stopped or cancelled (a warning says how to add a prior later); Stop during
     this phase keeps the best prior so far."""
+    split_budget(minutes, prior_share)   # the share's range is checked in one place
     result = trainer.result
     if result is None or prior_share <= 0:
         return
@@ -711,12 +712,21 @@ def train_prior_after(trainer: Trainer, minutes: float | None, prior_share: floa
         return
     seconds = minutes * 60 * prior_share if minutes is not None else \
         float(result.info.dataset.get("train_seconds", 60)) * prior_share / (1 - prior_share)
-    prior = PriorTrainer.from_audio(result.codec, [(c.name, c.mel) for c in trainer.clips], max(seconds, 5.0) / 60,
-                                    stop=trainer._stop_requested)
-    yield from prior.run()
-    if prior.result is not None:
-        result.codec = result.codec.with_prior(prior.result.model, prior.result.meta)
-        result.info = result.codec.info
+    try:   # the codec is done: nothing that goes wrong with the prior may cost it
+        prior = PriorTrainer.from_audio(result.codec, [(c.name, c.mel) for c in trainer.clips],
+                                        max(seconds, 5.0) / 60, stop=trainer._stop_requested)
+        yield from prior.run()
+        broken = nonfinite_tensors(prior.result.model) if prior.result is not None else ["no result"]
+        if broken:
+            raise PriorError(f"its weights are not finite ({broken[0]})")
+    except (PriorError, RuntimeError, ValueError, MemoryError) as exc:
+        log.warning("prior training failed: %s", exc)
+        yield TrainEvent("warning", result.steps, 0.0, 0.0, stage="prior",
+                         message=f"the prior could not be trained ({_one_line(exc)}); the model is saved without "
+                                 "one (regenerate needs it): add it later with `distill prior MODEL FOLDER`")
+        return
+    result.codec = result.codec.with_prior(prior.result.model, prior.result.meta)
+    result.info = result.codec.info
 
 
 def train(files: Sequence[str | os.PathLike] | ScanReport, **kwargs) -> TrainResult:

@@ -71,12 +71,14 @@ def draw(s: Session | None, strength: float | None, temperature: float | None, s
         renders = [session.preview(r) for r in results]
     except (EditError, CodesError, ValueError) as exc:
         raise fail(str(exc)) from exc
+    except (RuntimeError, MemoryError) as exc:   # e.g. memory for many versions of a long region
+        raise fail(f"Regenerate could not finish ({type(exc).__name__}: {str(exc)[:200]}); try fewer versions or a "
+                   "shorter selection.") from exc
     a, b = audition_span(s, region)
     now = s.rendered.wave if s.rendered is not None and s.history.position > 0 else (
         s.a.wave if s.a.wave is not None else s.recon)
     s.candidates = Candidates(grid, tuple(results), tuple(r.wave[a:b] for r in renders),
-                              np.asarray(now[a:b]) if now is not None else np.zeros(b - a, np.float32), (a, b),
-                              settings.seed)
+                              np.asarray(now[a:b]) if now is not None else np.zeros(b - a, np.float32), (a, b))
     notes = {r.note for r in renders if r.note}
     what = "the whole clip" if whole else html.escape(region.describe(grid))
     text = (f"Drew {len(results)} version{'s' if len(results) != 1 else ''} of {what} (seed {settings.seed}, strength "

@@ -146,7 +146,6 @@ class Candidates:
     audio: tuple[np.ndarray, ...]      # each candidate rendered (surgically), cut to the audition span
     current: np.ndarray                # the clip as it is now, same span
     span: tuple[int, int]              # audition span in samples at the model rate
-    seed: int
 
 
 @dataclass

@@ -39,7 +39,7 @@ from .state import Limits, PendingModel, Session
 LIGHTS = {"Healthy": "#22a34a", "Some codes unused": "#e0a800", "Collapsed": "#d63a3a"}
 # Fixed colour maps: the plot's legend is fixed by its first frame, so every curve must be named up front.
 TOTAL_COLOURS = {"train": "#3b6fd8", "validation": "#e8772e"}
-PRIOR_COLOURS = {"prior train": "#3b6fd8", "prior validation": "#e8772e"}
+PRIOR_COLOURS = {"prior train (label-smoothed)": "#3b6fd8", "prior validation": "#e8772e"}
 TERM_COLOURS = dict(zip(LOSS_KEYS, ("#3b6fd8", "#22a34a", "#9b59b6", "#e8772e", "#d63a3a", "#7f8c8d", "#f1c40f"),
                         strict=False))
 REPORT_COLUMNS = ["file", "verdict", "seconds", "sample rate", "channels", "reason"]
@@ -233,7 +233,7 @@ def plottable(frame: pd.DataFrame, needed: tuple[str, ...] = ()) -> pd.DataFrame
 def event_rows(ev: TrainEvent) -> list[dict]:
     if ev.stage == "prior":
         if ev.kind == "step" and ev.loss is not None:
-            return [{"step": ev.step, "loss": float(ev.loss), "curve": "prior train"}]
+            return [{"step": ev.step, "loss": float(ev.loss), "curve": "prior train (label-smoothed)"}]
         if ev.kind == "validation" and ev.val_loss is not None:
             return [{"step": ev.step, "loss": float(ev.val_loss), "curve": "prior validation"}]
         return []
@@ -318,7 +318,7 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
             more = [f"… and {len(lines) - 3} more warning{'s' if len(lines) > 4 else ''}"] if len(lines) > 3 else []
             yield Progress(plottable(totals, ("train", "validation")), plottable(parts), health,
                            "  \n".join(lines[-3:] + more + [status_line(ev)]),
-                           prior=plottable(prior, ("prior train", "prior validation")))
+                           prior=plottable(prior, tuple(PRIOR_COLOURS)))
     except (TrainingError, ValueError) as exc:
         raise fail(str(exc)) from exc
     finally:

@@ -407,7 +407,6 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
     if codec.prior is None:
         raise CliError(f"{os.path.basename(args.model)}: {codec.prior_note}")
     name = os.path.basename(args.codes)
-    text = _read_text(args.codes)
     try:
         settings = regenerate_settings({f"--{k}": str(v) for k, v in (
             ("strength", args.strength), ("temperature", args.temperature), ("seed", args.seed),
@@ -415,19 +414,16 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
     except EditError as exc:
         raise CliError(str(exc)) from exc
     try:
-        history, original = read_document(codec, text)
-        session = EditSession(codec, Clip(name, original, None), history=history)
-        region = parse_region(args.region, session.current)
+        history, original = read_document(codec, _read_text(args.codes))
+        before = history.current
+        region = parse_region(args.region, before)
         t0 = time.perf_counter()
-        results = codec.regenerate(session.current, region, settings)
+        results = codec.regenerate(before, region, settings)
     except (CodesError, EditError) as exc:
         raise CliError(_named(args.codes, exc)) from exc
     dt = time.perf_counter() - t0
-    before = session.current
     for i, result in enumerate(results, start=1):
-        if len(results) > 1:  # every candidate continues the same history
-            history, original = read_document(codec, text)
-            session = EditSession(codec, Clip(name, original, None), history=history)
+        session = EditSession(codec, Clip(name, original, None), history=history.fork())  # each continues it
         session.apply(result)
         out = candidate_path(args.output, i) if len(results) > 1 else args.output
         session.current.save(out)

@@ -168,17 +168,15 @@ def api_regenerate(model_file: str, codes_file: str, region: str, strength: floa
     except (EditError, TypeError, ValueError, OverflowError) as exc:
         raise fail(f"regenerate settings: {exc}") from exc
     try:
-        text = Path(codes_file).read_text(encoding="utf-8")
-        history, original = read_document(codec, text)
+        history, original = read_document(codec, Path(codes_file).read_text(encoding="utf-8"))
         results = codec.regenerate(history.current, parse_region(region or "", history.current), settings)
     except (EditError, CodesError, ValueError, OSError) as exc:
         raise fail(f"{name}: {exc}") from exc
     stem = name.replace(".codes.json", "").removesuffix(".json")
     folder = _out("x").parent
     paths = []
-    for i, result in enumerate(results, start=1):
-        history, original = read_document(codec, text)   # every candidate continues the same history
-        session = EditSession(codec, Clip(name, original, None), history=history)
+    for i, result in enumerate(results, start=1):   # every candidate continues the same history
+        session = EditSession(codec, Clip(name, original, None), history=history.fork())
         session.apply(result)
         path = folder / safe_filename(f"{stem}.regen.{i}.codes.json", "output")
         session.current.save(path)

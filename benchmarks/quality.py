@@ -55,6 +55,7 @@ class Arm:
     phase_locked: bool
     bundle: str
     search: int | None = None  # encode search steps: None = Codec's default, 0 = the encoder alone (the seed's)
+    share: float = 1.0         # of --minutes this arm's codec trains (Distill's codec gets 1 - the prior share)
 
 
 # ------------------------------------------------------------------ file selection
@@ -266,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vs", default="", help="tuning: replace (a) by Distill with these JSON overrides (own phase)")
     ap.add_argument("--keep", default=None, help="copy both trained models into this folder")
     ap.add_argument("--json", default=None, help="also write all figures to this file")
+    ap.add_argument("--prior-share", type=float, default=0.0,
+                    help="Distill's codec trains for (1 - F) of --minutes, as `distill train --prior-share F` gives it "
+                    "(the prior itself is not trained here: benchmarks/prior.py measures it)")
     args = ap.parse_args(argv)
 
     paths = select_files(args.data_dir, [s for s in args.subdirs.split(",") if s], args.files)
@@ -282,10 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         first = (Arm("seed", seed_cfg.to_dict(), False, str(Path(tmp) / "seed.distill"), search=0) if not args.vs else
                  Arm("vs", adaptive_config(n, **json.loads(args.vs)).to_dict(), True, str(Path(tmp) / "vs.distill")))
         arms = [first,
-                Arm("distill", ours.to_dict(), True, str(Path(tmp) / "distill.distill"))]
+                Arm("distill", ours.to_dict(), True, str(Path(tmp) / "distill.distill"), share=1 - args.prior_share)]
         t0 = time.perf_counter()
         with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(run_arm, arm, train, test, args.minutes) for arm in arms]
+            futures = [pool.submit(run_arm, arm, train, test, args.minutes * arm.share) for arm in arms]
             a, b = (f.result() for f in futures)
         wall = time.perf_counter() - t0
         if args.keep:

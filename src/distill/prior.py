@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .codec import Codec
 
 PRIOR_PREFIX = "prior."          # tensor names of the prior inside a .distill file
-DEFAULT_PRIOR_SHARE = 0.2        # share of `distill train --minutes` spent on the prior (benchmarks/README.md)
+DEFAULT_PRIOR_SHARE = 0.1        # share of `distill train --minutes` spent on the prior (benchmarks/README.md)
 EDGE_COLUMNS = 2                 # the polish pass re-draws the least confident cells this close to a region's edges
 NO_PRIOR_HELP = ("this model has no prior, so it cannot regenerate; add one with "
                  "`distill prior MODEL.distill FOLDER --minutes 2` (the folder it was trained on), "

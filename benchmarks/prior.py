@@ -40,20 +40,10 @@ from distill.prior import (  # noqa: E402
     encode_corpus,
     evaluate_bits,
     fixed_eval_set,
+    log_frequencies,
     nearest_visible,
 )
 from distill.session import clip_from_source  # noqa: E402
-
-
-def frequencies(grids: list[np.ndarray], k: int) -> np.ndarray:
-    """[levels, bands, K] add-one code frequencies over the training codes."""
-    L, B = grids[0].shape[:2]
-    counts = np.ones((L, B, k))
-    for g in grids:
-        for q in range(L):
-            for b in range(B):
-                counts[q, b] += np.bincount(g[q, b], minlength=k)
-    return counts / counts.sum(-1, keepdims=True)
 
 
 def baseline_bits(codes: torch.Tensor, pad: torch.Tensor, hide: torch.Tensor, freq: np.ndarray, k: int) -> dict:
@@ -165,7 +155,7 @@ def run_group(root: str, group: str, codec_minutes: float, prior_minutes: float,
     codes, pad, hide = fixed_eval_set(held, codec.prior.cfg.window, k, seed=7,
                                       mask_fn=lambda L, B, T, rng: edit_mask(L, B, T, rng, keep_levels=1))
     prior_bits = evaluate_bits(codec.prior, codes, pad, hide)
-    freq = frequencies(list(pt.corpus.grids), k)
+    freq = np.exp(log_frequencies(pt.corpus, k))   # what randomize draws from, add-one
     base = baseline_bits(codes, pad, hide, freq, k)
     usage = [[int(x) for x in np.bincount(np.concatenate([g[q].ravel() for g in pt.corpus.grids]), minlength=k)]
              for q in range(len(codec.level_names))]

@@ -549,7 +549,8 @@ class PriorTrainer:
         n = len(self.corpus.names)
         if self.val_names is not None:
             val = [i for i, name in enumerate(self.corpus.names) if name in self.val_names]
-            train = [i for i in range(n) if i not in set(val)]
+            held = set(val)
+            train = [i for i in range(n) if i not in held]
             if not train or not val:  # names did not line up: fall back to the prior's own split
                 train, val = split_names(n, self.config.val_fraction, self.config.seed)
         else:
@@ -583,7 +584,7 @@ class PriorTrainer:
         t0 = time.perf_counter()
         best, best_state, step, history = math.inf, None, 0, []
         last_log = last_val = 0.0
-        acc, n_acc, window = 0.0, 0, []
+        acc, n_acc, step_times = 0.0, 0, []
 
         def elapsed() -> float:
             return time.perf_counter() - t0
@@ -621,7 +622,7 @@ class PriorTrainer:
                 acc += float(loss.detach())
                 n_acc += 1
             step += 1
-            window = (window + [time.perf_counter() - ts])[-20:]
+            step_times = (step_times + [time.perf_counter() - ts])[-20:]
             now = elapsed()
             if now - last_log >= self.log_every_s and n_acc:
                 last_log = now
@@ -629,7 +630,7 @@ class PriorTrainer:
                 acc, n_acc = 0.0, 0
                 history.append({"step": step, "train": round(mean, 4)})
                 yield TrainEvent("step", step, 0.0, now, max(0.0, budget - now), None,
-                                 len(window) / max(sum(window), 1e-9), lr, loss=mean, best_val_loss=best,
+                                 len(step_times) / max(sum(step_times), 1e-9), lr, loss=mean, best_val_loss=best,
                                  stage="prior")
             if now - last_val >= self.validate_every_s:
                 yield validate(now)

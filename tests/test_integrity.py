@@ -265,3 +265,25 @@ def test_history_keeps_replaying_after_its_oldest_steps_are_dropped(codec, work)
 
 def test_codec_has_no_render_shortcut():
     assert not hasattr(Codec, "render")  # Codec does not forward to render (no import cycle)
+
+
+def test_a_session_renders_a_span_as_the_whole_render_has_it(codec, tmp_path):
+    """The studio plays one place of a long clip: that span, in either mode, is the whole render's samples
+    there (donors included), and export still writes the whole clip."""
+    a = clip_from_source(codec, SourceAudio("a", tone(8.0, 220, seed=1), SR))
+    b = clip_from_source(codec, SourceAudio("b", tone(4.0, 330, seed=2), SR))
+    s = EditSession(codec, a, partner=b)
+    s.apply("copy B:Timbre@0.5-1.0 --to 6.0")
+    s.apply("set Structure@1.0-1.5=7")
+    n = s.current.num_samples
+    for mode in ("surgical", "plain"):
+        whole = s.render(mode)
+        for span in [(0, 4000), (20_000, 60_000), (60_000, n)]:
+            part = s.render(mode, span=span)
+            assert part.mode == mode and part.start == span[0] and part.stop == span[1]
+            assert not part.covers(n)
+            np.testing.assert_allclose(part.wave, whole.wave[span[0]:span[1]], atol=1e-4)
+        assert whole.covers(n)
+    wave, rate = s.export_audio(s.render(span=(0, 4000)))  # a span never becomes the export
+    assert len(wave) == len(a.source.samples) and rate == SR
+    np.testing.assert_array_equal(wave, s.export_audio()[0])

@@ -203,3 +203,37 @@ def test_distant_edits_render_independently(codec):
     np.testing.assert_allclose(y[:split], render_edit(codec, first, x, grid)[:split], atol=1e-5)
     np.testing.assert_allclose(y[split:], render_edit(codec, second, x, grid)[split:], atol=1e-5)
     assert not np.allclose(y[:split], x[:split], atol=1e-3) and not np.allclose(y[split:], x[split:], atol=1e-3)
+
+
+def test_a_span_renders_exactly_what_the_whole_render_has_there(codec):
+    """Listening to one place of a long clip renders only that place; its samples are the whole render's."""
+    x = _mix(12.0, seed=3)
+    grid = codec.encode(x)
+    edited = _edit(codec, _edit(codec, grid, 1, 3, 6), 0, 50, 53, r0=1, r1=3)
+    whole = render_edit(codec, edited, x, grid)
+    n = len(x)
+    for start, stop in [(0, n), (0, 5000), (4000, 40000), (100_000, 120_000), (n - 777, n), (50_000, 52_000)]:
+        part = render_edit(codec, edited, x, grid, span=(start, stop))
+        assert part.shape == (stop - start,) and part.dtype == np.float32
+        np.testing.assert_allclose(part, whole[start:stop], atol=2e-5)
+    # far from both edits, the span is the recording itself, bit for bit
+    far = (30 * TILE * codec.mel_cfg.hop_length, 40 * TILE * codec.mel_cfg.hop_length)
+    np.testing.assert_array_equal(render_edit(codec, edited, x, grid, span=far), x[far[0]:far[1]])
+    for bad in [(5, 5), (-1, 10), (0, n + 1)]:
+        with pytest.raises(RenderError, match="span"):
+            render_edit(codec, edited, x, grid, span=bad)
+
+
+def test_plain_decode_of_a_span_equals_the_whole_decode_there(codec):
+    from distill.render import decode_span
+
+    x = _mix(9.0, seed=5)
+    grid = codec.encode(x)
+    whole = codec.decode(grid, phase_from=x)
+    n = len(x)
+    for start, stop in [(0, 3000), (33_333, 90_000), (n - 4000, n)]:
+        part = decode_span(codec, grid.codes, n, start, stop, phase_from=x)
+        assert part.shape == (stop - start,)
+        np.testing.assert_allclose(part, whole[start:stop], atol=1e-4)
+    no_phase = decode_span(codec, grid.codes, n, 40_000, 60_000)  # Griffin-Lim of the span alone
+    assert no_phase.shape == (20_000,) and np.isfinite(no_phase).all() and np.abs(no_phase).max() > 1e-4

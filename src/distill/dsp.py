@@ -115,15 +115,39 @@ def add_frames(framing: Framing, wave: np.ndarray, delta: torch.Tensor, f0: int)
     with n_fft/hop zero frames each side, so every sample it changes is normalised by the same
     window overlap as in the whole clip.
     """
+    start, piece = _synth_run(framing, delta, f0, len(wave))
+    out = np.array(wave, dtype=np.float32, copy=True)
+    out[start:start + len(piece)] += piece
+    return out
+
+
+def synthesize_span(framing: Framing, spec: torch.Tensor, f0: int, start: int, stop: int,
+                    num_samples: int) -> np.ndarray:
+    """Samples start..stop-1 of istft over a clip of `num_samples` whose STFT is `spec` (complex
+    [n_freqs, n]) at frames f0..f0+n-1 and zero elsewhere -> float32 [stop - start].
+
+    Equals istft(whole spectrum, num_samples)[start:stop] wherever every frame reaching those samples
+    lies inside `spec`: a part of a long clip is synthesised without the rest of it.
+    """
+    out = np.zeros(max(0, stop - start), dtype=np.float32)
+    s0, piece = _synth_run(framing, spec, f0, num_samples)
+    lo, hi = max(start, s0), min(stop, s0 + len(piece))
+    if hi > lo:
+        out[lo - start:hi - start] = piece[lo - s0:hi - s0]
+    return out
+
+
+def _synth_run(framing: Framing, delta: torch.Tensor, f0: int, num_samples: int) -> tuple[int, np.ndarray]:
+    """(first sample, float32 samples) of the synthesis of `delta` at frames f0.. with n_fft/hop zero
+    frames each side (so each sample it reaches gets the whole clip's window overlap)."""
     pad = -(-framing.n_fft // framing.hop)
-    a, b = max(0, f0 - pad), min(framing.num_frames(len(wave)), f0 + delta.shape[-1] + pad)
+    a, b = max(0, f0 - pad), min(framing.num_frames(num_samples), f0 + delta.shape[-1] + pad)
+    start, stop = a * framing.hop, min(num_samples, b * framing.hop)
+    if stop <= start or b <= a:
+        return start, np.zeros(0, dtype=np.float32)
     run = torch.zeros(delta.shape[0], b - a, dtype=delta.dtype)
     run[:, f0 - a:f0 - a + delta.shape[-1]] = delta
-    start, stop = a * framing.hop, min(len(wave), b * framing.hop)
-    out = np.array(wave, dtype=np.float32, copy=True)
-    if stop > start:
-        out[start:stop] += istft(framing, run, stop - start).numpy()
-    return out
+    return start, istft(framing, run, stop - start).numpy().astype(np.float32, copy=False)
 
 
 def random_phase(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:

@@ -212,23 +212,84 @@ def changed_cells(edited: CodeGrid, source: CodeGrid) -> np.ndarray:
 
 def render_edit(codec: Codec, edited: CodeGrid, source_audio: np.ndarray, source_grid: CodeGrid | None = None,
                 detail: float = DEFAULT_DETAIL, donors: Sequence[Donor] = (), gl_iters: int = EDIT_GL_ITERS,
-                feather: float = DEFAULT_FEATHER) -> np.ndarray:
+                feather: float = DEFAULT_FEATHER, span: tuple[int, int] | None = None) -> np.ndarray:
     """Edited grid + the audio it was encoded from -> audio of exactly len(source_audio) samples.
 
     Wherever no code changed, the output's STFT is the source's own (so an unedited grid gives the
     source back); inside edits it is the model's decode plus `detail` of the source's residual,
     crossfaded over `feather` tiles, with phase from the donor clip or a few constrained
     Griffin-Lim iterations. The pure codec rendering stays available as `codec.decode`.
+
+    `span` = (start, stop) samples: only that part, float32 [stop - start], equal to the whole
+    render's samples there; only the edits that reach it are rendered, so the cost of hearing one
+    place of a long recording follows the edits near it, not the length of the clip.
     """
     source = _as_wave(source_audio)
     _check_args(detail, gl_iters, feather)
     source_grid = check_grids(codec, edited, source, source_grid)
+    start, stop = check_span(span, len(source))
     changed = _changed_with_donors(codec, edited, source, source_grid, donors, None)
-    out = source
+    out = source[start:stop].copy()
     for cells in _clusters(changed):  # far-apart edits are rendered separately: cost follows the edits
+        if not _reaches(codec, cells, feather, len(source), start, stop):
+            continue
         patch = _render_patch(codec, edited, source, source_grid, cells, detail, donors, gl_iters, feather)
-        out = dsp.add_frames(codec.front.framing, out, patch.spectrum - patch.source_spectrum, patch.frame0)
-    return out.copy() if out is source else out
+        out += dsp.synthesize_span(codec.front.framing, patch.spectrum - patch.source_spectrum, patch.frame0,
+                                   start, stop, len(source))
+    return out
+
+
+def check_span(span: tuple[int, int] | None, num_samples: int) -> tuple[int, int]:
+    """(start, stop) samples inside a clip of `num_samples` (None = the whole clip); RenderError otherwise."""
+    if span is None:
+        return 0, int(num_samples)
+    start, stop = int(span[0]), int(span[1])
+    if not 0 <= start < stop <= num_samples:
+        raise RenderError(f"span {start}..{stop} samples is not inside the clip (0..{num_samples}) or is empty")
+    return start, stop
+
+
+def _patch_frames(codec: Codec, c_lo: int, c_hi: int, feather: float, n_frames: int) -> tuple[int, int]:
+    """Frames f0..f1 (exclusive) an edit of columns c_lo..c_hi-1 rewrites: its tiles, the feather and one
+    window of fixed frames around them (which keeps the local Griffin-Lim exact)."""
+    cfg = codec.mel_cfg
+    margin = int(round(feather * DOWNSAMPLE)) + cfg.n_fft // cfg.hop_length
+    return max(0, c_lo * DOWNSAMPLE - margin), min(n_frames, c_hi * DOWNSAMPLE + margin)
+
+
+def _reaches(codec: Codec, cells: np.ndarray, feather: float, num_samples: int, start: int, stop: int) -> bool:
+    """Whether the patch rendered for `cells` changes any sample in start..stop-1."""
+    cols = np.flatnonzero(cells.any(axis=0))
+    cfg = codec.mel_cfg
+    f0, f1 = _patch_frames(codec, int(cols[0]), int(cols[-1]) + 1, feather, cfg.num_frames(num_samples))
+    pad = -(-cfg.n_fft // cfg.hop_length)   # dsp.synthesize_span's reach beyond the frames
+    return (f0 - pad) * cfg.hop_length < stop and (f1 + pad) * cfg.hop_length > start
+
+
+def decode_span(codec: Codec, codes: np.ndarray, num_samples: int, start: int, stop: int,
+                phase_from: np.ndarray | None = None, n_iter: int = dsp.DEFAULT_GL_ITERS) -> np.ndarray:
+    """Plain decode of samples start..stop-1 of a grid (codes [levels, bands, columns] of a clip of
+    `num_samples`) -> float32 [stop - start], decoding only the columns that reach them.
+
+    With `phase_from` (the clip at the model rate) it equals codec.decode(grid, phase_from)[start:stop];
+    without, the span gets its own few Griffin-Lim iterations (random phase, as a whole decode has).
+    """
+    start, stop = check_span((start, stop), num_samples)
+    cfg = codec.mel_cfg
+    n_frames, hop = cfg.num_frames(num_samples), cfg.hop_length
+    pad = -(-cfg.n_fft // hop)
+    fa, fb = max(0, start // hop - pad), min(n_frames, -(-stop // hop) + pad + 1)
+    ctx = -(-decoder_reach(codec.model) // DOWNSAMPLE) + 1
+    n_cols = codes.shape[-1]
+    d0, d1 = max(0, fa // DOWNSAMPLE - ctx), min(n_cols, -(-fb // DOWNSAMPLE) + ctx)
+    (mel,) = _decode_window(codec, [np.asarray(codes)[:, :, d0:d1]])
+    magnitude = codec.front.logmel_to_magnitude(mel[:, fa - d0 * DOWNSAMPLE:fb - d0 * DOWNSAMPLE])
+    framing = codec.front.framing
+    if phase_from is not None:
+        spec = magnitude * dsp.unit_phase(dsp.stft(framing, _as_wave(phase_from)[:num_samples], fa, fb))
+    else:
+        spec = dsp.griffin_lim(framing, magnitude * dsp.random_phase(tuple(magnitude.shape)), magnitude, n_iter)
+    return dsp.synthesize_span(framing, spec, fa, start, stop, num_samples)
 
 
 def render_spectrum(codec: Codec, edited: CodeGrid, source_audio: np.ndarray, source_grid: CodeGrid | None = None,
@@ -285,9 +346,7 @@ def _render_patch(codec: Codec, edited: CodeGrid, source: np.ndarray, source_gri
     c_lo, c_hi = int(cols[0]), int(cols[-1]) + 1
     fw = int(round(feather * DOWNSAMPLE))  # frames
     fws = (int(round(feather * cfg.n_mels / codec.num_bands)), fw)  # (mel bins, frames): half a tile each way
-    margin = fw + cfg.n_fft // cfg.hop_length  # fixed frames around the mask keep the local GL exact
-    f0 = max(0, c_lo * DOWNSAMPLE - margin)
-    f1 = min(n_frames, c_hi * DOWNSAMPLE + margin)
+    f0, f1 = _patch_frames(codec, c_lo, c_hi, feather, n_frames)
 
     # source STFT and log-mel over the span only
     src_spec = dsp.stft(front.framing, source, f0, f1)

@@ -27,6 +27,8 @@ from .model import DOWNSAMPLE
 from .render import (
     DEFAULT_DETAIL,
     RenderError,
+    check_span,
+    decode_span,
     decoder_reach,
     donors_from_active,
     render_edit,
@@ -88,10 +90,19 @@ def matching_source(grid: CodeGrid, candidates: Iterable[SourceAudio | None]) ->
 class Rendered:
     """Audio of the current grid plus how it was made."""
 
-    wave: np.ndarray   # float32 [num_samples] at the model rate
+    wave: np.ndarray   # float32 [samples] at the model rate: the whole clip, or the span asked for
     seconds: float     # wall time of the render
     mode: str          # "surgical" or "plain": what was actually done
     note: str = ""     # why it differs from what was asked (a fallback), for the status line
+    start: int = 0     # the first sample of `wave` in the clip (0 for a whole render)
+
+    @property
+    def stop(self) -> int:
+        return self.start + len(self.wave)
+
+    def covers(self, num_samples: int) -> bool:
+        """Whether this is the whole clip (what export writes), not a span of it."""
+        return self.start == 0 and len(self.wave) == num_samples
 
 
 class EditSession:
@@ -216,17 +227,22 @@ class EditSession:
         mel[:, f0:f1] = window[:, (lo - w0) * DOWNSAMPLE:(lo - w0) * DOWNSAMPLE + (f1 - f0)]
         return mel
 
-    def render(self, mode: str | None = None, detail: float | None = None) -> Rendered:
-        """The current grid as audio at the model rate.
+    def render(self, mode: str | None = None, detail: float | None = None,
+               span: tuple[int, int] | None = None) -> Rendered:
+        """The current grid as audio at the model rate: the whole clip, or samples span = (start, stop).
 
         "surgical": the recording itself wherever no code changed, the model inside edited cells,
         donor phase where cells still hold a donor's codes. "plain": the model's decode everywhere,
         with the clip's own phase. A surgical render that cannot be done (no audio, a render error)
-        falls back to plain, and `note` says why.
+        falls back to plain, and `note` says why. A span renders only what reaches it (the edits near
+        it, the columns under it), so hearing one place of a long recording costs the same as a short
+        clip; its samples equal the whole render's there.
         """
         with self.lock:
             mode = _mode(mode or self.render_mode)
             detail = self.detail if detail is None else _detail(detail)
+            n = self.current.num_samples
+            start, stop = check_span(span, n)
             note = ""
             if mode == "surgical":
                 if not self.clip.has_audio:
@@ -235,19 +251,24 @@ class EditSession:
                     t0 = time.perf_counter()
                     try:
                         wave = render_edit(self.codec, self.current, self.clip.wave, self.original, detail=detail,
-                                           donors=self.donors())
-                        return Rendered(np.asarray(wave, np.float32), time.perf_counter() - t0, "surgical")
+                                           donors=self.donors(), span=span)
+                        return Rendered(np.asarray(wave, np.float32), time.perf_counter() - t0, "surgical",
+                                        start=start)
                     except (RenderError, CodesError, ValueError) as exc:
                         note = f"surgical render failed ({exc}); playing the plain decode instead"
                 if note:
                     log.warning("%s: %s", self.clip.name, note)
             t0 = time.perf_counter()
+            if span is not None and (start, stop) != (0, n):
+                wave = decode_span(self.codec, self.current.codes, n, start, stop, phase_from=self.clip.wave)
+                return Rendered(wave, time.perf_counter() - t0, "plain", note, start=start)
             mel = self.decode_mel()
-            wave = self.codec.front.invert(mel, self.current.num_samples, phase_from=self.clip.wave)
+            wave = self.codec.front.invert(mel, n, phase_from=self.clip.wave)
             return Rendered(wave.numpy().astype(np.float32), time.perf_counter() - t0, "plain", note)
 
-    def preview(self, result: EditResult) -> Rendered:
-        """How the clip would sound with `result` applied, without applying it (candidates to audition).
+    def preview(self, result: EditResult, span: tuple[int, int] | None = None) -> Rendered:
+        """How the clip would sound with `result` applied, without applying it (candidates to audition);
+        `span` as in `render`.
 
         Rendered on a fork of the history (a plain render starts from this session's decode cache), so the
         real history, its redo steps and the cache stay as they are."""
@@ -255,7 +276,7 @@ class EditSession:
             trial = EditSession(self.codec, self.clip, self.partner, self.history.fork(), self.render_mode, self.detail)
             trial._mel_cache = self._mel_cache
             trial.apply(result)
-            return trial.render()
+            return trial.render(span=span)
 
     def donors(self) -> tuple:
         """render.Donor regions for the cells that still hold codes copied from A or from the open B."""
@@ -273,7 +294,8 @@ class EditSession:
         is the file's own samples (mono mix) bit for bit; a plain decode is resampled whole.
         """
         with self.lock:
-            rendered = rendered or self.render()
+            if rendered is None or not rendered.covers(self.current.num_samples):
+                rendered = self.render()
             src = self.clip.source
             if src is None:
                 return self.codec.at_source_rate(rendered.wave, self.current)

@@ -94,6 +94,18 @@ class CodeGrid:
     def duration_s(self) -> float:
         return self.num_samples / float(self.sample_rate)
 
+    @property
+    def samples_per_column(self) -> int:
+        """Model-rate samples per code column (16 STFT hops)."""
+        return max(1, int(round(self.seconds_per_column * self.sample_rate)))
+
+    def column_samples(self, c0: int, c1: int) -> tuple[int, int]:
+        """(start, stop) samples at the model rate of columns c0..c1-1, cut to the clip: the one rule
+        for columns -> samples (what a player plays for a span of columns)."""
+        spc = self.samples_per_column
+        start = min(self.num_samples - 1, max(0, int(c0) * spc))
+        return start, max(start + 1, min(self.num_samples, int(c1) * spc))
+
     def level_index(self, name: str | int) -> int:
         """Level by name (case-insensitive) or index; ValueError listing the allowed names."""
         if isinstance(name, (int, np.integer)):

@@ -18,6 +18,7 @@ from . import api, handlers, regenerate, training
 from .handlers import MAX_LEVELS, View
 from .heatmap import HEATMAP_CSS, HEATMAP_JS, empty_html
 from .state import Limits, Session
+from .viewport import OVERVIEW_CSS, OVERVIEW_JS
 
 log = logging.getLogger("distill.studio")
 
@@ -120,6 +121,15 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                 status = gr.Markdown(elem_id="status")
                 with gr.Row():
                     with gr.Column(scale=3):
+                        overview_a = gr.HTML("", css_template=OVERVIEW_CSS, js_on_load=OVERVIEW_JS, visible=False,
+                                             elem_id="overview-A")
+                        with gr.Row(equal_height=True):
+                            earlier_btn = gr.Button("◀ Earlier", size="sm", min_width=60, elem_id="view-earlier")
+                            later_btn = gr.Button("Later ▶", size="sm", min_width=60, elem_id="view-later")
+                            zoom_in_btn = gr.Button("Zoom in", size="sm", min_width=60, elem_id="zoom-in")
+                            zoom_out_btn = gr.Button("Zoom out", size="sm", min_width=60, elem_id="zoom-out")
+                            whole_btn = gr.Button("Play whole edited clip", size="sm", min_width=60,
+                                                  elem_id="play-whole")
                         mel = gr.HTML(empty_html("Loading…"), css_template=HEATMAP_CSS, js_on_load=KEYS_JS, elem_id="mel")
                         heat_a = [gr.HTML(None, css_template=HEATMAP_CSS, js_on_load=HEATMAP_JS, elem_id=f"hm-A-{q}")
                                   for q in range(MAX_LEVELS)]
@@ -132,6 +142,8 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                                                    label="Heatmap colours", elem_id="colour-mode",
                                                    info="sound-alike: similar codes look alike (repeats show); "
                                                         "code index: a distinct hue per number")
+                        overview_b = gr.HTML("", css_template=OVERVIEW_CSS, js_on_load=OVERVIEW_JS, visible=False,
+                                             elem_id="overview-B")
                         heat_b = [gr.HTML(None, css_template=HEATMAP_CSS, js_on_load=HEATMAP_JS, elem_id=f"hm-B-{q}")
                                   for q in range(MAX_LEVELS)]
                     with gr.Column(scale=2):
@@ -284,7 +296,7 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
             api_btns = [gr.Button(visible=False) for _ in range(5)]
 
         # ---------------------------------------------------------------- wiring
-        edit_outputs = [session, *heat_a, *heat_b, mel, selection, history, original, recon, edited, preview, status,
+        edit_outputs = [session, *heat_a, *heat_b, overview_a, overview_b, mel, selection, history, original, recon, edited, preview, status,
                         levels, clip_a, clip_b, usage, model_md]
 
         def to_updates(view: View) -> list:
@@ -295,6 +307,8 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                     out += [gr.update(value=h, visible=True) if h is not None else gr.update(visible=False) for h in f[key]]
                 else:
                     out += [gr.skip()] * MAX_LEVELS
+            for key in ("overview_a", "overview_b"):
+                out.append(gr.update(value=f[key], visible=bool(f[key])) if key in f else gr.skip())
             for key in ("mel", "selection", "history", "original", "recon", "edited", "preview", "status"):
                 out.append(f.get(key, gr.skip()))
             out.append(gr.update(choices=f["levels"][0], value=f["levels"][1]) if "levels" in f else gr.skip())
@@ -335,6 +349,12 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
             h.select(on_select, [session], edit_outputs, trigger_mode="always_last", **quiet)
             h.cell_click(on_cell, [session], edit_outputs, trigger_mode="always_last", **quiet)
 
+        def on_move(s: Session, evt: gr.EventData):
+            return emit(handlers.move_view(s, evt))
+
+        for ov in (overview_a, overview_b):
+            ov.select(on_move, [session], edit_outputs, trigger_mode="always_last", **quiet)
+
         levels.input(lambda s, n: emit(handlers.set_levels(s, n)), [session, levels], edit_outputs, **quiet)
         sel_all.click(lambda s, n: emit(handlers.select_all(s, n)), [session, levels], edit_outputs, **quiet)
         render_mode.input(lambda s, m: emit(handlers.set_render_mode(s, m)), [session, render_mode], edit_outputs, **quiet)
@@ -345,6 +365,11 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
         def bind(btn, fn, inputs=()):
             btn.click(lambda s, *a: emit(fn(s, *a)), [session, *inputs], edit_outputs, **quiet)
 
+        bind(earlier_btn, lambda s: handlers.scroll(s, -1))
+        bind(later_btn, lambda s: handlers.scroll(s, 1))
+        bind(zoom_in_btn, lambda s: handlers.zoom(s, 0.5))
+        bind(zoom_out_btn, lambda s: handlers.zoom(s, 2.0))
+        bind(whole_btn, handlers.play_whole)
         bind(undo_btn, handlers.undo)
         bind(redo_btn, handlers.redo)
         bind(reset_btn, handlers.reset)

@@ -32,6 +32,7 @@ from distill import (
     EditResult,
     EditSession,
     Region,
+    Rendered,
     SourceAudio,
     atomic_write_text,
     atomic_write_wav,
@@ -48,9 +49,12 @@ from distill.edits import (
     shift_region,
     swap_regions,
 )
+from distill.render import decode_span
 
+from . import viewport
 from .heatmap import empty_html, heatmap_html, hz_label, mel_html, sound_palette, usage_html
 from .state import Clipboard, Limits, Session
+from .viewport import Viewport
 
 log = logging.getLogger("distill.studio")
 
@@ -76,6 +80,8 @@ class View:
 
     heat_a: Heatmaps | Skip = SKIP
     heat_b: Heatmaps | Skip = SKIP
+    overview_a: str | Skip = SKIP                   # html; "" hides it (the whole clip is in view)
+    overview_b: str | Skip = SKIP
     mel: str | Skip = SKIP                          # html
     selection: str | Skip = SKIP                    # markdown
     history: str | Skip = SKIP                      # markdown
@@ -136,13 +142,6 @@ def to_int16(wave: np.ndarray | None, sr: int) -> tuple[int, np.ndarray] | None:
     if wave is None:
         return None
     return sr, (np.clip(np.asarray(wave, dtype=np.float32), -1, 1) * 32767).astype(np.int16)
-
-
-def plain_decode(codec: Codec, grid: CodeGrid, phase: np.ndarray | None) -> tuple[np.ndarray, float]:
-    """grid -> (wave, seconds): the model everywhere, with the given clip's phase (Griffin-Lim without)."""
-    t0 = time.perf_counter()
-    wave = codec.decode(grid, phase_from=phase)
-    return wave, time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------------- model + clips
@@ -219,15 +218,56 @@ def _resolve(s: Session, name: str | None, upload: str | None) -> tuple[str, str
 
 
 def _open_a(s: Session, clip: Clip, session: EditSession | None = None) -> float:
-    """Make `clip` clip A (a fresh history unless `session` is given); returns the reconstruction's decode time."""
+    """Make `clip` clip A (a fresh history unless `session` is given), its viewport at its start; returns
+    the reconstruction's decode time."""
     mode, detail = s.render_mode, s.detail
     s.edit = session or EditSession(s.codec, clip, render_mode=mode, detail=detail)
     if s.b is not None:
         s.edit.set_partner(s.b)
-    s.sel_a, s.clipboard, s.src_mel = None, None, None
-    s.recon, dt = plain_decode(s.codec, clip.grid, clip.wave)
-    s.rendered = None
-    return dt
+    s.sel_a, s.clipboard, s.src_mel, s.edited_mel = None, None, None, None
+    s.view_a = viewport.initial(clip.grid, s.view_seconds)
+    s.recon = s.rendered = None
+    return _recon(s).seconds
+
+
+def _set_b(s: Session, clip: Clip) -> None:
+    """Make `clip` clip B (the partner of A's edits), its viewport at its start."""
+    s.b, s.sel_b = clip, None
+    s.view_b = viewport.initial(clip.grid, s.view_seconds)
+    if s.edit is not None:
+        s.edit.set_partner(clip)
+
+
+def _span(s: Session) -> tuple[int, int]:
+    """Samples (model rate) of A's viewport: what the three players play."""
+    return s.view_a.samples(s.edit.current)
+
+
+def _recon(s: Session) -> Rendered:
+    """A's plain reconstruction over its viewport (decoded once per viewport, only the columns it needs)."""
+    a, span = s.a, _span(s)
+    if s.recon is None or (s.recon.start, s.recon.stop) != span:
+        t0 = time.perf_counter()
+        wave = decode_span(s.codec, a.grid.codes, a.grid.num_samples, *span, phase_from=a.wave)
+        s.recon = Rendered(wave, time.perf_counter() - t0, "plain", start=span[0])
+    return s.recon
+
+
+def _edited(s: Session, fresh: bool = False) -> Rendered:
+    """A's edited audio over its viewport; re-rendered when `fresh` (the grid or the settings changed) or
+    when the viewport moved. Only the edits that reach the viewport are rendered."""
+    span = _span(s)
+    if fresh or s.rendered is None or (s.rendered.start, s.rendered.stop) != span:
+        s.rendered = s.edit.render(span=span)
+    return s.rendered
+
+
+def _follow(s: Session, before: CodeGrid) -> None:
+    """After an edit, undo or redo: when nothing that changed is in A's viewport, move it to the first change
+    (an edit typed for another place of a long clip, or undone there, is heard at once)."""
+    cols = np.flatnonzero(np.any(before.codes != s.edit.current.codes, axis=(0, 1)))
+    if cols.size and not np.any((cols >= s.view_a.c0) & (cols < s.view_a.c1)):
+        s.view_a = viewport.containing(s.view_a, int(cols[0]), int(cols[-1]) + 1, s.edit.current.num_columns)
 
 
 @guarded
@@ -243,14 +283,15 @@ def open_clip(s: Session | None, which: str, name: str | None, upload: str | Non
         s.clips[label] = path
     if which == "A":
         dt = _open_a(s, clip)
+        shown = "" if s.view_a.covers(clip.grid.num_columns) else (
+            f" Showing {viewport.clock(s.view_a.seconds(clip.grid)[1])} of it: drag the box on the overview, or "
+            "use Earlier / Later and the zoom, to move.")
         return s, render(s, audio=True, decode_now=True, clip_a=label, clips=sorted(s.clips),
-                         status=f"Opened **{html.escape(label)}** as A ({clip.grid.duration_s:.2f} s, "
-                                f"{clip.grid.num_columns} columns); reconstruction decoded in {dt:.2f} s.")
-    s.b, s.sel_b = clip, None
-    if s.edit is not None:
-        s.edit.set_partner(clip)
-    return s, render(s, status=f"Opened **{html.escape(label)}** as B ({clip.grid.duration_s:.2f} s).", clip_b=label,
-                     clips=sorted(s.clips))
+                         status=f"Opened **{html.escape(label)}** as A ({viewport.clock(clip.grid.duration_s)}, "
+                                f"{clip.grid.num_columns} columns); reconstruction decoded in {dt:.2f} s.{shown}")
+    _set_b(s, clip)
+    return s, render(s, status=f"Opened **{html.escape(label)}** as B ({viewport.clock(clip.grid.duration_s)}).",
+                     clip_b=label, clips=sorted(s.clips))
 
 
 def set_model(s: Session, codec: Codec, label: str, path: str | None) -> Session:
@@ -259,7 +300,7 @@ def set_model(s: Session, codec: Codec, label: str, path: str | None) -> Session
     s.codec, s.model_label, s.model_path = codec, label, path
     s.close_clips()
     if b is not None and b.source is not None:
-        s.b = clip_from_source(codec, b.source)
+        _set_b(s, clip_from_source(codec, b.source))
     if a is not None and a.source is not None:
         _open_a(s, clip_from_source(codec, a.source))
     return s
@@ -276,8 +317,10 @@ def code_colours(codec: Codec) -> tuple[tuple[str, ...], ...]:
 
 
 def _heatmaps(s: Session, grid: CodeGrid | None, region: Region | None, grid_id: str) -> tuple:
+    """The levels' heatmaps of A or B over its viewport (cells carry the clip's own column numbers)."""
     if grid is None:
         return _heatmaps_empty(grid_id)
+    view = _view(s, grid_id, grid)
     out = []
     band_hz = s.codec.band_ranges_hz
     colours = code_colours(s.codec) if s.colour_by == "sound" else None
@@ -286,10 +329,37 @@ def _heatmaps(s: Session, grid: CodeGrid | None, region: Region | None, grid_id:
             out.append(None)
             continue
         sel = (region.r0, region.r1, region.c0, region.c1) if region is not None and q in region.levels else None
-        out.append(heatmap_html(grid.codes[q], level=q, name=f"{grid_id} · {grid.level_names[q]}", grid_id=grid_id,
-                                seconds_per_column=grid.seconds_per_column, codebook_size=s.codec.codebook_size,
-                                selection=sel, band_hz=band_hz, colours=colours[q] if colours else None))
+        out.append(heatmap_html(grid.codes[q][:, view.c0:view.c1], level=q, name=f"{grid_id} · {grid.level_names[q]}",
+                                grid_id=grid_id, seconds_per_column=grid.seconds_per_column,
+                                codebook_size=s.codec.codebook_size, selection=sel, band_hz=band_hz,
+                                colours=colours[q] if colours else None, col0=view.c0))
     return tuple(out)
+
+
+def _view(s: Session, grid_id: str, grid: CodeGrid) -> Viewport:
+    """A's or B's viewport (opened at the clip's start when it has none yet)."""
+    view = s.view_a if grid_id == "A" else s.view_b
+    if view is None or view.c1 > grid.num_columns:
+        view = viewport.initial(grid, s.view_seconds)
+        if grid_id == "A":
+            s.view_a = view
+        else:
+            s.view_b = view
+    return view
+
+
+def _overview(s: Session, grid_id: str) -> str:
+    """The overview strip of A or B ("" when the whole clip is in view), edited places marked."""
+    clip, grid = (s.a, s.grid) if grid_id == "A" else (s.b, s.b_grid)
+    if clip is None or grid is None:
+        return ""
+    view = _view(s, grid_id, grid)
+    if view.covers(grid.num_columns):
+        return ""
+    if clip.key not in s.peaks:
+        s.peaks[clip.key] = viewport.envelope(clip.wave if clip.wave is not None else np.zeros(1, np.float32))
+    edited = viewport.edited_bins(np.any(grid.codes != clip.grid.codes, axis=(0, 1)))
+    return viewport.overview_html(grid_id, s.peaks[clip.key], view, grid, edited)
 
 
 def _heatmaps_empty(grid_id: str) -> tuple:
@@ -324,9 +394,8 @@ def history_text(s: Session) -> str:
 
 
 def _render_now(s: Session) -> str:
-    """Re-render A's edited audio; returns the status text (how long, how, and any fallback)."""
-    r = s.edit.render()
-    s.rendered = r
+    """Re-render A's edited audio over its viewport; returns the status text (how long, how, and any fallback)."""
+    r = _edited(s, fresh=True)
     how = "surgical render" if r.mode == "surgical" else "plain decode"
     text = f" Decoded in **{r.seconds:.2f} s** ({how})."
     if r.note:
@@ -334,57 +403,62 @@ def _render_now(s: Session) -> str:
     return text
 
 
-def _picture(codec: Codec, cached: tuple[np.ndarray, np.ndarray] | None,
-             wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(wave, its log-mel) for the spectrogram panel; reuses `cached` while it shows this very wave,
+def _picture(codec: Codec, cached: tuple | None, key: tuple[int, int] | Rendered,
+             wave: np.ndarray) -> tuple:
+    """(key, log-mel of wave) for the spectrogram panel; reuses `cached` while it shows the same `key`,
     so selecting and hovering do not recompute a mel per event."""
-    if cached is not None and cached[0] is wave:
+    if cached is not None and (cached[0] is key or (isinstance(key, tuple) and cached[0] == key)):
         return cached
-    return wave, codec.logmel(wave).numpy()
+    return key, codec.logmel(wave).numpy()
 
 
 def render(s: Session, *, audio: bool = False, decode_now: bool = False, status: str | None = None,
            **extra) -> View:
-    """Full Edit-tab view of the session; `decode_now` re-synthesises A's edited audio first."""
+    """Full Edit-tab view of the session over A's and B's viewports; `decode_now` re-synthesises A's
+    edited audio first, `audio` re-sends the players."""
     codec = s.codec
     if codec is None:
         base = dict(heat_a=_heatmaps_empty("A"), heat_b=_heatmaps_empty("B"), mel=mel_html([], 0),
                     selection=selection_text(s), history=history_text(s), model=model_summary(None, ""),
-                    status=status or model_summary(None, ""))
+                    status=status or model_summary(None, ""), overview_a="", overview_b="")
         return View(**{**base, **extra})
     grid = s.grid
     panels = []
-    frames = 0
+    frames, t0 = 0, 0.0
     if decode_now and s.edit is not None:
         status = (status or "") + _render_now(s)
     a = s.a
     if a is not None:
-        frames = grid.num_columns * codec.frames_per_column
-        shown = a.wave if a.wave is not None else s.recon
-        if shown is not None:
-            s.src_mel = _picture(codec, s.src_mel, shown)
-            what = "original" if a.wave is not None else "plain decode: no source audio"
-            panels = [(f"A: {a.name} ({what})", s.src_mel[1])]
+        view_a = _view(s, "A", grid)
+        span = _span(s)
+        frames, t0 = view_a.width * codec.frames_per_column, span[0] / codec.sample_rate
+        shown = a.wave[span[0]:span[1]] if a.wave is not None else _recon(s).wave
+        s.src_mel = _picture(codec, s.src_mel, span, shown)
+        what = "original" if a.wave is not None else "plain decode: no source audio"
+        panels = [(f"A: {a.name} ({what})", s.src_mel[1])]
         if s.history.position > 0 and not np.array_equal(grid.codes, a.grid.codes):
-            if s.rendered is None:
-                s.rendered = s.edit.render()
-            s.edited_mel = _picture(codec, s.edited_mel, s.rendered.wave)
+            r = _edited(s)
+            s.edited_mel = _picture(codec, s.edited_mel, r, r.wave)
             panels.append(("A: edited (what the Edited player plays)", s.edited_mel[1]))
     names = list(codec.level_names)
     levels_value = [names[q] for q in s.sel_a.levels] if s.sel_a is not None else []
     b_grid = s.b_grid
-    unchanged_b = s.shown_b is not None and s.shown_b[0] is b_grid and s.shown_b[1] == s.sel_b
+    shown_b = (b_grid, s.sel_b, s.view_b)
+    unchanged_b = s.shown_b is not None and s.shown_b[0] is b_grid and s.shown_b[1:] == shown_b[1:]
     heat_b = SKIP if unchanged_b and not audio else _heatmaps(s, b_grid, s.sel_b, "B")
-    s.shown_b = (b_grid, s.sel_b)  # B's heatmaps are re-sent only when B or its selection changed
-    view = dict(heat_a=_heatmaps(s, grid, s.sel_a, "A"), heat_b=heat_b,
-                mel=mel_html(panels, frames, codec.mel_cfg.hop_length / codec.sample_rate), selection=selection_text(s),
-                history=history_text(s), levels=(names, levels_value), status=status.strip() if status else SKIP)
+    s.shown_b = (b_grid, s.sel_b, s.view_b)  # B's heatmaps are re-sent only when B, its selection or view changed
+    view = dict(heat_a=_heatmaps(s, grid, s.sel_a, "A"), heat_b=heat_b, overview_a=_overview(s, "A"),
+                overview_b=SKIP if heat_b is SKIP else _overview(s, "B"),
+                mel=mel_html(panels, frames, codec.mel_cfg.hop_length / codec.sample_rate, t0),
+                selection=selection_text(s), history=history_text(s), levels=(names, levels_value),
+                status=status.strip() if status else SKIP)
     sr = codec.sample_rate
-    if decode_now or audio:
-        view["edited"] = to_int16(s.edited, sr)
+    if (decode_now or audio) and a is not None:
+        view["edited"] = to_int16(_edited(s).wave, sr)
     if audio and a is not None:
-        view["original"] = to_int16(a.wave if a.wave is not None else s.recon, sr)
-        view["recon"] = to_int16(s.recon, sr)
+        span = _span(s)
+        view["original"] = to_int16(a.wave[span[0]:span[1]] if a.wave is not None else _recon(s).wave, sr)
+        view["recon"] = to_int16(_recon(s).wave, sr)
     view.update(extra)
     return View(**view)
 
@@ -417,7 +491,7 @@ def start(codec: Codec | None, label: str, model_path: str | None, clips: dict[s
                 problems.append(f"demo clip {name} could not be opened as {which}: {exc}")
                 continue
             if which == "B":
-                s.b = clip
+                _set_b(s, clip)
             else:
                 _open_a(s, clip)
     for p in problems:
@@ -455,8 +529,7 @@ def open_defaults(s: Session, limits: Limits) -> Session:
         if s.a is None:
             _open_a(s, clip)
         else:
-            s.b = clip
-            s.edit.set_partner(clip)
+            _set_b(s, clip)
             break
     return s
 
@@ -597,6 +670,7 @@ def _partner_region(s: Session, region: Region) -> Region:
 
 def commit(s: Session, result: EditResult) -> tuple[Session, View]:
     """Push an edit on A's history (B's new grid for swaps comes with it), then decode at once."""
+    before = s.edit.current
     try:
         s.edit.apply(result)
     except (EditError, CodesError) as exc:
@@ -604,6 +678,7 @@ def commit(s: Session, result: EditResult) -> tuple[Session, View]:
     if s.sel_a is not None and result.region.levels == s.sel_a.levels:
         r = result.region
         s.sel_a = Region(r.levels, r.r0, r.r1, r.c0, r.c1)
+    _follow(s, before)
     msg = f"{html.escape(result.label)}{' (clipped at the edge)' if result.clipped else ''}."
     return s, render(s, decode_now=True, status=msg)
 
@@ -674,10 +749,12 @@ def run_operation(s: Session | None, text: str) -> tuple[Session, View]:
     session = _need_edit(s)
     if not (text or "").strip():
         raise fail("Type an operation, e.g. set Timbre@0.5-1.0=12")
+    before = session.current
     try:
         result = session.apply(text)
     except (EditError, CodesError, ValueError) as exc:
         raise fail(str(exc)) from exc
+    _follow(s, before)
     msg = f"{html.escape(result.label)}{' (clipped at the edge)' if result.clipped else ''}."
     return s, render(s, decode_now=True, status=msg)
 
@@ -687,7 +764,9 @@ def undo(s: Session | None) -> tuple[Session, View]:
     session = _need_edit(s)
     if not session.history.can_undo:
         return s, View(status="Nothing to undo.")
+    before = session.current
     session.undo()
+    _follow(s, before)
     return s, render(s, decode_now=True, status="Undone.")
 
 
@@ -696,7 +775,9 @@ def redo(s: Session | None) -> tuple[Session, View]:
     session = _need_edit(s)
     if not session.history.can_redo:
         return s, View(status="Nothing to redo.")
+    before = session.current
     session.redo()
+    _follow(s, before)
     return s, render(s, decode_now=True, status="Redone.")
 
 
@@ -737,6 +818,73 @@ def set_render_mode(s: Session | None, mode: str) -> tuple[Session, View]:
     return s, render(s, decode_now=True, status=f"Edited player: {s.render_mode} rendering.")
 
 
+# ---------------------------------------------------------------------- viewport (long clips)
+def _moved(s: Session, grid_id: str, view: Viewport, how: str) -> tuple[Session, View]:
+    """Show `view` of A or B: A's players then play its samples (rendered for just that span)."""
+    if grid_id == "A":
+        s.view_a = view
+        grid = s.grid
+    else:
+        s.view_b = view
+        grid = s.b_grid
+    t0 = time.perf_counter()
+    out = render(s, audio=grid_id == "A")
+    a, b = view.seconds(grid)
+    return s, View(**{**out.fields(), "status": f"{how}: clip {grid_id} {viewport.clock(a)}–{viewport.clock(b)} of "
+                                                f"{viewport.clock(grid.duration_s)} (drawn in "
+                                                f"{time.perf_counter() - t0:.2f} s)."})
+
+
+@guarded
+def move_view(s: Session | None, evt: gr.EventData) -> tuple[Session, View]:
+    """Overview strip: its box was dropped (or the strip clicked) with its centre at `value` (0..1 of the clip)."""
+    _need_edit(s)
+    grid_id = getattr_default(evt, "grid", "A")
+    grid = s.grid if grid_id == "A" else s.b_grid
+    if grid is None:
+        raise fail("Open a clip B first.")
+    try:
+        centre = float(evt.value)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise fail(f"Unreadable position from the overview ({exc}).") from exc
+    if not np.isfinite(centre):
+        raise fail("Unreadable position from the overview.")
+    view = viewport.centred(_view(s, grid_id, grid), min(1.0, max(0.0, centre)) * grid.num_columns, grid.num_columns)
+    return _moved(s, grid_id, view, "Moved")
+
+
+@guarded
+def scroll(s: Session | None, direction: int) -> tuple[Session, View]:
+    """Earlier (-1) / Later (+1): A's viewport moves by most of its width."""
+    grid = _need_edit(s).current
+    return _moved(s, "A", viewport.scrolled(_view(s, "A", grid), direction, grid.num_columns),
+                  "Later" if direction > 0 else "Earlier")
+
+
+@guarded
+def zoom(s: Session | None, factor: float) -> tuple[Session, View]:
+    """Zoom out (factor > 1) or in (< 1): the viewports of A and B get wider or narrower around their centres."""
+    grid = _need_edit(s).current
+    s.view_seconds = viewport.clamp_seconds(s.view_seconds * factor)
+    if s.b_grid is not None:
+        s.view_b = viewport.resized(_view(s, "B", s.b_grid), s.view_seconds, s.b_grid)
+        s.shown_b = None
+    return _moved(s, "A", viewport.resized(_view(s, "A", grid), s.view_seconds, grid),
+                  f"Viewport {s.view_seconds:g} s")
+
+
+@guarded
+def play_whole(s: Session | None) -> tuple[Session, View]:
+    """The Edited player gets the whole edited clip (the players otherwise play A's viewport)."""
+    session = _need_edit(s)
+    r = session.render()
+    text = (f"The Edited player holds the whole clip ({viewport.clock(len(r.wave) / s.codec.sample_rate)}), "
+            f"rendered in {r.seconds:.2f} s ({r.mode}).")
+    if r.note:
+        text += f" **Note:** {html.escape(r.note)}."
+    return s, View(edited=to_int16(r.wave, s.codec.sample_rate), status=text)
+
+
 # ---------------------------------------------------------------------- files
 @guarded
 def export(s: Session | None) -> tuple[Session, list[str], View]:
@@ -744,16 +892,15 @@ def export(s: Session | None) -> tuple[Session, list[str], View]:
     session = _need_edit(s)
     folder = Path(tempfile.mkdtemp(prefix="distill-export-"))
     stem = Path(safe_filename(session.clip.name)).stem or "clip"  # a label, never a path
-    if s.rendered is None:
-        s.rendered = session.render()
-    wave, rate = session.export_audio(s.rendered)
+    whole = session.render()   # the export is the whole clip, whatever the players show
+    wave, rate = session.export_audio(whole)
     wav = folder / f"{stem}.edited.wav"
     atomic_write_wav(wav, wave, rate)
     codes = folder / f"{stem}.codes.json"
     session.current.save(codes)
     hist = folder / f"{stem}.history.json"
     atomic_write_text(hist, session.to_json())
-    note = f" **Note:** {html.escape(s.rendered.note)}." if s.rendered.note else ""
+    note = f" **Note:** {html.escape(whole.note)}." if whole.note else ""
     return s, [str(wav), str(codes), str(hist)], View(
         status=f"Exported {wav.name} ({rate} Hz, {len(wave)} samples), {codes.name} and {hist.name}.{note}")
 

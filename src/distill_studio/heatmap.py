@@ -54,8 +54,8 @@ const paint = (root, bx) => {
   const body = root.querySelector('.hm-body');
   let sel = body.querySelector('.hm-sel');
   if (!sel) { sel = document.createElement('div'); sel.className = 'hm-sel'; body.appendChild(sel); }
-  const rows = +root.dataset.rows, cols = +root.dataset.cols;
-  sel.style.left = (100 * bx[2] / cols) + '%';
+  const rows = +root.dataset.rows, cols = +root.dataset.cols, c0 = +(root.dataset.c0 || 0);
+  sel.style.left = (100 * (bx[2] - c0) / cols) + '%';
   sel.style.width = (100 * (bx[3] - bx[2] + 1) / cols) + '%';
   sel.style.top = (100 * (rows - 1 - bx[1]) / rows) + '%';
   sel.style.height = (100 * (bx[1] - bx[0] + 1) / rows) + '%';
@@ -141,29 +141,34 @@ def lab_to_srgb8(lab: np.ndarray) -> np.ndarray:
 def heatmap_html(codes: np.ndarray, *, level: int, name: str, grid_id: str, seconds_per_column: float,
                  codebook_size: int, selection: tuple[int, int, int, int] | None = None, note: str = "",
                  band_hz: Sequence[tuple[float, float]] | None = None,
-                 colours: Sequence[str] | None = None) -> str:
+                 colours: Sequence[str] | None = None, col0: int = 0) -> str:
     """One level's codes [bands, columns] as a grid of cells, top row = highest band.
 
     Args:
-        selection: (r0, r1, c0, c1) inclusive, drawn as a rectangle; None for no selection.
+        selection: (r0, r1, c0, c1) inclusive, in the clip's columns, drawn as a rectangle (cut to what is
+            shown); None for no selection.
         band_hz: (low, high) Hz of each band, shown on hover (a row number alone means little).
         colours: one per code (sound_palette); default: index colours (palette).
+        col0: the clip column of codes[:, 0] (a viewport of a long clip): cells, hover times and the
+            selection the page reports are in the clip's own columns.
     """
     bands, cols = codes.shape
     colours = colours or palette(codebook_size)
     cells = []
     for r in range(bands - 1, -1, -1):
         row = codes[r]
-        cells.extend(f'<div class="hm-c" data-r="{r}" data-c="{c}" data-k="{int(k)}" style="background:{colours[int(k) % codebook_size]}"></div>'
+        cells.extend(f'<div class="hm-c" data-r="{r}" data-c="{col0 + c}" data-k="{int(k)}" style="background:{colours[int(k) % codebook_size]}"></div>'
                      for c, k in enumerate(row))
     sel = ""
     if selection is not None:
         r0, r1, c0, c1 = selection
-        sel = (f'<div class="hm-sel on" style="left:{100 * c0 / cols}%;width:{100 * (c1 - c0 + 1) / cols}%;'
-               f'top:{100 * (bands - 1 - r1) / bands}%;height:{100 * (r1 - r0 + 1) / bands}%"></div>')
+        c0, c1 = max(c0, col0) - col0, min(c1, col0 + cols - 1) - col0
+        if c1 >= c0:
+            sel = (f'<div class="hm-sel on" style="left:{100 * c0 / cols}%;width:{100 * (c1 - c0 + 1) / cols}%;'
+                   f'top:{100 * (bands - 1 - r1) / bands}%;height:{100 * (r1 - r0 + 1) / bands}%"></div>')
     hz = f' data-hz="{html.escape("|".join(hz_label(lo, hi) for lo, hi in band_hz))}"' if band_hz else ""
     return (f'<div class="hm" data-grid="{grid_id}" data-level="{level}" data-rows="{bands}" data-cols="{cols}" '
-            f'data-spc="{seconds_per_column:.6f}"{hz}><div class="hm-head"><b>{html.escape(name)}</b>'
+            f'data-c0="{col0}" data-spc="{seconds_per_column:.6f}"{hz}><div class="hm-head"><b>{html.escape(name)}</b>'
             f'<span class="hm-info">{html.escape(note) or "hover a cell; drag to select, shift-drag adds this level"}</span></div>'
             f'<div class="hm-body" style="grid-template-columns:repeat({cols},1fr);--row-h:{row_px(bands)}px">'
             f'{"".join(cells)}{sel}</div></div>')
@@ -220,28 +225,39 @@ def mel_rgb(logmel: np.ndarray, frames: int, vmax: float | None = None) -> np.nd
     return colormap(out[::-1] / top)
 
 
-def ruler_html(frames: int, seconds_per_frame: float) -> str:
-    """Second marks along the shared time axis (every 0.5 s for short clips, more sparsely for long ones)."""
+def ruler_html(frames: int, seconds_per_frame: float, t0: float = 0.0) -> str:
+    """Time marks along the shared time axis, which starts at `t0` seconds (a viewport of a long clip):
+    every 0.5 s for short spans, more sparsely for long ones, as m:ss past a minute."""
     total = frames * seconds_per_frame
     if total <= 0:
         return ""
-    step = next(s for s in (0.25, 0.5, 1, 2, 5, 10, 30, 60, 120) if total / s <= 8)
-    marks = "".join(f'<span style="left:{100 * t / total:.3f}%">{t:g}s</span>'
-                    for t in np.arange(0, total, step))
+    step = next((s for s in (0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600) if total / s <= 8), 1200)
+    first = np.ceil(t0 / step - 1e-9) * step
+    marks = "".join(f'<span style="left:{100 * (t - t0) / total:.3f}%">{_mark(t)}</span>'
+                    for t in np.arange(first, t0 + total, step))
     return f'<div class="ruler">{marks}</div>'
 
 
-def mel_html(panels: list[tuple[str, np.ndarray]], frames: int, seconds_per_frame: float = 0.0) -> str:
+def _mark(t: float) -> str:
+    if t < 60:
+        return f"{t:g}s"
+    m, sec = divmod(int(round(t)), 60)
+    return f"{m}:{sec:02d}"
+
+
+def mel_html(panels: list[tuple[str, np.ndarray]], frames: int, seconds_per_frame: float = 0.0,
+             t0: float = 0.0) -> str:
     """Stacked mel pictures (caption, log-mel) sharing one colour scale and the heatmaps' time axis.
 
-    `frames` is columns x 16, so the picture's right edge is the heatmaps' right edge.
+    `frames` is columns x 16, so the picture's right edge is the heatmaps' right edge; `t0` is the
+    time of its left edge (the viewport's start).
     """
     if not panels:
         return empty_html("Open a clip to see its spectrogram and codes.")
     vmax = max(1e-6, max(float(np.max(m)) for _, m in panels))
     parts = [f'<div class="cap">{html.escape(cap)}</div><img alt="{html.escape(cap)}" src="{png_data_uri(mel_rgb(m, frames, vmax))}">'
              for cap, m in panels]
-    return '<div class="mel">' + "".join(parts) + ruler_html(frames, seconds_per_frame) + "</div>"
+    return '<div class="mel">' + "".join(parts) + ruler_html(frames, seconds_per_frame, t0) + "</div>"
 
 
 def usage_html(usage: list, level_names: tuple[str, ...]) -> str:

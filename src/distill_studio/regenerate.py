@@ -11,11 +11,10 @@ import math
 import time
 
 import gradio as gr
-import numpy as np
 
 from distill import MAX_CANDIDATES, CodesError, EditError, RegenerateSettings, Region
 
-from .handlers import View, _need_edit, _need_sel, commit, fail, guarded, render, to_int16
+from .handlers import View, _need_edit, _need_sel, _span, commit, fail, guarded, render, to_int16
 from .state import Candidates, Session
 
 SLOTS = 6                  # candidate players on the page
@@ -66,20 +65,18 @@ def draw(s: Session | None, strength: float | None, temperature: float | None, s
     else:
         region = _need_sel(s)
     t0 = time.perf_counter()
+    a, b = _span(s) if whole else audition_span(s, region)   # "whole" on a long clip: the viewport is heard
     try:
         results = codec.regenerate(grid, region, settings)
-        renders = [session.preview(r) for r in results]
+        renders = [session.preview(r, span=(a, b)) for r in results]
+        now = session.render(span=(a, b))
     except (EditError, CodesError, ValueError) as exc:
         raise fail(str(exc)) from exc
     except (RuntimeError, MemoryError) as exc:   # e.g. memory for many versions of a long region
         raise fail(f"Regenerate could not finish ({type(exc).__name__}: {str(exc)[:200]}); try fewer versions or a "
                    "shorter selection.") from exc
-    a, b = audition_span(s, region)
-    now = s.rendered.wave if s.rendered is not None and s.history.position > 0 else (
-        s.a.wave if s.a.wave is not None else s.recon)
-    s.candidates = Candidates(grid, tuple(results), tuple(r.wave[a:b] for r in renders),
-                              np.asarray(now[a:b]) if now is not None else np.zeros(b - a, np.float32), (a, b))
-    notes = {r.note for r in renders if r.note}
+    s.candidates = Candidates(grid, tuple(results), tuple(r.wave for r in renders), now.wave, (a, b))
+    notes = {r.note for r in renders + [now] if r.note}
     what = "the whole clip" if whole else html.escape(region.describe(grid))
     text = (f"Drew {len(results)} version{'s' if len(results) != 1 else ''} of {what} (seed {settings.seed}, strength "
             f"{settings.strength:g}, temperature {settings.temperature:g}) in {time.perf_counter() - t0:.2f} s. "

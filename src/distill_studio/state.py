@@ -24,6 +24,8 @@ from distill import (
     VQVAEConfig,
 )
 
+from .viewport import VIEW_SECONDS, Viewport
+
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
 
@@ -51,11 +53,11 @@ class Limits:
         demo_clips (str): folder of demo clips (DISTILL_DEMO_CLIPS).
     """
 
-    max_file_mb: float = 50.0
+    max_file_mb: float = 350.0     # a 30-minute stereo 16-bit WAV at 44.1 kHz is 318 MB
     max_files: int = 500
     max_total_minutes: float = 120.0
     max_train_minutes: float = 30.0
-    max_clip_seconds: float = 60.0
+    max_clip_seconds: float = 1800.0
     queue_size: int = 32
     train_concurrency: int = 1
     preset: str = ""
@@ -168,11 +170,15 @@ class Session:
     sel_a: Region | None = None
     sel_b: Region | None = None
     clipboard: Clipboard | None = None
-    recon: np.ndarray | None = None         # plain reconstruction of A (model rate)
-    rendered: Rendered | None = None        # the Edited player's audio, and how it was made
-    src_mel: tuple[np.ndarray, np.ndarray] | None = None  # (A's wave, its log-mel) for the spectrogram picture
-    edited_mel: tuple[np.ndarray, np.ndarray] | None = None  # (the Edited player's wave, its log-mel)
-    shown_b: tuple[CodeGrid | None, Region | None] | None = None  # what B's heatmaps last showed
+    view_a: Viewport | None = None          # the columns of A on screen (the players play their samples)
+    view_b: Viewport | None = None          # the columns of B on screen
+    view_seconds: float = VIEW_SECONDS      # viewport width (zoom), shared by A and B
+    recon: Rendered | None = None           # plain reconstruction of A over its viewport
+    rendered: Rendered | None = None        # the Edited player's audio (A's viewport, or the whole clip), how it was made
+    src_mel: tuple[tuple[int, int], np.ndarray] | None = None  # ((start, stop) samples, log-mel) of A's picture
+    edited_mel: tuple[Rendered, np.ndarray] | None = None  # (the Edited player's render, its log-mel)
+    peaks: dict[str, np.ndarray] = field(default_factory=dict)  # clip key -> overview envelope (viewport.envelope)
+    shown_b: tuple[CodeGrid | None, Region | None, Viewport | None] | None = None  # what B's heatmaps last showed
     trainer: Trainer | None = None          # the running Trainer, so Stop can cancel it
     stop_file: str | None = None            # the running training's stop file: Stop creates it (works across processes)
     pending_model: PendingModel | None = None  # a new model waiting for "Use the new model" (A has edits)
@@ -218,3 +224,5 @@ class Session:
         self.edit, self.b = None, None
         self.sel_a = self.sel_b = self.clipboard = None
         self.recon = self.rendered = self.src_mel = self.edited_mel = self.shown_b = None
+        self.view_a = self.view_b = None
+        self.peaks.clear()

@@ -110,6 +110,8 @@ def test_an_edit_far_from_the_start_is_heard_at_once_and_undo_follows_it(codec, 
     whole = s.edit.render().wave
     np.testing.assert_array_equal(rendered, handlers.to_int16(whole[start:stop], SR)[1])  # local == full render
     assert "Decoded in" in view.status
+    # the edited picture is analysed only where the samples changed, and equals a full analysis
+    np.testing.assert_allclose(s.edited_mel[1], codec.logmel(s.rendered.wave).numpy(), atol=1e-5)
     marks = viewport.edited_bins(np.any(s.grid.codes != grid.codes, axis=(0, 1)))
     at = c * viewport.OVERVIEW_BINS // grid.num_columns
     assert marks[at] and marks.sum() <= 6 * viewport.OVERVIEW_BINS // grid.num_columns + 2   # the edit, marked
@@ -186,3 +188,40 @@ def test_column_samples_is_the_one_rule_for_players(opened):
     assert grid.column_samples(2, 5) == (2 * spc, 5 * spc)
     assert grid.column_samples(0, grid.num_columns) == (0, grid.num_samples)
     assert Region((0,), 0, 0, 0, 0).seconds(grid)[0] == grid.column_samples(0, 1)[0] / grid.sample_rate
+
+
+def test_edit_handlers_run_with_the_measured_thread_count_and_restore_it(session):
+    import threading
+
+    import torch
+
+    from distill_studio import threads
+
+    seen = []
+    real = handlers.render
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    def run():
+        torch.set_num_threads(2)
+        handlers.render = spy
+        try:
+            handlers.select_all(session, ["Timbre"])
+        finally:
+            handlers.render = real
+        seen.append(torch.get_num_threads())
+
+    t = threading.Thread(target=run)   # its own thread, as the server's workers: the test's thread is untouched
+    t.start()
+    t.join()
+    assert seen == [threads.EDIT_THREADS, 2]
+
+    def counts():
+        for _ in range(3):
+            yield torch.get_num_threads()
+
+    before = torch.get_num_threads()
+    assert list(threads.each_step(counts(), 1)) == [1, 1, 1]   # training's steps run with their own count
+    assert torch.get_num_threads() == before

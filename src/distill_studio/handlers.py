@@ -37,6 +37,7 @@ from distill import (
     atomic_write_text,
     atomic_write_wav,
     clip_from_source,
+    dsp,
     load_source,
 )
 from distill.edits import (
@@ -51,7 +52,7 @@ from distill.edits import (
 )
 from distill.render import decode_span
 
-from . import viewport
+from . import threads, viewport
 from .heatmap import empty_html, heatmap_html, hz_label, mel_html, sound_palette, usage_html
 from .state import Clipboard, Limits, Session
 from .viewport import Viewport
@@ -126,13 +127,15 @@ def fail(message: str) -> gr.Error:
 
 
 def guarded(fn: Callable) -> Callable:
-    """Run a handler holding its session's lock: two events of one tab never interleave."""
+    """Run a handler holding its session's lock (two events of one tab never interleave), with the torch
+    threads edit-time work was measured fastest with (threads.EDIT_THREADS)."""
     @functools.wraps(fn)
     def wrapper(s: Session | None, *args, **kwargs):
-        if s is None:
-            return fn(s, *args, **kwargs)
-        with s.lock:
-            return fn(s, *args, **kwargs)
+        with threads.using(threads.EDIT_THREADS):
+            if s is None:
+                return fn(s, *args, **kwargs)
+            with s.lock:
+                return fn(s, *args, **kwargs)
     return wrapper
 
 
@@ -412,6 +415,25 @@ def _picture(codec: Codec, cached: tuple | None, key: tuple[int, int] | Rendered
     return key, codec.logmel(wave).numpy()
 
 
+def _edited_logmel(codec: Codec, rendered: Rendered, shown: np.ndarray, shown_mel: np.ndarray) -> np.ndarray:
+    """Log-mel [n_mels, frames] of the Edited player's span for its picture. Where its samples equal the
+    picture above it (a surgical render outside the edits), so do its frames: only the frames over changed
+    samples are analysed, so the picture costs what the edit costs, not the viewport's length."""
+    wave = rendered.wave
+    if len(wave) != len(shown) or shown_mel.shape[1] != codec.mel_cfg.num_frames(len(wave)):
+        return codec.logmel(wave).numpy()
+    changed = np.flatnonzero(wave != shown)
+    if changed.size == 0:
+        return shown_mel
+    cfg = codec.mel_cfg
+    reach = -(-cfg.n_fft // (2 * cfg.hop_length))   # frames whose window covers a sample
+    f0 = max(0, int(changed[0]) // cfg.hop_length - reach)
+    f1 = min(shown_mel.shape[1], int(changed[-1]) // cfg.hop_length + reach + 1)
+    out = shown_mel.copy()
+    out[:, f0:f1] = codec.front.power_to_logmel(dsp.stft(codec.front.framing, wave, f0, f1).abs().square()).numpy()
+    return out
+
+
 def render(s: Session, *, audio: bool = False, decode_now: bool = False, status: str | None = None,
            **extra) -> View:
     """Full Edit-tab view of the session over A's and B's viewports; `decode_now` re-synthesises A's
@@ -438,7 +460,8 @@ def render(s: Session, *, audio: bool = False, decode_now: bool = False, status:
         panels = [(f"A: {a.name} ({what})", s.src_mel[1])]
         if s.history.position > 0 and not np.array_equal(grid.codes, a.grid.codes):
             r = _edited(s)
-            s.edited_mel = _picture(codec, s.edited_mel, r, r.wave)
+            if s.edited_mel is None or s.edited_mel[0] is not r:
+                s.edited_mel = (r, _edited_logmel(codec, r, shown, s.src_mel[1]))
             panels.append(("A: edited (what the Edited player plays)", s.edited_mel[1]))
     names = list(codec.level_names)
     levels_value = [names[q] for q in s.sel_a.levels] if s.sel_a is not None else []

@@ -195,12 +195,20 @@ _STOPS = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212,
                    [250, 193, 39], [252, 255, 164]], dtype=np.float64)  # inferno-like
 
 
+@lru_cache(maxsize=1)
+def _colour_table() -> np.ndarray:
+    """The colormap sampled at 1024 levels: uint8 [1024, 3] (a lookup is ~10x faster than interpolating per pixel)."""
+    pos = np.linspace(0.0, 1.0, 1024) * (len(_STOPS) - 1)
+    i = np.minimum(pos.astype(int), len(_STOPS) - 2)
+    f = (pos - i)[:, None]
+    return (_STOPS[i] * (1 - f) + _STOPS[i + 1] * f).astype(np.uint8)
+
+
 def colormap(x: np.ndarray) -> np.ndarray:
     """[...] values in 0..1 -> uint8 RGB [..., 3]."""
-    pos = np.clip(x, 0, 1) * (len(_STOPS) - 1)
-    i = np.minimum(pos.astype(int), len(_STOPS) - 2)
-    f = (pos - i)[..., None]
-    return (_STOPS[i] * (1 - f) + _STOPS[i + 1] * f).astype(np.uint8)
+    table = _colour_table()
+    idx = (np.clip(np.nan_to_num(np.asarray(x, dtype=np.float32)), 0, 1) * (len(table) - 1) + 0.5).astype(np.intp)
+    return table[idx]
 
 
 MAX_IMAGE_WIDTH = 1600  # a minute of audio is ~5600 frames: more pixels than any screen shows, and slow to send
@@ -211,17 +219,20 @@ def png_data_uri(rgb: np.ndarray, max_width: int = MAX_IMAGE_WIDTH) -> str:
     if image.width > max_width:
         image = image.resize((max_width, image.height), Image.Resampling.BOX)
     buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=False)
+    image.save(buf, format="PNG", optimize=False, compress_level=1)  # ~5x faster to encode than the default 6
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def mel_rgb(logmel: np.ndarray, frames: int, vmax: float | None = None) -> np.ndarray:
     """log-mel [n_mels, F] -> RGB image [n_mels, frames] (low mels at the bottom), padded/cut to `frames`."""
-    m = np.asarray(logmel, dtype=np.float64)
-    out = np.zeros((m.shape[0], frames))
+    m = np.asarray(logmel, dtype=np.float32)
+    out = np.zeros((m.shape[0], frames), np.float32)
     n = min(frames, m.shape[1])
     out[:, :n] = m[:, :n]
     top = vmax if vmax is not None else max(1e-6, float(out.max()))
+    if frames > 2 * MAX_IMAGE_WIDTH:   # average groups of frames first: the picture is shrunk to this width anyway
+        k = frames // MAX_IMAGE_WIDTH
+        out = out[:, :frames // k * k].reshape(out.shape[0], -1, k).mean(axis=2)
     return colormap(out[::-1] / top)
 
 

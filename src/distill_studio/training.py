@@ -32,7 +32,7 @@ from distill import (
     train_prior_after,
 )
 
-from . import handlers
+from . import handlers, threads
 from .handlers import fail
 from .state import Limits, PendingModel, Session
 
@@ -303,7 +303,7 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
     events = (train_events_gpu(s.report, cfg, minutes, epochs, stop_file) if on_zero_gpu()
               else train_events(s.report, cfg, minutes, epochs, holder, stop_file))
     try:
-        for ev in events:
+        for ev in threads.each_step(iter(events), threads.TRAIN_THREADS):
             if holder and s.trainer is None:
                 s.trainer = holder[0]
             if isinstance(ev, TrainResult):

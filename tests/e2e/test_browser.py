@@ -208,3 +208,74 @@ def test_select_regenerate_audition_two_versions_keep_one_undo(prior_url):
             raise
         finally:
             browser.close()
+
+
+@pytest.fixture
+def three_minute_wav(tmp_path):
+    """A 3-minute synthetic take: notes changing every 2 s."""
+    import numpy as np
+    import soundfile as sf
+    from conftest import tone
+
+    rng = np.random.default_rng(1)
+    notes = [tone(2.0, float(f), noise=0.02, decay=0.8, seed=i, sr=44100)
+             for i, f in enumerate(rng.choice([110, 220, 330, 440], size=90))]
+    path = tmp_path / "take.wav"
+    sf.write(path, np.concatenate(notes).astype(np.float32), 44100)
+    return path
+
+
+def test_long_clip_open_scroll_select_edit_play(url, three_minute_wav):
+    """A 3-minute clip: the page holds only the viewport's cells; dragging the overview box moves the
+    viewport; an edit there is decoded and playable at once."""
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1600})
+        try:
+            page.goto(url)
+            expect(page.locator("#hm-A-1 .hm-c").first).to_be_visible(timeout=60000)
+            page.locator("#upload-a input[type=file]").set_input_files(str(three_minute_wav))
+            expect(page.locator("#status")).to_contain_text("take.wav", timeout=180000)
+            expect(page.locator("#overview-A .ov-box")).to_be_visible()
+            expect(page.locator("#overview-A")).to_contain_text("of 3:00.0")
+            heat = page.locator("#hm-A-0 .hm")
+            cols, rows = int(heat.get_attribute("data-cols")), int(heat.get_attribute("data-rows"))
+            assert page.locator("#hm-A-0 .hm-c").count() == cols * rows and cols < 200   # the viewport, not 3 minutes
+
+            # drag the viewport box to the middle of the strip
+            strip = page.locator("#overview-A .ov-strip").bounding_box()
+            bx, by = _box(page, "#overview-A .ov-box")
+            page.mouse.move(bx, by)
+            page.mouse.down()
+            page.mouse.move(strip["x"] + strip["width"] * 0.6, by, steps=8)
+            t0 = time.perf_counter()
+            page.mouse.up()
+            expect(page.locator("#status")).to_contain_text("Moved", timeout=30000)
+            redraw_s = time.perf_counter() - t0
+            c0 = int(page.locator("#hm-A-0 .hm").get_attribute("data-c0"))
+            assert c0 > cols, c0
+            assert page.locator("#hm-A-0 .hm-c").count() == cols * rows
+
+            # select there, edit, hear it
+            _drag(page, "#hm-A-1", (rows - 1, c0 + 5), (0, c0 + 9))
+            expect(page.locator("#selection")).to_contain_text("Timbre", timeout=30000)
+            page.locator("#code-in input").fill("5")
+            page.click("#set-btn")
+            expect(page.locator("#history")).to_contain_text("set", timeout=30000)
+            expect(page.locator("#status")).to_contain_text("Decoded in")
+            expect(page.locator(f'#hm-A-1 .hm-c[data-r="0"][data-c="{c0 + 7}"]')).to_have_attribute("data-k", "5")
+            page.locator("#audio-edited button[aria-label='Play']").click()
+            expect(page.locator("#audio-edited button[aria-label='Pause']")).to_be_visible(timeout=15000)
+            page.click("#view-later")
+            expect(page.locator("#status")).to_contain_text("Later", timeout=30000)
+            page.screenshot(path=str(ARTIFACTS / "studio-long-clip.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "studio-long-clip-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    print(f"overview drag -> heatmaps redrawn in {redraw_s:.2f} s; {cols * rows} cells per level")

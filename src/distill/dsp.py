@@ -172,11 +172,12 @@ def griffin_lim(framing: Framing, spec: torch.Tensor, magnitude: torch.Tensor, n
     """
     anchor, prev = spec, torch.zeros_like(spec)
     n = (spec.shape[-1] - 1) * framing.hop  # the samples the frames fully cover
+    keep = momentum / (1 + momentum)
     for _ in range(max(0, int(n_iter))):
         rebuilt = stft(framing, istft(framing, spec, n))
-        accel = rebuilt - (momentum / (1 + momentum)) * prev
+        accel = rebuilt - keep * prev
         prev = rebuilt
-        spec = magnitude * accel / accel.abs().clamp(min=1e-8)
+        spec = torch.sgn(accel).mul_(magnitude)   # unit phase x magnitude in one pass (0 where accel is 0)
         if fixed is not None:
             spec = fixed * anchor + (1 - fixed) * spec
     return spec

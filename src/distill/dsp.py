@@ -115,10 +115,16 @@ def add_frames(framing: Framing, wave: np.ndarray, delta: torch.Tensor, f0: int)
     with n_fft/hop zero frames each side, so every sample it changes is normalised by the same
     window overlap as in the whole clip.
     """
-    start, piece = _synth_run(framing, delta, f0, len(wave))
     out = np.array(wave, dtype=np.float32, copy=True)
-    out[start:start + len(piece)] += piece
+    add_frames_into(framing, out, delta, f0)
     return out
+
+
+def add_frames_into(framing: Framing, out: np.ndarray, delta: torch.Tensor, f0: int) -> None:
+    """`add_frames` in place: out [T] float32 += the synthesis of `delta` at frames f0.. (no copy of a long clip,
+    so a clip synthesised piece by piece costs the memory of one piece)."""
+    start, piece = _synth_run(framing, delta, f0, len(out))
+    out[start:start + len(piece)] += piece
 
 
 def synthesize_span(framing: Framing, spec: torch.Tensor, f0: int, start: int, stop: int,

@@ -127,3 +127,21 @@ def test_output_layer_stays_fp32_under_mixed_precision():
     assert out.recon.dtype == torch.float32
     rounded = out.recon.to(torch.bfloat16).float()
     assert (out.recon != rounded).any()  # values between bf16 steps survive
+
+
+def test_codes_to_latent_is_the_quantizers_own_lookup_bit_for_bit():
+    """Our direct codeword lookup (no per-shape einx graph) equals vector-quantize-pytorch's, levels left out too."""
+    cfg = VQVAEConfig(codebook_size=32, codebook_dim=16, channels=(8, 16, 16, 32), res_blocks=1)
+    model = ConvVQVAE(cfg, n_mels=128)
+    torch.manual_seed(0)
+    model(torch.rand(4, 1, 128, 112) * 3)   # k-means initialises the codebooks
+    model.eval()
+    assert model.codebooks.abs().sum() > 0
+    codes = torch.randint(0, 32, (2, cfg.num_quantizers, 8, 7))
+    codes[0, 2, :, 3:] = -1
+    for q in range(1, cfg.num_quantizers + 1):
+        part = codes[:, :q]
+        idx = part.permute(0, 2, 3, 1).reshape(2, 56, q)
+        idx = torch.cat([idx, idx.new_full((2, 56, cfg.num_quantizers - q), -1)], dim=-1)
+        ref = model.quantizer.get_output_from_indices(idx).reshape(2, 8, 7, -1).permute(0, 3, 1, 2)
+        assert torch.equal(model.codes_to_latent(part), ref)

@@ -55,9 +55,20 @@ def test_keep_applies_one_undoable_step(rsession):
 def test_candidates_drawn_before_a_later_edit_are_refused(rsession):
     s = rsession
     s, _ = regenerate.draw(s, 1.0, 1.0, 0, 2)
+    assert not regenerate.drop_stale(s)                         # still current: the page keeps showing them
     s, _ = handlers.edit(s, "reverse")
     with pytest.raises(gr.Error, match="changed since"):
         regenerate.keep(s, 0)
+
+
+def test_stale_candidates_are_cleared_from_the_page_after_another_edit(rsession):
+    s = rsession
+    s, _ = regenerate.draw(s, 1.0, 1.0, 0, 2)
+    s, _ = handlers.edit(s, "reverse")
+    assert regenerate.drop_stale(s) and s.candidates is None   # the page then hides the versions and Keep buttons
+    updates = regenerate.candidate_updates(s, s.codec.sample_rate)
+    assert [u.get("visible") for u in updates[1:]] == [False] * (2 * regenerate.SLOTS)
+    assert not regenerate.drop_stale(s)
 
 
 def test_vary_whole_clip_at_low_strength_changes_few_cells(rsession):

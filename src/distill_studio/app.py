@@ -296,8 +296,9 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
             api_btns = [gr.Button(visible=False) for _ in range(5)]
 
         # ---------------------------------------------------------------- wiring
+        rg_outputs = [rg_now, *[x for pair in zip(rg_players, rg_keeps, strict=True) for x in pair]]
         edit_outputs = [session, *heat_a, *heat_b, overview_a, overview_b, mel, selection, history, original, recon, edited, preview, status,
-                        levels, clip_a, clip_b, usage, model_md]
+                        levels, clip_a, clip_b, usage, model_md, *rg_outputs]
 
         def to_updates(view: View) -> list:
             f = view.fields()
@@ -322,9 +323,14 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
             out += [f.get("usage", gr.skip()), f.get("model", gr.skip())]
             return out
 
-        def emit(pair: tuple[Session, View]) -> list:
+        def emit(pair: tuple[Session, View], candidates: bool = False) -> list:
+            """The session, the view's updates, then the Regenerate versions: re-sent when drawn or kept
+            (`candidates`), cleared once an edit, undo or new clip made them stale, else left as they are."""
             s, view = pair
-            return [s, *to_updates(view)]
+            sr = s.codec.sample_rate if s is not None and s.codec is not None else 1
+            rg = (regenerate.candidate_updates(s, sr) if candidates or regenerate.drop_stale(s)
+                  else [gr.skip()] * len(rg_outputs))
+            return [s, *to_updates(view), *rg]
 
         quiet = dict(show_progress="hidden", api_visibility="undocumented")
 
@@ -387,26 +393,22 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
         op_in.submit(lambda s, t: emit(handlers.run_operation(s, t)), [session, op_in], edit_outputs, **quiet)
 
         # regenerate: candidates are drawn and auditioned, then one is kept as an undoable step
-        rg_outputs = [rg_now, *[x for pair in zip(rg_players, rg_keeps, strict=True) for x in pair]]
         rg_inputs = [rg_strength, rg_temp, rg_seed, rg_count]
 
         def with_candidates(pair: tuple[Session, View]) -> list:
-            s, _ = pair
-            sr = s.codec.sample_rate if s is not None and s.codec is not None else 1
-            return [*emit(pair), *regenerate.candidate_updates(s, sr)]
+            return emit(pair, candidates=True)
 
-        rg_btn.click(lambda s, *a: with_candidates(regenerate.draw(s, *a)), [session, *rg_inputs],
-                     [*edit_outputs, *rg_outputs], **quiet)
+        rg_btn.click(lambda s, *a: with_candidates(regenerate.draw(s, *a)), [session, *rg_inputs], edit_outputs, **quiet)
         rg_whole.click(lambda s, *a: with_candidates(regenerate.draw(s, *a, whole=True)), [session, *rg_inputs],
-                       [*edit_outputs, *rg_outputs], **quiet)
+                       edit_outputs, **quiet)
 
         def on_again(s, strength, temperature, seed, count):
             seed = int(seed or 0) + 1
             return [*with_candidates(regenerate.draw(s, strength, temperature, seed, count)), seed]
 
-        rg_again.click(on_again, [session, *rg_inputs], [*edit_outputs, *rg_outputs, rg_seed], **quiet)
+        rg_again.click(on_again, [session, *rg_inputs], [*edit_outputs, rg_seed], **quiet)
         for i, btn in enumerate(rg_keeps):
-            btn.click(lambda s, i=i: with_candidates(regenerate.keep(s, i)), [session], [*edit_outputs, *rg_outputs],
+            btn.click(lambda s, i=i: with_candidates(regenerate.keep(s, i)), [session], edit_outputs,
                       **quiet)
 
         def on_export(s):

@@ -100,6 +100,16 @@ def keep(s: Session | None, index: int) -> tuple[Session, View]:
     return commit(s, c.results[index])
 
 
+def drop_stale(s: Session | None) -> bool:
+    """Forget versions drawn on a grid that is no longer A's (an edit, undo, reset or another clip came since);
+    True when some were dropped, so the page clears them instead of offering Keep buttons that would refuse."""
+    c = s.candidates if s is not None else None
+    if c is None or (s.edit is not None and c.base is s.edit.current):
+        return False
+    s.candidates = None
+    return True
+
+
 def candidate_updates(s: Session | None, sample_rate: int) -> list:
     """Page updates for the candidate area: the 'now' player, then (player, keep button) per slot."""
     c = s.candidates if s is not None else None

@@ -6,7 +6,10 @@ import torch
 from conftest import tone
 
 import distill.codec as codec_mod
-from distill.codec import Codec
+from distill import cli
+from distill.codec import Codec, _chunked_over_columns, _tile_error
+from distill.codes import CodeGrid
+from distill.model import DOWNSAMPLE, grid_width
 
 
 @pytest.mark.parametrize("seconds", [0.02, 0.3, 4.1])
@@ -78,5 +81,115 @@ def test_encode_by_search_decodes_at_least_as_close_and_leaves_the_model_alone(c
     assert all(p.grad is None for p in codec.model.parameters())
     long = np.tile(wave, 30)  # ~45 s: more than one encode chunk
     assert codec.encode(long, search_steps=2).num_columns == codec.encode(long, search_steps=0).num_columns
-    default = codec.encode(wave)  # encode searches by default
-    assert err(default) <= err(plain) and np.array_equal(default.codes, codec.encode(wave, search_steps=20).codes)
+    default = codec.encode(wave)  # encode searches by default: the fast search
+    assert err(default) <= err(plain) and (default.search_steps, default.search_method) == (3, "fast")
+
+
+def _search_before_the_fast_default(model, mel: torch.Tensor, steps: int, lr: float = 0.01) -> torch.Tensor:
+    """`search_codes` as it was when it was the default encode (20 Adam steps), frozen here so that an
+    explicit `search_steps=N` can be checked to stay exactly that search."""
+    import math
+    frames = mel.shape[-1]
+    z = model.encode(mel).detach().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    best, best_err, best_tiles = None, math.inf, None
+    with torch.enable_grad():
+        for step in range(steps + 1):
+            q, codes, _ = model.quantize(z)
+            err = (model.decode(z + (q - z).detach(), frames) - mel).abs()
+            loss = err.mean()
+            with torch.no_grad():
+                tiles = _tile_error(err, codes.shape[-2:])
+                if best is None:
+                    best, best_tiles = codes.clone(), tiles
+                else:
+                    better = tiles < best_tiles
+                    best = torch.where(better[:, None], codes, best)
+                    best_tiles = torch.minimum(tiles, best_tiles)
+                value = float(loss.detach())
+                if value < best_err:
+                    whole, best_err = codes.clone(), value
+            if step < steps:
+                (z.grad,) = torch.autograd.grad(loss, z)
+                opt.step()
+    with torch.no_grad():
+        mixed_err = float((model.decode_codes(best, frames) - mel).abs().mean())
+    return best if mixed_err < best_err else whole
+
+
+def test_explicit_search_steps_is_the_adam_search_it_always_was(codec: Codec, monkeypatch):
+    """`search_steps=20` (and any explicit N) is exactly the 20-step search that was the default before the
+    fast search: same codes, chunk by chunk, recorded as such."""
+    wave = np.concatenate([tone(0.9, freq=196.0, seed=5), tone(0.8, freq=660.0, noise=0.1, seed=6)])
+    mel = codec.logmel(wave)
+    monkeypatch.setattr(codec_mod, "CHUNK_COLUMNS", 5)  # several chunks, as a long recording has
+    cols = grid_width(mel.shape[-1])
+    for steps in (20, 2):
+        ref = _chunked_over_columns(lambda piece, n=steps: _search_before_the_fast_default(codec.model, piece, n)[0],
+                                    mel[None, None], cols, in_scale=DOWNSAMPLE, out_scale=1).numpy()
+        grid = codec.encode(wave, search_steps=steps)
+        assert np.array_equal(grid.codes, ref)
+        assert grid.encoder_record() == {"search_steps": steps, "method": "adam"}
+    assert codec.encode(wave, search_steps=0).encoder_record() == {"search_steps": 0}
+
+
+def test_fast_search_decodes_no_worse_than_the_encoder_and_is_deterministic(codec: Codec, monkeypatch):
+    """The default (fast) search: never further from the clip than the encoder's own codes, over chunk seams
+    too, the same codes every time, and no trace left on the model."""
+    before = {k: v.clone() for k, v in codec.model.state_dict().items()}
+    for i, wave in enumerate([np.concatenate([tone(0.6, freq=f, noise=0.05 * k, seed=k) for k, f in
+                                              enumerate([110.0, 415.0, 247.0, 880.0])]),
+                              tone(2.2, freq=150.0, decay=0.2, noise=0.2, seed=11)]):
+        if i:
+            monkeypatch.setattr(codec_mod, "CHUNK_COLUMNS", 4)
+        mel = codec.logmel(wave)
+        err = lambda g: float((codec.decode_mel(g) - mel).abs().mean())  # noqa: E731, B023
+        plain, fast = codec.encode(wave, search_steps=0), codec.encode(wave)
+        assert fast.codes.shape == plain.codes.shape and 0 <= fast.codes.min() and fast.codes.max() < codec.codebook_size
+        assert err(fast) <= err(plain)
+        assert np.array_equal(fast.codes, codec.encode(wave).codes)
+    assert all(torch.equal(before[k], v) for k, v in codec.model.state_dict().items())
+    assert all(p.grad is None for p in codec.model.parameters())
+
+
+def test_quantize_nearest_picks_the_quantizers_codes(codec: Codec):
+    torch.manual_seed(3)
+    with torch.no_grad():
+        z = codec.model.encode(codec.logmel(tone(1.5, freq=300.0, noise=0.2))[None, None])
+        for latent in (z, z + 0.3 * torch.randn_like(z)):
+            q, codes, _ = codec.model.quantize(latent)
+            q2, codes2 = codec.model.quantize_nearest(latent)
+            assert torch.equal(codes, codes2) and torch.allclose(q, q2, atol=1e-5)
+
+
+def test_codes_record_which_search_made_them(codec: Codec, tmp_path):
+    """The JSON form says what was done; files from before the method was recorded load as the Adam search."""
+    grid = codec.encode(tone(0.5), 48000)
+    d = grid.to_dict()
+    assert d["encoder"] == {"search_steps": 3, "method": "fast"}
+    again = CodeGrid.from_json(grid.to_json())
+    assert (again.search_steps, again.search_method) == (3, "fast") and again.knows_original
+    legacy = {**d, "encoder": {"search_steps": 20}}
+    assert CodeGrid.from_dict(legacy).search_method == "adam"
+    assert CodeGrid.from_dict({**d, "encoder": {"search_steps": 0}}).search_method is None
+    assert CodeGrid.from_dict({k: v for k, v in d.items() if k != "encoder"}).search_method is None
+    with pytest.raises(ValueError, match="method"):
+        CodeGrid.from_dict({**d, "encoder": {"search_steps": 3, "method": 7}})
+
+
+def test_cli_encode_search_flag(trained, tmp_path, capsys):
+    """`distill encode` searches fast by default; `--search N` is N Adam steps, `--search 0` the encoder alone."""
+    import json
+
+    import soundfile as sf
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, tone(1.1, freq=262.0, sr=44100), 44100)
+    records = {}
+    for flag in ([], ["--search", "4"], ["--search", "0"]):
+        out = tmp_path / f"c{len(records)}.codes.json"
+        assert cli.main(["encode", str(trained[1]), str(clip), "-o", str(out), *flag]) == 0
+        records[" ".join(flag)] = json.loads(out.read_text())
+    assert records[""]["encoder"] == {"search_steps": 3, "method": "fast"}
+    assert records["--search 4"]["encoder"] == {"search_steps": 4, "method": "adam"}
+    assert records["--search 0"]["encoder"] == {"search_steps": 0}
+    assert len({json.dumps(r["codes"]) for r in records.values()}) >= 2  # the searches change codes

@@ -7,8 +7,10 @@ each side (more than the network's receptive field), so the code grid and the de
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -46,8 +48,15 @@ from .spectrogram import MelConfig, MelFrontEnd
 
 CHUNK_COLUMNS = 256   # ~44 s of audio per network pass
 CONTEXT_COLUMNS = 8   # 128 frames each side; the encoder's receptive field is ~166 frames in all
-SEARCH_LR = 0.01  # Adam step on the latent for encode-by-search (benchmarks/README.md)
-DEFAULT_SEARCH_STEPS = 20  # encode refines the encoder's codes by default (benchmarks/README.md)
+SEARCH_LR = 0.01  # Adam step on the latent for an explicit N-step search, `search_codes` (benchmarks/README.md)
+# The default encode's search, `fast_search_codes`: one sign step of the latent per entry, each coordinate moved
+# by that much. On held-out lmms audio 3 decaying steps decode within 2% of 20 Adam steps (2 steps did not on
+# every model), and the decay beat constant steps of 0.06-0.16 (benchmarks/README.md, benchmarks/encode.py).
+FAST_SEARCH_SCHEDULE = (0.12, 0.08, 0.06)
+FAST_SEARCH_MARGIN = 0.05  # a later point's tile wins unless >5% further; 0 (strictly closest) was 0.5% worse on drums
+FAST_SEARCH = "fast"  # CodeGrid.search_method of the default encode
+ADAM_SEARCH = "adam"  # ... and of an explicit N-step search (N > 0); the encoder alone records none
+KEEP_FREED_BYTES = 1 << 30  # keep_freed_memory: freed memory glibc keeps for reuse (and blocks it allocates itself)
 PREVIEW_SECONDS = 0.5  # code audition length
 PREVIEW_RMS = 0.1      # -20 dBFS: every previewed code plays at the same loudness...
 PREVIEW_PEAK = 0.89    # ...unless that would push a peak over -1 dBFS
@@ -178,14 +187,16 @@ class Codec:
     def encode_mel(self, logmel: torch.Tensor, search_steps: int | None = None) -> np.ndarray:
         """log-mel [n_mels, F] -> codes [levels, bands, ceil(F/16)], chunked without seams.
 
-        search_steps (default DEFAULT_SEARCH_STEPS) > 0 refines the encoder's choice by search
-        (`search_codes`); 0 takes the encoder's codes as they are, ~20x faster."""
-        search_steps = DEFAULT_SEARCH_STEPS if search_steps is None else int(search_steps)
+        search_steps None (the default) refines the encoder's choice by the fast search
+        (`fast_search_codes`); N > 0 by exactly N Adam steps (`search_codes`, ~6x slower for N = 20);
+        0 takes the encoder's codes as they are."""
         mel = logmel.to(self.device)[None, None]
 
         def run(piece: torch.Tensor) -> torch.Tensor:
-            if search_steps > 0:
-                return search_codes(self.model, piece, search_steps)[0]
+            if search_steps is None:
+                return fast_search_codes(self.model, piece)[0]
+            if int(search_steps) > 0:
+                return search_codes(self.model, piece, int(search_steps))[0]
             _, codes, _ = self.model.quantize(self.model.encode(piece))
             return codes[0]
 
@@ -197,14 +208,16 @@ class Codec:
 
         With `sr`, the grid also records the source rate and length, so `at_source_rate` can give
         a decoded clip back at the rate and sample count it came in with. By default the codes are
-        refined by 20 steps of search (~0.1 s per second of audio on two laptop-class cores); they
-        decode ~12% closer to the clip on held-out recordings. `search_steps=0`: the encoder alone."""
-        steps = DEFAULT_SEARCH_STEPS if search_steps is None else int(search_steps)
+        refined by the fast search (3 sign steps, `fast_search_codes`): on held-out recordings they
+        decode about as close as 20 Adam steps did (benchmarks/README.md) at ~1/5 of the time.
+        `search_steps=N`: exactly N Adam steps (`search_codes`); 0: the encoder alone. The grid
+        records which (`search_steps`, `search_method`)."""
         model_wave = self.load_wave(wave, sr) if sr is not None else np.asarray(wave, dtype=np.float32)
-        codes = self.encode_mel(self.logmel(model_wave), steps)
+        codes = self.encode_mel(self.logmel(model_wave), search_steps)
         rate = self.sample_rate if sr is None else int(sr)
+        steps, method = search_record(search_steps)
         # load_wave checked the layout ([samples] or [samples, channels]): the length is its first axis
-        grid = replace(self.grid(codes, len(model_wave)), search_steps=steps,
+        grid = replace(self.grid(codes, len(model_wave)), search_steps=steps, search_method=method,
                        source_sha256=audio_sha256(wave if sr is not None else model_wave, rate))
         return replace(grid, source_rate=int(sr), source_samples=np.shape(wave)[0]) if sr is not None else grid
 
@@ -343,6 +356,70 @@ class Codec:
         usage = self.info.usage or []
         return [health_from_counts(np.asarray(usage[q]), name) for q, name in enumerate(self.level_names)
                 if q < len(usage)]
+
+
+def keep_freed_memory(limit: int = KEEP_FREED_BYTES) -> bool:
+    """Ask glibc to keep up to `limit` bytes of freed memory for reuse, and to serve blocks up to that size
+    itself, instead of handing them back to the OS (mallopt M_TRIM_THRESHOLD, M_MMAP_THRESHOLD).
+
+    Why: a search pass allocates and frees ~4 MB of activations per code column in blocks of up to ~35 MB;
+    by default glibc returns those to the OS and the next pass page-faults them in again, which took ~25%
+    of a 3-minute encode's time on a 2-core VM (benchmarks/README.md). It is process-wide (the process keeps
+    its peak memory), so it is an application's choice, not the library's: `distill encode` makes it.
+    False where the C library is not glibc (macOS, Windows, musl), which then behaves as before."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    return bool(mallopt(m_trim_threshold, int(limit))) and bool(mallopt(m_mmap_threshold, int(limit)))
+
+
+def search_record(search_steps: int | None) -> tuple[int, str | None]:
+    """What an encode with `search_steps` does, as a CodeGrid records it: (steps, method).
+    None -> the fast search's sign steps; N > 0 -> N Adam steps; 0 -> the encoder alone (no method)."""
+    if search_steps is None:
+        return len(FAST_SEARCH_SCHEDULE), FAST_SEARCH
+    steps = int(search_steps)
+    return steps, (ADAM_SEARCH if steps > 0 else None)
+
+
+def fast_search_codes(model: ConvVQVAE, mel: torch.Tensor, schedule: tuple[float, ...] = FAST_SEARCH_SCHEDULE,
+                      margin: float = FAST_SEARCH_MARGIN) -> torch.Tensor:
+    """Codes for mel [1, 1, M, F] by the default encode's search: `search_codes` in len(schedule) steps.
+
+    Adam's steps on the latent are nearly sign steps of size lr, so this takes plain sign steps, large
+    first and decaying (schedule[k] per coordinate): 3 of them reach what 20 Adam steps of 0.01 reach
+    (benchmarks/README.md). Each code position keeps the codes of the point whose decoded tile was
+    closest, a later point winning unless its tile is more than `margin` further: a tile's error also
+    depends on its neighbours, which move on with the later point (this did better than `search_codes`'
+    check of the whole mixed grid, and saves its decoder pass).
+    Cost: len(schedule) + 1 decoder passes and len(schedule) backward passes (20 steps: 22 and 20);
+    quantization by `quantize_nearest`. Only the latent gets gradients; the model is untouched.
+    """
+    frames = mel.shape[-1]
+    with torch.no_grad():
+        z = model.encode(mel)
+    best = best_err = None
+    for step in range(len(schedule) + 1):
+        last = step == len(schedule)
+        with torch.set_grad_enabled(not last):
+            z = z.detach().requires_grad_(not last)
+            q, codes = model.quantize_nearest(z)
+            err = (model.decode(z + (q - z).detach(), frames) - mel).abs()  # the error of `codes`
+            grad = None if last else torch.autograd.grad(err.mean(), z)[0]
+        with torch.no_grad():
+            tiles = _tile_error(err, codes.shape[-2:])  # [1, H, W]
+            if best is None or best_err is None:
+                best, best_err = codes, tiles
+            else:
+                newer = tiles <= best_err * (1 + margin)
+                best, best_err = torch.where(newer[:, None], codes, best), torch.where(newer, tiles, best_err)
+            if grad is not None:
+                z = z - schedule[step] * grad.sign()
+    return best
 
 
 def search_codes(model: ConvVQVAE, mel: torch.Tensor, steps: int, lr: float = SEARCH_LR) -> torch.Tensor:

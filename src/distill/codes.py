@@ -35,7 +35,11 @@ class CodeGrid:
         source_samples (int): ... to exactly this many samples, so a 44.1 kHz clip comes back as one.
         source_sha256 (str): audio_sha256 of the file's samples as decoded (mono, its own rate), so a
             renderer can tell whether the audio it is given is the one these codes came from ("" = unknown).
-        search_steps (int | None): how the encoder made the codes (`encoder` in JSON); None = not recorded.
+        search_steps (int | None): how the encoder made the codes (`encoder` in JSON): steps of search
+            after the encoder (0 = the encoder alone); None = not recorded.
+        search_method (str | None): which search took those steps: "fast" (sign steps, the default encode,
+            distill.codec.fast_search_codes) or "adam" (an explicit N-step search, and every file written
+            before this was recorded); None with 0 steps or when not recorded.
         original (np.ndarray | None): int64 [levels, bands, columns], the codes as encoded, before any
             edit. None for a grid that is its own original (fresh from the encoder, or a legacy file).
     """
@@ -50,6 +54,7 @@ class CodeGrid:
     source_samples: int = 0
     source_sha256: str = ""
     search_steps: int | None = None
+    search_method: str | None = None
     original: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -178,6 +183,11 @@ class CodeGrid:
                                  f"{self.num_samples} samples at {sample_rate} Hz the codes describe")
 
     # ------------------------------------------------------------------ JSON
+    def encoder_record(self) -> dict:
+        """How the codes were made, as the JSON form's "encoder" object: {"search_steps": 3, "method": "fast"},
+        {"search_steps": 20, "method": "adam"}, {"search_steps": 0} (the encoder alone)."""
+        return {"search_steps": self.search_steps, **({"method": self.search_method} if self.search_method else {})}
+
     def to_dict(self) -> dict:
         return {
             "format": CODES_FORMAT,
@@ -190,7 +200,7 @@ class CodeGrid:
             "num_samples": self.num_samples,
             **({"source_rate": self.source_rate, "source_samples": self.source_samples} if self.source_rate else {}),
             **({"source_sha256": self.source_sha256} if self.source_sha256 else {}),
-            **({"encoder": {"search_steps": self.search_steps}} if self.search_steps is not None else {}),
+            **({"encoder": self.encoder_record()} if self.search_steps is not None else {}),
             **({"original": self.original.tolist()} if self.original is not None else {}),
         }
 
@@ -210,6 +220,7 @@ class CodeGrid:
             if encoder is not None and not (isinstance(encoder, dict) and _is_int(encoder.get("search_steps"))
                                             and 0 <= encoder["search_steps"] < 2 ** 31):
                 raise CodesError("\"encoder\" must be an object like {\"search_steps\": 20}")
+            method = _search_method(encoder)
             sha = d.get("source_sha256", "")
             if not isinstance(sha, str):
                 raise CodesError("\"source_sha256\" must be a string")
@@ -227,7 +238,7 @@ class CodeGrid:
                        source_rate=_whole(d.get("source_rate", 0), "source_rate"),
                        source_samples=_whole(d.get("source_samples", 0), "source_samples"),
                        source_sha256=sha, search_steps=None if encoder is None else int(encoder["search_steps"]),
-                       original=original)
+                       search_method=method, original=original)
         except KeyError as exc:
             raise CodesError(f"codes file is missing the field {exc.args[0]!r}") from exc
         except CodesError:
@@ -272,6 +283,17 @@ def resamplable(rate: int, model_rate: int) -> bool:
     rates in that range is cheap (audio.resample never builds torchaudio's kernel for a pair such as 47999 and
     48000 Hz, which would need 9 GB), so `model_rate` no longer narrows it."""
     return 1 <= rate <= 1_536_000
+
+
+def _search_method(encoder: dict | None) -> str | None:
+    """The search an "encoder" record names: its "method", or "adam" for a file from before methods were
+    recorded (20 Adam steps was then the only search); None for the encoder alone or no record."""
+    if encoder is None:
+        return None
+    method = encoder.get("method", "adam" if encoder["search_steps"] > 0 else None)
+    if method is not None and not (isinstance(method, str) and 0 < len(method) <= 40):
+        raise CodesError("\"encoder\".\"method\" must be the name of a search, such as \"fast\"")
+    return method
 
 
 def _is_int(value: object) -> bool:

@@ -11,6 +11,7 @@ ARCHITECTURES = frozenset({"distill", "seed"})
 NORMS = frozenset({"channel", "batch", "none"})
 DEVICES = frozenset({"auto", "cpu", "cuda", "mps"})
 PRECISIONS = frozenset({"auto", "fp32", "bf16"})
+SEED_CHANNELS = (32, 64, 128, 256)  # the seed design's widths (and Distill's default before issue 15)
 # Fields added after the first models were saved: a saved config without them meant these values.
 LEGACY_DEFAULTS = {"res_from": 0, "full_res_head": True, "power_floor": 0.0, "logpower_weight": 0.0,
                    "band_embedding": False, "band_bins": 16, "precision": "fp32"}
@@ -123,7 +124,8 @@ def _check(ok: bool, message: str) -> None:
 def seed_config(file_count: int) -> VQVAEConfig:
     """The seed document's reference design at its adaptive tier (the benchmark's baseline)."""
     base = adaptive_config(file_count)
-    return base.replace(arch="seed", norm="batch", res_blocks=0, band_embedding=False, band_bins=16, dropout=0.4 if file_count <= 20 else 0.2,
+    return base.replace(arch="seed", norm="batch", res_blocks=0, band_embedding=False, band_bins=16, channels=SEED_CHANNELS,
+                        dropout=0.4 if file_count <= 20 else 0.2,
                         batch_size=32, warmup_steps=0, spectral_weight=0.0, mse_weight=0.0, multiscale_weight=1.0,
                         logpower_weight=0.0, power_floor=0.0, precision="fp32",
                         learning_rate=5e-4 if file_count <= 20 else 1e-3)

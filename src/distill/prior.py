@@ -525,21 +525,21 @@ class PriorTrainer:
     def from_audio(cls, codec: Codec, items: Sequence[tuple[str, torch.Tensor]], minutes: float,
                    stop: Callable[[], bool] | None = None, search_steps: int | None = None) -> PriorTrainer:
         """Encode (name, log-mel) pairs with `codec` and make a trainer for them. The encoding counts against
-        `minutes`; by default it uses the codec's search unless that costs over half the budget."""
+        `minutes`; by default it uses the codec's default search unless that costs over half the budget
+        (`search_steps` as in Codec.encode_mel: an explicit N searches N Adam steps, 0 not at all)."""
         if not items:
             raise PriorError("no clips to train the prior on")
         t0 = time.perf_counter()
         if search_steps is None:
-            from .codec import DEFAULT_SEARCH_STEPS  # at call time: codec imports this module
             seconds = sum(int(mel.shape[-1]) for _, mel in items) * codec.mel_cfg.hop_length / codec.sample_rate
-            search_steps = corpus_search_steps(seconds, minutes * 60.0, DEFAULT_SEARCH_STEPS)
+            search_steps = corpus_search_steps(seconds, minutes * 60.0)
         corpus = encode_corpus(codec, items, search_steps)
         spent = time.perf_counter() - t0
         left = max(minutes * 0.25, minutes - spent / 60.0)
         trainer = cls(corpus, codec.codebook_size, left, codec.fingerprint, stop=stop,
                       val_names=(codec.info.dataset or {}).get("val_files"))
-        trainer.encode_note = (f"encoded {len(items)} clips ({corpus.columns} columns, search {search_steps}) "
-                               f"in {spent:.1f} s; ")
+        how = "the default search" if search_steps is None else f"search {search_steps}"
+        trainer.encode_note = f"encoded {len(items)} clips ({corpus.columns} columns, {how}) in {spent:.1f} s; "
         return trainer
 
     def cancel(self) -> None:
@@ -845,6 +845,7 @@ def regenerate_region(model: CodePrior | None, grid: CodeGrid, region: Region,
 
 
 # ---------------------------------------------------------------------- corpus from audio
+DEFAULT_SEARCH_SECONDS_PER_SECOND = 0.03  # the default encode's cost per second of audio, two cores (benchmarks/README.md)
 MAX_CORPUS_SECONDS_PER_FILE = 120.0   # longer files add their first two minutes: enough context, bounded time
 
 
@@ -858,10 +859,10 @@ def encode_corpus(codec: Codec, items: Sequence[tuple[str, torch.Tensor]], searc
     return CodeCorpus(tuple(name for name, _ in items), tuple(np.asarray(g, dtype=np.int64) for g in grids))
 
 
-def corpus_search_steps(total_seconds: float, budget_s: float, default: int) -> int:
-    """The search the corpus is encoded with: the codec's default (the codes people edit: the encoder's own
-    codes are distributed differently, and a prior trained on them scored ~0.5 bits/code worse on searched
-    codes, benchmarks/README.md) unless that would take over half of the prior's budget (about 0.1 s per
-    second of audio per 20 steps); then the encoder alone, 20x faster."""
-    cost = total_seconds * 0.1 * default / 20
-    return default if cost <= 0.5 * budget_s else 0
+def corpus_search_steps(total_seconds: float, budget_s: float) -> int | None:
+    """The search the corpus is encoded with: None, the codec's default (the codes people edit: the encoder's
+    own codes are distributed differently, and a prior trained on them scored ~0.5 bits/code worse on searched
+    codes, benchmarks/README.md) unless that would take over half of the prior's budget; then 0, the encoder
+    alone (~4x faster)."""
+    cost = total_seconds * DEFAULT_SEARCH_SECONDS_PER_SECOND
+    return None if cost <= 0.5 * budget_s else 0

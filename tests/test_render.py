@@ -85,7 +85,7 @@ def test_detail_zero_is_the_pure_model_and_one_restores_the_source(codec):
     core = slice(5 * TILE - f0, 8 * TILE - f0)
     # detail 0: inside the edit the magnitude is exactly the plain decode of the edited codes
     expect = codec.front.logmel_to_magnitude(codec.decode_mel(edited)[:, f0:f0 + n])
-    assert torch.allclose(patch.spectrum.abs()[:, core], expect[:, core], rtol=1e-3, atol=1e-4)  # float noise: ~5e-5 of 8
+    assert torch.allclose(patch.spectrum.abs()[:, core], expect[:, core], rtol=1e-3, atol=2e-4)  # float noise: up to ~1.1e-4 of 8
     # detail 1 over cells whose codes did not change: the full residual gives back the source mel
     forced = np.zeros(grid.codes.shape[1:], dtype=bool)
     forced[:, 5:8] = True

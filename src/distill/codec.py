@@ -188,7 +188,7 @@ class Codec:
         """log-mel [n_mels, F] -> codes [levels, bands, ceil(F/16)], chunked without seams.
 
         search_steps None (the default) refines the encoder's choice by the fast search
-        (`fast_search_codes`); N > 0 by exactly N Adam steps (`search_codes`, ~6x slower for N = 20);
+        (`fast_search_codes`); N > 0 by exactly N Adam steps (`search_codes`, ~5x slower for N = 20);
         0 takes the encoder's codes as they are."""
         mel = logmel.to(self.device)[None, None]
 
@@ -388,7 +388,7 @@ def search_record(search_steps: int | None) -> tuple[int, str | None]:
 
 def fast_search_codes(model: ConvVQVAE, mel: torch.Tensor, schedule: tuple[float, ...] = FAST_SEARCH_SCHEDULE,
                       margin: float = FAST_SEARCH_MARGIN) -> torch.Tensor:
-    """Codes for mel [1, 1, M, F] by the default encode's search: `search_codes` in len(schedule) steps.
+    """Codes [1, Q, H, W] for mel [1, 1, M, F] by the default search: `search_codes` in len(schedule) steps.
 
     Adam's steps on the latent are nearly sign steps of size lr, so this takes plain sign steps, large
     first and decaying (schedule[k] per coordinate): 3 of them reach what 20 Adam steps of 0.01 reach

@@ -845,7 +845,7 @@ def regenerate_region(model: CodePrior | None, grid: CodeGrid, region: Region,
 
 
 # ---------------------------------------------------------------------- corpus from audio
-DEFAULT_SEARCH_SECONDS_PER_SECOND = 0.03  # the default encode's cost per second of audio, two cores (benchmarks/README.md)
+DEFAULT_SEARCH_SECONDS_PER_SECOND = 0.02  # the default encode's cost per second of audio, two cores: ~1/5 of 20 Adam steps' 0.1
 MAX_CORPUS_SECONDS_PER_FILE = 120.0   # longer files add their first two minutes: enough context, bounded time
 
 
@@ -863,6 +863,6 @@ def corpus_search_steps(total_seconds: float, budget_s: float) -> int | None:
     """The search the corpus is encoded with: None, the codec's default (the codes people edit: the encoder's
     own codes are distributed differently, and a prior trained on them scored ~0.5 bits/code worse on searched
     codes, benchmarks/README.md) unless that would take over half of the prior's budget; then 0, the encoder
-    alone (~4x faster)."""
+    alone (~4x faster; benchmarks/README.md, `encode.py`)."""
     cost = total_seconds * DEFAULT_SEARCH_SECONDS_PER_SECOND
     return None if cost <= 0.5 * budget_s else 0

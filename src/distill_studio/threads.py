@@ -47,10 +47,10 @@ def using(n: int) -> Iterator[None]:
 def each_step(items: Iterator[T], n: int) -> Iterator[T]:
     """Drive a generator with `n` torch threads on every step (the server may run each step in another worker
     thread, whose own setting an edit may have lowered)."""
+    done = object()
     while True:
         with using(n):
-            try:
-                item = next(items)
-            except StopIteration:
-                return
+            item = next(items, done)
+        if item is done:
+            return
         yield item

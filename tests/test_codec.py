@@ -180,6 +180,7 @@ def test_codes_record_which_search_made_them(codec: Codec, tmp_path):
 def test_cli_encode_search_flag(trained, tmp_path, capsys):
     """`distill encode` searches fast by default; `--search N` is N Adam steps, `--search 0` the encoder alone."""
     import json
+    import platform
 
     import soundfile as sf
     clip = tmp_path / "clip.wav"
@@ -193,3 +194,4 @@ def test_cli_encode_search_flag(trained, tmp_path, capsys):
     assert records["--search 4"]["encoder"] == {"search_steps": 4, "method": "adam"}
     assert records["--search 0"]["encoder"] == {"search_steps": 0}
     assert len({json.dumps(r["codes"]) for r in records.values()}) >= 2  # the searches change codes
+    assert codec_mod.keep_freed_memory() is (platform.libc_ver()[0] == "glibc")  # what `distill encode` asks

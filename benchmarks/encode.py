@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -95,17 +96,20 @@ def recording(root: Path, folders: list[str], seconds: float, rate: int = 44100)
     return np.tile(loop, int(np.ceil(seconds * rate / len(loop))))[: int(seconds * rate)].astype(np.float32)
 
 
-def timings(codec: Codec, waves: dict[str, np.ndarray], arms: list[str], repeats: int) -> dict[str, dict[str, float]]:
-    """clip -> arm -> the least of `repeats` wall times of Codec.encode, the arms taking turns."""
-    times: dict[str, dict[str, list[float]]] = {c: {a: [] for a in arms} for c in waves}
+def timings(codec: Codec, waves: dict[str, np.ndarray], arms: list[str], repeats: int
+            ) -> dict[str, dict[str, tuple[float, float]]]:
+    """clip -> arm -> (wall, cpu): the least of `repeats` wall times of Codec.encode, the arms taking turns,
+    and the least process CPU time (all threads; on a shared machine the less disturbed figure of the work)."""
+    times: dict[str, dict[str, list[tuple[float, float]]]] = {c: {a: [] for a in arms} for c in waves}
     for _ in range(repeats):
         for clip, wave in waves.items():
             for arm in arms:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 codec.encode(wave, 44100, search_steps=None if arm == "fast" else int(arm))
-                times[clip][arm].append(time.perf_counter() - t0)
-                print(f"  {clip} {arm}: {times[clip][arm][-1]:.2f} s", file=sys.stderr, flush=True)
-    return {c: {a: min(v) for a, v in t.items()} for c, t in times.items()}
+                times[clip][arm].append((time.perf_counter() - t0, time.process_time() - c0))
+                print(f"  {clip} {arm}: {times[clip][arm][-1][0]:.2f} s, cpu {times[clip][arm][-1][1]:.2f} s",
+                      file=sys.stderr, flush=True)
+    return {c: {a: (min(w for w, _ in v), min(u for _, u in v)) for a, v in t.items()} for c, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,11 +156,16 @@ def main(argv: list[str] | None = None) -> int:
         codec.encode(clip, 44100)  # warm-up: first calls of a shape are slow
         t = timings(codec, {f"{args.minutes:g} min": long, f"{args.clip_seconds:g} s": clip}, speed_arms, args.repeats)
         report["speed"] = t
+        report["load_average"] = os.getloadavg()
+        print(f"(load average over the last 1 / 5 / 15 minutes: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}; "
+              "this process keeps it at ~2)", flush=True)
         for name, row in t.items():
             secs = args.minutes * 60 if "min" in name else args.clip_seconds
-            ratio = f"  20-step / fast: {row['20'] / row['fast']:.2f}x" if {"20", "fast"} <= set(row) else ""
-            print(f"encode {name:>7}{' (freed memory kept)' if kept else ''}: "
-                  + "  ".join(f"{a}: {row[a]:.2f} s ({row[a] / secs:.4f} s/s)" for a in speed_arms) + ratio, flush=True)
+            ratio = (f"  20-step / fast: {row['20'][0] / row['fast'][0]:.2f}x (cpu {row['20'][1] / row['fast'][1]:.2f}x)"
+                     if {"20", "fast"} <= set(row) else "")
+            print(f"encode {name:>7}{' (freed memory kept)' if kept else ''}: " + "  ".join(
+                f"{a}: {row[a][0]:.2f} s ({row[a][0] / secs:.4f} s/s, cpu {row[a][1]:.2f} s)" for a in speed_arms)
+                + ratio, flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

@@ -4,8 +4,9 @@
 
 (a) seed: seed_config (4 stride-2 convs + BatchNorm + Dropout, 1x1 projections, Softplus, avg-pool MSE),
     decoded with Griffin-Lim, 128 iterations from random phase.
-(b) distill: adaptive_config defaults, encoded with Codec.encode's default (20 steps of search), decoded
-    with Codec.decode(grid, phase_from=clip), the default path whenever the source clip is known.
+(b) distill: adaptive_config defaults, encoded with Codec.encode's default (the fast search; 20 Adam steps
+    before benchmarks/encode.py), decoded with Codec.decode(grid, phase_from=clip), the default path whenever
+    the source clip is known.
     (a) encodes with its encoder alone and trains in fp32, as the seed document does; (b) trains in bf16
     mixed precision where the processor has it natively (config `precision="auto"`).
 Both train at once in two spawned processes with one torch thread each, so both see the same machine load.

@@ -1,7 +1,12 @@
 """Codec: encode any clip to a grid, decode to exactly its length; long clips encode in chunks without seams."""
 
+import json
+import math
+import platform
+
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from conftest import tone
 
@@ -50,6 +55,22 @@ def test_chunked_encoding_has_no_seams(codec: Codec, monkeypatch):
     assert searched.codes.shape == whole.codes.shape and err(searched) < err(whole)
 
 
+def test_encode_reports_progress_piece_by_piece(codec: Codec, monkeypatch):
+    """A long encode tells its caller how far it is after each piece (the studio draws it as a bar), rising to 1;
+    the codes are the same as without a listener."""
+    wave = np.concatenate([tone(1.5, freq=f, seed=i) for i, f in enumerate([110, 220, 330, 440])])
+    monkeypatch.setattr(codec_mod, "CHUNK_COLUMNS", 7)
+    seen: list[float] = []
+    grid = codec.encode(wave, 48000, search_steps=0, progress=seen.append)
+    assert len(seen) == -(-grid.num_columns // 7) >= 3
+    assert seen == sorted(seen) and seen[0] < 0.5 and seen[-1] == 1.0
+    assert np.array_equal(grid.codes, codec.encode(wave, 48000, search_steps=0).codes)
+    short: list[float] = []
+    monkeypatch.setattr(codec_mod, "CHUNK_COLUMNS", 256)
+    codec.encode(tone(0.5), 48000, progress=short.append)
+    assert short == [1.0]
+
+
 def test_reencoding_is_deterministic(codec: Codec):
     wave = tone(2.0, freq=300)
     assert np.array_equal(codec.encode(wave).codes, codec.encode(wave).codes)
@@ -88,7 +109,6 @@ def test_encode_by_search_decodes_at_least_as_close_and_leaves_the_model_alone(c
 def _search_before_the_fast_default(model, mel: torch.Tensor, steps: int, lr: float = 0.01) -> torch.Tensor:
     """`search_codes` as it was when it was the default encode (20 Adam steps), frozen here so that an
     explicit `search_steps=N` can be checked to stay exactly that search."""
-    import math
     frames = mel.shape[-1]
     z = model.encode(mel).detach().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
@@ -162,7 +182,7 @@ def test_quantize_nearest_picks_the_quantizers_codes(codec: Codec):
             assert torch.equal(codes, codes2) and torch.allclose(q, q2, atol=1e-5)
 
 
-def test_codes_record_which_search_made_them(codec: Codec, tmp_path):
+def test_codes_record_which_search_made_them(codec: Codec):
     """The JSON form says what was done; files from before the method was recorded load as the Adam search."""
     grid = codec.encode(tone(0.5), 48000)
     d = grid.to_dict()
@@ -177,12 +197,8 @@ def test_codes_record_which_search_made_them(codec: Codec, tmp_path):
         CodeGrid.from_dict({**d, "encoder": {"search_steps": 3, "method": 7}})
 
 
-def test_cli_encode_search_flag(trained, tmp_path, capsys):
+def test_cli_encode_search_flag(trained, tmp_path):
     """`distill encode` searches fast by default; `--search N` is N Adam steps, `--search 0` the encoder alone."""
-    import json
-    import platform
-
-    import soundfile as sf
     clip = tmp_path / "clip.wav"
     sf.write(clip, tone(1.1, freq=262.0, sr=44100), 44100)
     records = {}

@@ -32,6 +32,26 @@ def test_chunked_stft_equals_one_pass():
     assert torch.allclose(small.stft(wave), FE.stft(wave), atol=1e-4)
 
 
+def test_logmel_of_a_long_clip_never_holds_its_whole_spectrum(monkeypatch):
+    """A 30-minute clip's complex STFT is 1.4 GB: the log-mel is made a chunk of frames at a time (the same
+    values), so encoding it stays within memory."""
+    from distill import dsp
+    wave = torch.tensor(tone(2.0, noise=0.1))
+    small = MelFrontEnd()
+    small.CHUNK_FRAMES = 37
+    asked: list[int] = []
+    stft = dsp.stft
+
+    def recording_stft(framing, x, f0=0, f1=None, **kw):
+        out = stft(framing, x, f0, f1, **kw)
+        asked.append(out.shape[-1])
+        return out
+    monkeypatch.setattr(dsp, "stft", recording_stft)
+    mel = small.logmel(wave)
+    assert max(asked) <= 37 and sum(asked) == mel.shape[-1] == FE.framing.num_frames(len(wave))
+    assert torch.allclose(mel, FE.power_to_logmel(stft(FE.framing, wave).abs().square()), atol=1e-5)
+
+
 def mrstft(a: np.ndarray, b: np.ndarray) -> float:
     """Multi-resolution STFT distance: spectral convergence + log-magnitude L1 at 512/1024/2048."""
     total = 0.0

@@ -63,6 +63,25 @@ def test_a_long_clip_opens_showing_only_its_viewport(opened):
     assert 'class="ov-box"' in view.overview_a and "of 1:40.0" in view.overview_a
 
 
+def test_opening_a_long_clip_reports_the_encode_progress(codec, clips, long_wav, monkeypatch):
+    """The page's progress bar is told how far the encode of the clip being opened is, by name, up to 1; the encode
+    uses every core (long, dense work), the rest of the handler the edit-time thread count."""
+    import torch
+
+    import distill.codec as codec_mod
+    from distill_studio import threads
+    monkeypatch.setattr(codec_mod, "CHUNK_COLUMNS", 64)  # the 100 s take in several pieces
+    monkeypatch.setattr(threads, "TRAIN_THREADS", 2)
+    monkeypatch.setattr(threads, "EDIT_THREADS", 1)
+    s, _ = handlers.start(codec, "tiny", None, clips, Limits(), "low", "bright")
+    told: list[tuple[float, str, int]] = []
+    s, view = handlers.open_clip(s, "A", None, long_wav, Limits(),
+                                 progress=lambda f, desc: told.append((f, desc, torch.get_num_threads())))
+    assert s.a.name == "take.wav" and len(told) >= 4 and told[0] == (0.0, "Reading take.wav", 1)
+    assert [f for f, *_ in told] == sorted(f for f, *_ in told) and told[-1] == (1.0, "Encoding take.wav", 2)
+    assert {(desc, n) for _, desc, n in told[1:]} == {("Encoding take.wav", 2)}
+
+
 def test_moving_the_viewport_shows_and_plays_that_place(codec, clips, long_wav):
     s, _ = _fresh(codec, clips, long_wav)
     grid = s.a.grid

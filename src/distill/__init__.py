@@ -11,7 +11,7 @@ from .audio import (
     scan_paths,
 )
 from .bundle import BundleError, BundleInfo, load_bundle, read_info, save_bundle
-from .codec import Codec
+from .codec import Codec, Progress, keep_freed_memory
 from .codes import CodeGrid, CodesError
 from .config import LEVEL_NAMES, VQVAEConfig, adaptive_config
 from .edits import (
@@ -46,5 +46,6 @@ __all__ = [
     "TrainingError", "VQDecoder", "VQEncoder", "VQVAEConfig", "adaptive_config", "load_audio", "load_bundle",
     "read_info", "save_bundle", "scan_folder", "scan_paths",
     "DEFAULT_CANDIDATES", "DEFAULT_PRIOR_SHARE", "MAX_CANDIDATES", "NO_PRIOR_HELP", "CodePrior", "PriorConfig",
-    "PriorError", "PriorTrainer", "RegenerateSettings", "split_budget", "train_prior_after",
+    "PriorError", "PriorTrainer", "RegenerateSettings", "split_budget", "train_prior_after", "Progress",
+    "keep_freed_memory",
 ]

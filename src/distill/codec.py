@@ -53,11 +53,12 @@ SEARCH_LR = 0.01  # Adam step on the latent for an explicit N-step search, `sear
 # by that much. On held-out lmms audio 3 decaying steps decode within 2% of 20 Adam steps (2 steps did not on
 # every model), and the decay beat constant steps of 0.06-0.16 (benchmarks/README.md, benchmarks/encode.py).
 FAST_SEARCH_SCHEDULE = (0.12, 0.08, 0.06)
-FAST_SEARCH_MARGIN = 0.05  # a later point's tile wins unless >5% further; 0 (strictly closest) was 0.5% worse on drums
+FAST_SEARCH_MARGIN = 0.05  # a later point's tile wins unless >5% further; 0 (the closest) was 0.2-0.8% worse on drums
 FAST_SEARCH = "fast"  # CodeGrid.search_method of the default encode
 ADAM_SEARCH = "adam"  # ... and of an explicit N-step search (N > 0); the encoder alone records none
 KEEP_FREED_BYTES = 1 << 30  # keep_freed_memory: freed memory glibc keeps for reuse (and blocks it allocates itself)
 PREVIEW_SECONDS = 0.5  # code audition length
+Progress = Callable[[float], None]  # told the fraction done (0..1] as a long encode goes
 PREVIEW_RMS = 0.1      # -20 dBFS: every previewed code plays at the same loudness...
 PREVIEW_PEAK = 0.89    # ...unless that would push a peak over -1 dBFS
 PREVIEW_GL_ITERS = 16
@@ -184,12 +185,14 @@ class Codec:
         return self.front.logmel(wave)
 
     @torch.no_grad()
-    def encode_mel(self, logmel: torch.Tensor, search_steps: int | None = None) -> np.ndarray:
+    def encode_mel(self, logmel: torch.Tensor, search_steps: int | None = None,
+                   progress: Progress | None = None) -> np.ndarray:
         """log-mel [n_mels, F] -> codes [levels, bands, ceil(F/16)], chunked without seams.
 
         search_steps None (the default) refines the encoder's choice by the fast search
         (`fast_search_codes`); N > 0 by exactly N Adam steps (`search_codes`, ~5x slower for N = 20);
-        0 takes the encoder's codes as they are."""
+        0 takes the encoder's codes as they are. `progress(fraction)` is called after each piece
+        (a long recording takes a minute: the studio shows how far it is)."""
         mel = logmel.to(self.device)[None, None]
 
         def run(piece: torch.Tensor) -> torch.Tensor:
@@ -201,9 +204,10 @@ class Codec:
             return codes[0]
 
         cols = grid_width(logmel.shape[-1])
-        return _chunked_over_columns(run, mel, cols, in_scale=DOWNSAMPLE, out_scale=1).cpu().numpy()
+        return _chunked_over_columns(run, mel, cols, in_scale=DOWNSAMPLE, out_scale=1, progress=progress).cpu().numpy()
 
-    def encode(self, wave: np.ndarray, sr: int | None = None, search_steps: int | None = None) -> CodeGrid:
+    def encode(self, wave: np.ndarray, sr: int | None = None, search_steps: int | None = None,
+               progress: Progress | None = None) -> CodeGrid:
         """Waveform (any channels/rate when sr is given) -> CodeGrid.
 
         With `sr`, the grid also records the source rate and length, so `at_source_rate` can give
@@ -211,9 +215,9 @@ class Codec:
         refined by the fast search (3 sign steps, `fast_search_codes`): on held-out recordings they
         decode about as close as 20 Adam steps did (benchmarks/README.md) at ~1/5 of the time.
         `search_steps=N`: exactly N Adam steps (`search_codes`); 0: the encoder alone. The grid
-        records which (`search_steps`, `search_method`)."""
+        records which (`search_steps`, `search_method`). `progress(fraction)`: see `encode_mel`."""
         model_wave = self.load_wave(wave, sr) if sr is not None else np.asarray(wave, dtype=np.float32)
-        codes = self.encode_mel(self.logmel(model_wave), search_steps)
+        codes = self.encode_mel(self.logmel(model_wave), search_steps, progress)
         rate = self.sample_rate if sr is None else int(sr)
         steps, method = search_record(search_steps)
         # load_wave checked the layout ([samples] or [samples, channels]): the length is its first axis
@@ -468,18 +472,24 @@ def _tile_error(err: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 
 
 def _chunked_over_columns(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, columns: int,
-                          in_scale: int, out_scale: int) -> torch.Tensor:
+                          in_scale: int, out_scale: int, progress: Progress | None = None) -> torch.Tensor:
     """Apply `fn` over the last axis of x in overlapping pieces and stitch the centres.
 
     x has `columns * in_scale` (or fewer) steps on its last axis; fn maps a piece of k columns
-    to an output with k * out_scale steps on its last axis.
+    to an output with k * out_scale steps on its last axis. `progress(fraction of columns done)`
+    after each piece, ending at 1.0.
     """
     if columns <= CHUNK_COLUMNS + 2 * CONTEXT_COLUMNS:
-        return fn(x)
+        y = fn(x)
+        if progress is not None:
+            progress(1.0)
+        return y
     outs = []
     for c0 in range(0, columns, CHUNK_COLUMNS):
         c1 = min(columns, c0 + CHUNK_COLUMNS)
         a, b = max(0, c0 - CONTEXT_COLUMNS), min(columns, c1 + CONTEXT_COLUMNS)
         y = fn(x[..., a * in_scale:b * in_scale])
         outs.append(y[..., (c0 - a) * out_scale:(c1 - a) * out_scale])
+        if progress is not None:
+            progress(c1 / columns)
     return torch.cat(outs, dim=-1)

@@ -53,13 +53,18 @@ def stft(framing: Framing, wave: np.ndarray | torch.Tensor, f0: int = 0, f1: int
 
     Only the samples under those frames are read (zero outside the clip), `chunk_frames` frames at a time.
     """
-    x = wave.float() if torch.is_tensor(wave) else torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
-    x = x.reshape(-1)
+    x = as_samples(wave)
     f1 = framing.num_frames(x.numel()) if f1 is None else int(f1)
     pieces = [_frame_run(framing, x, a, min(f1, a + chunk_frames)) for a in range(int(f0), f1, chunk_frames)]
     if not pieces:
         return torch.zeros(framing.n_freqs, 0, dtype=torch.complex64)
     return torch.cat(pieces, dim=-1)
+
+
+def as_samples(wave: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A mono clip as a float32 tensor [T] (shares the numpy array's memory when it is float32 already)."""
+    x = wave.float() if torch.is_tensor(wave) else torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+    return x.reshape(-1)
 
 
 def _frame_run(framing: Framing, x: torch.Tensor, f0: int, f1: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .audio import SourceAudio, load_source
-from .codec import Codec
+from .codec import Codec, Progress
 from .codes import CodeGrid, CodesError
 from .edits import HISTORY_FORMAT, EditError, EditHistory, EditResult, Region, apply_operation
 from .model import DOWNSAMPLE
@@ -64,9 +64,11 @@ class Clip:
         return self.wave is not None
 
 
-def clip_from_source(codec: Codec, source: SourceAudio, search_steps: int | None = None) -> Clip:
-    """Encode a decoded file (any rate) -> Clip with provenance (hash, encoder) recorded in its grid."""
-    grid = codec.encode(source.samples, source.rate, search_steps=search_steps)
+def clip_from_source(codec: Codec, source: SourceAudio, search_steps: int | None = None,
+                     progress: Progress | None = None) -> Clip:
+    """Encode a decoded file (any rate) -> Clip with provenance (hash, encoder) recorded in its grid;
+    `progress(fraction)` as the encode goes (`Codec.encode`)."""
+    grid = codec.encode(source.samples, source.rate, search_steps=search_steps, progress=progress)
     return Clip(source.name, grid, codec.load_wave(source.samples, source.rate), source)
 
 

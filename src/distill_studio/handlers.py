@@ -182,13 +182,15 @@ def new_session(codec: Codec | None, label: str, model_path: str | None, clips: 
     return Session(codec=codec, model_label=label, model_path=model_path, clips=dict(clips))
 
 
-def read_clip(codec: Codec, path: str, name: str, limits: Limits) -> Clip:
-    """Load, check length and encode one clip; AudioError / ValueError name the file and the problem."""
+def read_clip(codec: Codec, path: str, name: str, limits: Limits, progress: Callable[[float], None] | None = None) -> Clip:
+    """Load, check length and encode one clip; AudioError / ValueError name the file and the problem.
+    `progress(fraction)` as the encode goes (a 10-minute recording takes most of a minute)."""
     source = load_source(path, name)
-    return encode_source(codec, source, limits)
+    return encode_source(codec, source, limits, progress)
 
 
-def encode_source(codec: Codec, source: SourceAudio, limits: Limits) -> Clip:
+def encode_source(codec: Codec, source: SourceAudio, limits: Limits,
+                  progress: Callable[[float], None] | None = None) -> Clip:
     seconds = len(source.samples) / source.rate
     if seconds < MIN_CLIP_SECONDS:
         raise AudioError(f"{source.name}: too short to edit ({seconds * 1000:.0f} ms; at least "
@@ -196,7 +198,14 @@ def encode_source(codec: Codec, source: SourceAudio, limits: Limits) -> Clip:
     if seconds > limits.max_clip_seconds:
         raise AudioError(f"{source.name}: {seconds:.0f} s is longer than this studio opens "
                          f"({limits.max_clip_seconds:.0f} s; DISTILL_MAX_CLIP_SECONDS)")
-    return clip_from_source(codec, source)
+    return encode_clip(codec, source, progress)
+
+
+def encode_clip(codec: Codec, source: SourceAudio, progress: Callable[[float], None] | None = None) -> Clip:
+    """Encode a whole clip with every core (threads.TRAIN_THREADS): it is long, dense work like a training
+    step (a 10-minute recording: ~16 s on two idle cores, twice that on the one thread edits use)."""
+    with threads.using(threads.TRAIN_THREADS):
+        return clip_from_source(codec, source, progress=progress)
 
 
 def _need_codec(s: Session | None) -> Codec:
@@ -273,13 +282,23 @@ def _follow(s: Session, before: CodeGrid) -> None:
         s.view_a = viewport.containing(s.view_a, int(cols[0]), int(cols[-1]) + 1, s.edit.current.num_columns)
 
 
+def _encoding(progress: Callable[[float, str], None], label: str, fraction: float) -> None:
+    """Tell the page how far the encode of `label` is (the page shows the fraction beside the words)."""
+    progress(fraction, f"Encoding {label}")
+
+
 @guarded
-def open_clip(s: Session | None, which: str, name: str | None, upload: str | None, limits: Limits) -> tuple[Session, View]:
-    """Open a clip as A (starts a fresh edit history) or as B (the partner for swaps, copies and blends)."""
+def open_clip(s: Session | None, which: str, name: str | None, upload: str | None, limits: Limits,
+              progress: Callable[[float, str], None] | None = None) -> tuple[Session, View]:
+    """Open a clip as A (starts a fresh edit history) or as B (the partner for swaps, copies and blends).
+    `progress(fraction, description)` as the clip is encoded (the page draws a bar on the status line)."""
     codec = _need_codec(s)
     label, path = _resolve(s, name, upload)
+    encoding = None if progress is None else functools.partial(_encoding, progress, label)
+    if progress is not None:
+        progress(0.0, f"Reading {label}")
     try:
-        clip = read_clip(codec, path, label, limits)
+        clip = read_clip(codec, path, label, limits, encoding)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from exc
     if upload and label not in s.clips:
@@ -303,9 +322,9 @@ def set_model(s: Session, codec: Codec, label: str, path: str | None) -> Session
     s.codec, s.model_label, s.model_path = codec, label, path
     s.close_clips()
     if b is not None and b.source is not None:
-        _set_b(s, clip_from_source(codec, b.source))
+        _set_b(s, encode_clip(codec, b.source))
     if a is not None and a.source is not None:
-        _open_a(s, clip_from_source(codec, a.source))
+        _open_a(s, encode_clip(codec, a.source))
     return s
 
 

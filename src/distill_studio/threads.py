@@ -3,8 +3,8 @@ benchmarks/README.md).
 
 Edit-time work (an edit's render of the viewport, pictures, a viewport move) is small: on a two-core machine
 that is busy (another tab training, another user's edit) two threads made it 5-8x slower than one, because
-the threads wait for a core each step; on an idle machine one thread lost little. Training is long and
-dense, so it keeps every core. Torch's setting belongs to the calling thread (and is inherited by threads
+the threads wait for a core each step; on an idle machine one thread lost little. Training and encoding a
+clip that is being opened are long and dense, so they keep every core. Torch's setting belongs to the calling thread (and is inherited by threads
 started after it), so each piece of work sets its own and edit handlers restore the previous value.
 """
 
@@ -28,7 +28,8 @@ def _env_threads(name: str, default: int) -> int:
 
 
 EDIT_THREADS = _env_threads("DISTILL_EDIT_THREADS", 1)
-TRAIN_THREADS = _env_threads("DISTILL_TRAIN_THREADS", torch.get_num_threads())  # the process's default: all cores
+# training and encoding whole clips; the process's default: all cores
+TRAIN_THREADS = _env_threads("DISTILL_TRAIN_THREADS", torch.get_num_threads())
 
 
 @contextmanager

@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from metrics import AudioMetrics, Distances  # noqa: E402
 
-from distill import Codec  # noqa: E402
+from distill import Codec, dsp  # noqa: E402
 from distill.audio import load_audio, scan_folder  # noqa: E402
 from distill.config import VQVAEConfig, adaptive_config, seed_config  # noqa: E402
 from distill.health import code_counts, health_from_counts  # noqa: E402
@@ -85,8 +85,9 @@ def decode_audio(codec: Codec, grid, wave: np.ndarray, phase_locked: bool) -> np
     if phase_locked:
         return codec.decode(grid, phase_from=wave)
     mel = codec.decode_mel(grid)
-    return codec.front.griffin_lim(codec.front.logmel_to_magnitude(mel), grid.num_samples,
-                                   n_iter=SEED_GL_ITERS).numpy()
+    magnitude = codec.front.logmel_to_magnitude(mel)
+    return codec.front.griffin_lim(magnitude, grid.num_samples, n_iter=SEED_GL_ITERS,
+                                   init_phase=dsp.random_phase(tuple(magnitude.shape))).numpy()  # as the seed does
 
 
 def run_arm(arm: Arm, train: list[str], test: list[str], minutes: float) -> dict:

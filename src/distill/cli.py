@@ -217,6 +217,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_decode(args: argparse.Namespace) -> int:
     if not args.source and (args.donor or args.detail is not None):
         raise CliError("--detail and --donor only apply with --source (the clip the codes were encoded from)")
+    keep_freed_memory()  # a one-shot process: Griffin-Lim's iterations reuse freed memory instead of faulting it in
     codec = Codec.load(args.model)
     grid = _checked_codes(codec, args.codes)
     t0 = time.perf_counter()

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-DEFAULT_GL_ITERS = 32      # Griffin-Lim iterations for a whole-clip decode without a phase reference
+# Griffin-Lim iterations for a whole-clip decode without a phase reference, starting from `integrated_phase`:
+# on decoded mels of real recordings 8 of them match the target magnitude within 2.5% of 32 from random phase
+# (spectral convergence 0.502 vs 0.490), at a quarter of the time (benchmarks/README.md, benchmarks/gl_init.py).
+DEFAULT_GL_ITERS = 8
+# Hann window as a Gaussian exp(-pi t^2 / (HANN_GAMMA * n_fft^2)) (Prusa et al.'s phase-gradient work): its
+# spectral lobe's log is a parabola of curvature 1 / (2 pi HANN_GAMMA) bins^2, whatever n_fft is.
+HANN_GAMMA = 0.25645
+PHASE_FLOOR = 11.0         # integrated_phase: log-magnitudes more than this below the clip's peak count as that floor
 STFT_CHUNK_FRAMES = 4096   # STFT long recordings in pieces of ~44 s (48 kHz, hop 512) so memory stays flat
 GL_MOMENTUM = 0.99         # fast Griffin-Lim's acceleration (Perraudin et al. 2013)
 
@@ -105,10 +112,10 @@ def overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:
         fold = dict(output_size=(1, (n - 1) * hop + n_fft), kernel_size=(1, n_fft), stride=(1, hop))
         return torch.nn.functional.fold(frames[None], **fold).reshape(-1)
     r = n_fft // hop
-    parts = frames.reshape(r, hop, n)
+    rows = frames.T.reshape(n, r, hop)    # a no-op copy when `frames` is a transposed frame-major tensor
     out = torch.zeros(n + r - 1, hop, dtype=frames.dtype)
     for k in range(r):
-        out[k:k + n] += parts[k].T
+        out[k:k + n] += rows[:, k]
     return out.reshape(-1)
 
 
@@ -167,6 +174,27 @@ def random_phase(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     return torch.polar(torch.ones(shape), torch.rand(shape, generator=gen) * (2 * torch.pi))
 
 
+def integrated_phase(framing: Framing, magnitude: torch.Tensor) -> torch.Tensor:
+    """A plausible STFT phase for magnitudes alone [n_freqs, F] -> complex unit [n_freqs, F], a start for Griffin-Lim.
+
+    Each bin's instantaneous frequency comes from the slope of the log-magnitude across bins (a sinusoid
+    between bins k and k+1 makes the lobe's log a parabola around its true frequency: offset = slope x
+    curvature^-1, HANN_GAMMA), and the phase advances by it from frame to frame (trapezoid rule), starting
+    at 0 in frame 0. A cheap cousin of phase-gradient heap integration (time direction only, fully vectorised):
+    on real recordings' magnitudes it left Griffin-Lim half the error of a random start after 8 iterations.
+    """
+    logm = torch.log(magnitude.clamp(min=1e-10))
+    logm = torch.maximum(logm, logm.max() - PHASE_FLOOR) if logm.numel() else logm
+    slope = torch.zeros_like(logm)
+    slope[1:-1] = (logm[2:] - logm[:-2]) / 2
+    bins = torch.arange(magnitude.shape[0], dtype=logm.dtype)[:, None]
+    advance = 2 * torch.pi * framing.hop / framing.n_fft * (bins + slope / (2 * torch.pi * HANN_GAMMA))
+    phase = torch.zeros_like(logm)
+    if logm.shape[-1] > 1:
+        phase[:, 1:] = torch.cumsum((advance[:, 1:] + advance[:, :-1]) / 2, dim=-1)
+    return torch.polar(torch.ones_like(logm), phase)
+
+
 def unit_phase(spec: torch.Tensor) -> torch.Tensor:
     """complex [.., F] -> its phase as unit complex numbers; bins with no energy get a neutral phase 1."""
     return torch.where(spec.abs() > 1e-8, spec / spec.abs().clamp(min=1e-8), torch.ones_like(spec))
@@ -180,15 +208,39 @@ def griffin_lim(framing: Framing, spec: torch.Tensor, magnitude: torch.Tensor, n
     iterates). The frames are treated as a clip of their own, so a run cut out of a longer clip gives
     the same result as the whole clip would, as long as its first and last n_fft/hop frames are fully
     fixed: the run's truncated edges never reach a frame that iterates. Returns the complex spectrum.
+    Each iteration is `stft(istft(spec))` (`_reanalyse`), computed frame-major without padded copies.
     """
-    anchor, prev = spec, torch.zeros_like(spec)
-    n = (spec.shape[-1] - 1) * framing.hop  # the samples the frames fully cover
+    if int(n_iter) <= 0:
+        return spec
+    rows = spec.T.contiguous()                     # [F, n_freqs]: a frame per row, as the FFTs want it
+    magnitude_rows = magnitude.T.contiguous()
+    # fixed * spec + (1 - fixed) * rows, with the constant parts computed once
+    held, free = (fixed.T * rows, 1 - fixed.T) if fixed is not None else (None, None)
+    scale = _synthesis_scale(framing, rows.shape[0])
+    prev = torch.zeros_like(rows)
     keep = momentum / (1 + momentum)
-    for _ in range(max(0, int(n_iter))):
-        rebuilt = stft(framing, istft(framing, spec, n))
-        accel = rebuilt - keep * prev
+    for _ in range(int(n_iter)):
+        rebuilt = _reanalyse(framing, rows, scale)
+        rows = torch.sgn(rebuilt - keep * prev).mul_(magnitude_rows)   # unit phase x magnitude (0 where 0)
         prev = rebuilt
-        spec = torch.sgn(accel).mul_(magnitude)   # unit phase x magnitude in one pass (0 where accel is 0)
-        if fixed is not None:
-            spec = fixed * anchor + (1 - fixed) * spec
-    return spec
+        if held is not None:
+            rows = rows.mul_(free).add_(held)
+    return rows.T.contiguous()
+
+
+def _synthesis_scale(framing: Framing, n_frames: int) -> torch.Tensor:
+    """[(n_frames - 1) * hop + n_fft] factors turning the overlap-added frames of a run into its samples:
+    1 / (the windows' squared overlap) on the samples the frames fully cover (0 .. (n_frames - 1) * hop - 1 of
+    the run's clock, after the first frame's half), 0 outside: as `istft` then `stft`'s zero padding do."""
+    norm = overlap_add(framing.window.square()[:, None].expand(-1, n_frames), framing.hop)
+    scale = torch.zeros_like(norm)
+    half, n = framing.n_fft // 2, (n_frames - 1) * framing.hop
+    scale[half:half + n] = 1 / norm[half:half + n].clamp(min=1e-8)
+    return scale
+
+
+def _reanalyse(framing: Framing, rows: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """[F, n_freqs] -> the STFT of its synthesis [F, n_freqs]: `stft(istft(spec, (F - 1) * hop))` frame-major."""
+    frames = torch.fft.irfft(rows, n=framing.n_fft, dim=1).mul_(framing.window)    # [F, n_fft]
+    wave = overlap_add(frames.T, framing.hop).mul_(scale)
+    return torch.fft.rfft(wave.unfold(0, framing.n_fft, framing.hop) * framing.window, dim=1)

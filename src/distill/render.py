@@ -274,7 +274,7 @@ def decode_span(codec: Codec, codes: np.ndarray, num_samples: int, start: int, s
     `num_samples`) -> float32 [stop - start], decoding only the columns that reach them.
 
     With `phase_from` (the clip at the model rate) it equals codec.decode(grid, phase_from)[start:stop];
-    without, the span gets its own few Griffin-Lim iterations (random phase, as a whole decode has).
+    without, the span gets its own few Griffin-Lim iterations (from dsp.integrated_phase, as a whole decode).
     """
     start, stop = check_span((start, stop), num_samples)
     cfg = codec.mel_cfg
@@ -290,7 +290,7 @@ def decode_span(codec: Codec, codes: np.ndarray, num_samples: int, start: int, s
     if phase_from is not None:
         spec = magnitude * dsp.unit_phase(dsp.stft(framing, _as_wave(phase_from)[:num_samples], fa, fb))
     else:
-        spec = dsp.griffin_lim(framing, magnitude * dsp.random_phase(tuple(magnitude.shape)), magnitude, n_iter)
+        spec = dsp.griffin_lim(framing, magnitude * dsp.integrated_phase(framing, magnitude), magnitude, n_iter)
     return dsp.synthesize_span(framing, spec, fa, start, stop, num_samples)
 
 

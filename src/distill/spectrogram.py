@@ -113,15 +113,15 @@ class MelFrontEnd:
 
     def griffin_lim(self, magnitude: torch.Tensor, num_samples: int, n_iter: int = DEFAULT_GL_ITERS,
                     init_phase: torch.Tensor | None = None, momentum: float = GL_MOMENTUM,
-                    seed: int = 0, fixed: torch.Tensor | None = None) -> torch.Tensor:
+                    fixed: torch.Tensor | None = None) -> torch.Tensor:
         """Fast Griffin-Lim on [n_freqs, F] magnitudes -> [num_samples] (dsp.griffin_lim).
 
-        `init_phase` (complex unit or angle tensor) starts from known phase instead of random.
-        `fixed` is an optional [n_freqs, F] weight in [0, 1]: 1 holds the initial complex value
-        there (known phase stays put; only the edited region iterates).
+        Starts from `init_phase` (complex unit or angle tensor; e.g. dsp.random_phase), by default from
+        the phase the magnitudes imply (dsp.integrated_phase). `fixed` is an optional [n_freqs, F] weight
+        in [0, 1]: 1 holds the initial complex value there (known phase stays put; only the rest iterates).
         """
         if init_phase is None:
-            phase = dsp.random_phase(tuple(magnitude.shape), seed)
+            phase = dsp.integrated_phase(self.framing, magnitude)
         elif torch.is_complex(init_phase):
             phase = init_phase / init_phase.abs().clamp(min=1e-8)
         else:
@@ -160,33 +160,37 @@ class MelFrontEnd:
         return torch.from_numpy(out)
 
 
-    def griffin_lim_pieces(self, logmel: torch.Tensor, num_samples: int, n_iter: int = DEFAULT_GL_ITERS,
-                           seed: int = 0) -> torch.Tensor:
+    def griffin_lim_pieces(self, logmel: torch.Tensor, num_samples: int, n_iter: int = DEFAULT_GL_ITERS) -> torch.Tensor:
         """Griffin-Lim of a long log-mel [n_mels, F] in pieces of GL_PIECE_FRAMES frames -> [num_samples].
 
         Memory stays that of one piece (a whole 10-minute clip at once took 4.4 GB): each piece starts on
         the last GL_OVERLAP_FRAMES frames the previous one finished, held fixed, so its phase continues
         theirs, and runs GL_OVERLAP_FRAMES frames past its end, which are dropped (its truncated edge
-        reaches the frames it keeps only negligibly: ~3e-5 at the last one). Kept frames are overlap-added into the output as they come.
+        reaches the frames it keeps only negligibly: ~3e-5 at the last one). Kept frames are overlap-added into the
+        output as they come. Each piece starts from dsp.integrated_phase, turned to continue the tail's last frame.
         """
         frames, overlap = logmel.shape[-1], GL_OVERLAP_FRAMES
         out = np.zeros(num_samples, dtype=np.float32)
         tail: torch.Tensor | None = None     # complex [n_freqs, overlap]: finished frames before `start`
-        start, piece = 0, 0
+        start = 0
         while start < frames:
             stop = min(frames, start + GL_PIECE_FRAMES)
             a, b = max(0, start - overlap), min(frames, stop + overlap)
             magnitude = self.logmel_to_magnitude(logmel[:, a:b])
-            spec = magnitude * dsp.random_phase(tuple(magnitude.shape), seed + piece)
+            phase = dsp.integrated_phase(self.framing, magnitude)
             fixed = None
             if tail is not None:
-                spec[:, :start - a] = tail
+                j = start - a - 1     # the tail's last frame: the integrated phase carries on from it
+                phase = phase * dsp.unit_phase(tail[:, -1:]) / phase[:, j:j + 1]
                 fixed = torch.zeros(magnitude.shape)
                 fixed[:, :start - a] = 1.0
+            spec = magnitude * phase
+            if tail is not None:
+                spec[:, :start - a] = tail
             spec = dsp.griffin_lim(self.framing, spec, magnitude, n_iter, fixed=fixed)
             dsp.add_frames_into(self.framing, out, spec[:, start - a:stop - a], start)
             tail = spec[:, stop - a - overlap:stop - a].clone()
-            start, piece = stop, piece + 1
+            start = stop
         return torch.from_numpy(out)
 
 

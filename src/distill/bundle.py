@@ -10,7 +10,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from .config import VQVAEConfig
 from .fileio import atomic_write_bytes
@@ -140,7 +140,8 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise BundleError(f"{name}: configuration is larger than any Distill model (res_blocks {cfg.res_blocks}, "
                           f"channels {list(cfg.channels)}; at most {MAX_RES_BLOCKS} and {MAX_CHANNELS})")
     try:
-        tensors = {k: v for k, v in load_file(os.fspath(path), device="cpu").items() if not k.startswith(PRIOR_PREFIX)}
+        with safe_open(os.fspath(path), "pt") as f:  # the codec's tensors only: the prior's load with the prior
+            tensors = {k: f.get_tensor(k) for k in f.keys() if not k.startswith(PRIOR_PREFIX)}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise BundleError(f"{name}: damaged weights ({_one_line(exc)})") from exc
     try:

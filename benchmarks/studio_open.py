@@ -69,12 +69,15 @@ def main(argv: list[str] | None = None) -> int:
                 expect(page.locator("#hm-A-0 .hm-c").first).to_be_visible()
                 opened = time.perf_counter() - t0
                 cells = page.locator("#hm-A-0 .hm-c").count()
+                expect(page.locator("#audio-original")).to_contain_text("0:30", timeout=60000)  # the viewport's audio
+                playable = time.perf_counter() - t0
                 page.screenshot(path=str(shots / "opened.png"), full_page=True)
                 browser.close()
         finally:
             demo.close()
     print(f"{args.minutes:g}-minute recording: progress bar after {seen_bar:.1f} s; overview + first viewport "
-          f"visible {opened:.1f} s after the upload started; {cells} heatmap cells per level; screenshots in {shots}")
+          f"visible {opened:.1f} s after the upload started, its audio in the players at {playable:.1f} s; "
+          f"{cells} heatmap cells per level; screenshots in {shots}")
     return 0
 
 

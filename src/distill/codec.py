@@ -233,7 +233,7 @@ class Codec:
         out = resample(np.asarray(wave, dtype=np.float32), self.sample_rate, grid.source_rate)
         n = grid.source_samples or len(out)
         out = out[:n] if len(out) >= n else np.pad(out, (0, n - len(out)))
-        return out.astype(np.float32), grid.source_rate
+        return out.astype(np.float32, copy=False), grid.source_rate
 
     def grid(self, codes: np.ndarray, num_samples: int) -> CodeGrid:
         return CodeGrid(codes=codes, level_names=self.level_names, seconds_per_column=self.seconds_per_column,
@@ -295,7 +295,7 @@ class Codec:
         if phase_from is not None:
             ref = prepare(phase_from, phase_sr, self.sample_rate) if phase_sr else np.asarray(phase_from, np.float32)
         wave = self.front.invert(mel, grid.num_samples, n_iter=n_iter, phase_from=ref)
-        return wave.numpy().astype(np.float32)
+        return wave.numpy().astype(np.float32, copy=False)
 
     def timed_decode(self, grid: CodeGrid, **kwargs) -> DecodeResult:
         t0 = time.perf_counter()

@@ -115,14 +115,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+PCM_CHUNK = 1 << 20  # samples converted to 16-bit at a time
+
+
 def pcm16(wave: np.ndarray) -> np.ndarray:
     """float [-1, 1] -> int16 by round(x * 32768), clipped.
 
     The inverse of how soundfile reads 16-bit PCM (i / 32768), so samples read from a 16-bit file
     and written back here are bit-identical (soundfile's own float writer scales by 32767).
     """
-    x = np.asarray(wave, dtype=np.float64)
-    return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
+    x = np.asarray(wave)
+    out = np.empty(x.shape, dtype=np.int16)
+    for a in range(0, len(x), PCM_CHUNK):  # in pieces: float64 temporaries of a 30-minute clip would be ~2 GB
+        out[a:a + PCM_CHUNK] = np.clip(np.round(x[a:a + PCM_CHUNK].astype(np.float64) * 32768.0), -32768, 32767)
+    return out
 
 
 def atomic_write_wav(path: str | os.PathLike, wave: np.ndarray, rate: int) -> None:

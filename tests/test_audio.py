@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from conftest import tone
 
 from distill.audio import AudioError, load_audio, scan_folder, scan_paths
@@ -153,3 +154,22 @@ def test_a_file_at_a_rate_prime_to_the_model_rate_encodes_and_decodes_to_its_exa
     codec.check(grid)
     back, rate = codec.at_source_rate(codec.decode(grid, phase_from=model_wave, n_iter=2), grid)
     assert (rate, len(back)) == (47999, len(wave)) and np.isfinite(back).all()
+
+
+@pytest.mark.parametrize("rates", [(44100, 48000), (48000, 44100), (8000, 48000), (96000, 48000), (48000, 11025)])
+def test_long_clips_resample_in_pieces_exactly_as_in_one_pass(monkeypatch, rates):
+    """A 30-minute recording is resampled a piece at a time (torchaudio's temporaries for it at once are ~1.3 GB):
+    the same samples and length as one pass, ends included, for any rate pair."""
+    import torchaudio.functional as AF
+
+    from distill import audio
+    sr, target = rates
+    wave = np.random.default_rng(1).standard_normal(50_003).astype(np.float32)
+    whole = AF.resample(torch.from_numpy(wave), sr, target).numpy()
+    monkeypatch.setattr(audio, "RESAMPLE_PIECE", 4000)
+    seen: list[int] = []
+    real = audio.AF.resample
+    monkeypatch.setattr(audio.AF, "resample", lambda x, *a, **k: seen.append(x.numel()) or real(x, *a, **k))
+    pieces = audio.resample(wave, sr, target)
+    assert len(seen) > 5 and max(seen) < len(wave) / 5      # never the whole clip at once
+    assert pieces.shape == whole.shape and np.allclose(pieces, whole, atol=1e-6)

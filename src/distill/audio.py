@@ -93,12 +93,19 @@ MAX_RESAMPLE_KERNEL = 1 << 20
 _SINC_ZEROS, _ROLLOFF = 6, 0.99   # torchaudio.functional.resample's defaults (sinc_interp_hann)
 
 
+def _sinc_width(orig: int, new: int) -> int:
+    """Input samples torchaudio's resampling filter reaches each side, for rates reduced to orig : new."""
+    return math.ceil(_SINC_ZEROS * orig / (min(orig, new) * _ROLLOFF))
+
+
 def _kernel_values(sr: int, target_sr: int) -> int:
     """How many floats torchaudio's resampling kernel for this pair of rates holds."""
     g = math.gcd(sr, target_sr)
     orig, new = sr // g, target_sr // g
-    width = math.ceil(_SINC_ZEROS * orig / (min(orig, new) * _ROLLOFF))
-    return new * (orig + 2 * width)
+    return new * (orig + 2 * _sinc_width(orig, new))
+
+
+RESAMPLE_PIECE = 1 << 21    # input samples resampled at a time (~44 s at 48 kHz)
 
 
 def _resample_direct(wave: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
@@ -138,8 +145,30 @@ def resample(wave: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
         return np.asarray(wave, dtype=np.float32)
     if _kernel_values(int(sr), int(target_sr)) > MAX_RESAMPLE_KERNEL:
         return _resample_direct(np.asarray(wave, np.float32), int(sr), int(target_sr))
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), int(sr), int(target_sr))
-    return out.numpy()
+    x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+    if x.numel() > RESAMPLE_PIECE:
+        return _resample_pieces(x, int(sr), int(target_sr))
+    return AF.resample(x, int(sr), int(target_sr)).numpy()
+
+
+def _resample_pieces(x: torch.Tensor, sr: int, target_sr: int) -> np.ndarray:
+    """torchaudio's resampling of a long mono clip [T] a piece at a time: its polyphase filter and padding make
+    a 30-minute clip's temporaries ~1.3 GB at once. Pieces start on whole periods of the two rates (`orig`
+    input samples make `new` output samples), so each output sample sees the same filter phase and, with
+    the filter's reach of real neighbours each side (whole periods), the same input samples as in one pass; the clip's own ends are padded with zeros as one pass pads them. Equal up to float rounding."""
+    g = math.gcd(sr, target_sr)
+    orig, new = sr // g, target_sr // g
+    n = x.numel()
+    n_out = int(torch.ceil(torch.as_tensor(new * n / orig)))   # torchaudio's own length rule
+    out = np.empty(n_out, np.float32)
+    step = max(1, RESAMPLE_PIECE // orig) * orig                 # input samples per piece, whole periods
+    ctx = (_sinc_width(orig, new) // orig + 2) * orig             # the filter's reach and its padding, in periods
+    for a in range(0, n, step):
+        lo, hi = max(0, a - ctx), min(n, a + step + ctx)
+        y = AF.resample(x[lo:hi], sr, target_sr)                 # output j of the piece is input lo + j * orig / new
+        o0, o1 = a // orig * new, min(n_out, (a + step) // orig * new)
+        out[o0:o1] = y[o0 - lo // orig * new:o1 - lo // orig * new].numpy()
+    return out
 
 
 def prepare(wave: np.ndarray, sr: int, target_sr: int) -> np.ndarray:

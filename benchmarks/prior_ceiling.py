@@ -56,9 +56,9 @@ def conditional_bits(train: np.ndarray, test: np.ndarray, level: int, context: l
             k = k * codebook + cells[:, c]
         return k * bands + cells[:, -1] if with_band else k
     k_train, k_test = keys(train), keys(test)
-    pairs = Counter(zip(k_train.tolist(), train[:, level].tolist()))
+    pairs = Counter(zip(k_train.tolist(), train[:, level].tolist(), strict=True))
     totals = Counter(k_train.tolist())
-    seen = np.array([pairs.get((k, t), 0) for k, t in zip(k_test.tolist(), test[:, level].tolist())], dtype=float)
+    seen = np.array([pairs.get((k, t), 0) for k, t in zip(k_test.tolist(), test[:, level].tolist(), strict=True)], dtype=float)
     total = np.array([totals.get(k, 0) for k in k_test.tolist()], dtype=float)
     prior = freq[test[:, -1], test[:, level]]
     return min(bits((seen + a * prior) / (total + a)) for a in ALPHAS)

@@ -45,3 +45,31 @@ def test_precision_settings():
     assert VQVAEConfig.from_dict(legacy).precision == "fp32"
     with pytest.raises(ValueError, match="precision"):
         VQVAEConfig(precision="fp16")
+
+
+def test_default_widths_and_old_widths_still_load(tmp_path):
+    """Issue 15: the default trains with narrower widths (~1.6x the crops/s on a CPU, benchmarks/README.md);
+    the seed design keeps its own, and a model saved with the widths of before loads with them, same weights."""
+    import torch
+
+    from distill import Codec, MelConfig
+    from distill.config import DEFAULT_CHANNELS, SEED_CHANNELS
+    from distill.model import ConvVQVAE
+
+    assert DEFAULT_CHANNELS == (24, 48, 96, 192) and SEED_CHANNELS == (32, 64, 128, 256)
+    assert VQVAEConfig().channels == DEFAULT_CHANNELS
+    assert all(adaptive_config(n).channels == DEFAULT_CHANNELS for n in (5, 50, 300))
+    assert seed_config(50).channels == SEED_CHANNELS
+    old_cfg = adaptive_config(50, channels=SEED_CHANNELS)
+    old = {**old_cfg.to_dict(), "channels": [32, 64, 128, 256]}  # as a model saved before the change stores it
+    assert VQVAEConfig.from_dict(old).channels == SEED_CHANNELS
+    assert VQVAEConfig.from_dict(old) == old_cfg
+    path = tmp_path / "old-widths.distill"
+    torch.manual_seed(0)
+    model = ConvVQVAE(old_cfg).eval()
+    saved = Codec(model, MelConfig())
+    saved.save(path)
+    loaded = Codec.load(path)
+    assert loaded.config.channels == SEED_CHANNELS and loaded.fingerprint == saved.fingerprint
+    want, got = model.state_dict(), loaded.model.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)

@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from distill import Trainer, TrainingError
+from distill import Trainer, TrainingError, VQVAEConfig
 from distill.audio import find_audio_candidates, scan_paths
 from distill.bundle import BundleInfo, read_info, save_bundle
 from distill.cli import main
@@ -170,6 +170,19 @@ def test_cli_refuses_a_different_config_in_one_line(short_ckpt, corpus_copy, tin
     assert rc == 2 and err[-1].startswith("distill: error: cannot resume from short.ckpt")
     assert "codebook_dim 32 -> 16" in err[-1]
     assert not out.exists() and path.read_bytes() == before  # nothing written, the checkpoint untouched
+
+
+def test_cli_resume_continues_the_runs_own_settings(short_ckpt, corpus_copy, tiny_config, tmp_path):
+    """`--resume` without `--config` continues the checkpoint's run with its own settings, even where this
+    version's defaults differ (a run started before the default widths changed resumes with its widths)."""
+    path, _ = short_ckpt
+    assert tiny_config.channels != VQVAEConfig().channels
+    ckpt = tmp_path / "copy.ckpt"
+    shutil.copy(path, ckpt)
+    out = tmp_path / "resumed.distill"
+    rc = main(["train", str(corpus_copy), "-o", str(out), "--resume", str(ckpt), "--checkpoint", str(ckpt),
+               "--epochs", "2", "--prior-share", "0", "--quiet"])
+    assert rc == 0 and read_info(out).config == tiny_config
 
 
 def test_foreign_files_are_refused_and_never_unpickled(tmp_path, tiny_config, corpus_copy):

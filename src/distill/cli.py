@@ -34,7 +34,7 @@ from .render import (
     to_source_rate,
 )
 from .session import Clip, EditSession, read_document
-from .train import Trainer, TrainEvent, TrainingError, split_budget, train_prior_after
+from .train import Trainer, TrainEvent, TrainingError, resumed_config, split_budget, train_prior_after
 
 
 class CliError(Exception):
@@ -103,7 +103,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                                    ("seed", args.seed), ("device", args.device)) if v is not None}
     if args.config:
         overrides = {**_config_file(args.config), **overrides}
-    cfg = adaptive_config(n, **overrides)
+    # a resume continues its run's settings (this version's defaults may differ); flags and --config still apply
+    cfg = resumed_config(args.resume, overrides) if args.resume else adaptive_config(n, **overrides)
     print(f"{n} files accepted, {report.total_duration_s:.1f} s; codebook {cfg.codebook_size} x "
           f"{cfg.num_quantizers} levels ({', '.join(cfg.level_names)}), dim {cfg.codebook_dim}", file=sys.stderr)
     minutes = args.minutes

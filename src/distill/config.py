@@ -12,6 +12,10 @@ NORMS = frozenset({"channel", "batch", "none"})
 DEVICES = frozenset({"auto", "cpu", "cuda", "mps"})
 PRECISIONS = frozenset({"auto", "fp32", "bf16"})
 SEED_CHANNELS = (32, 64, 128, 256)  # the seed design's widths (and Distill's default before issue 15)
+# Distill's default widths since issue 15: ~1.6x the training crops/s of SEED_CHANNELS on a CPU, with held-out
+# quality per training minute as good or better (benchmarks/README.md, *Training speed*). A saved model keeps
+# the widths stored in its config, so models trained with SEED_CHANNELS load unchanged.
+DEFAULT_CHANNELS = (24, 48, 96, 192)
 # Fields added after the first models were saved: a saved config without them meant these values.
 LEGACY_DEFAULTS = {"res_from": 0, "full_res_head": True, "power_floor": 0.0, "logpower_weight": 0.0,
                    "band_embedding": False, "band_bins": 16, "precision": "fp32"}
@@ -31,7 +35,7 @@ class VQVAEConfig:
     codebook_size: int = 256
     num_quantizers: int = 3
     arch: str = "distill"
-    channels: tuple[int, ...] = (32, 64, 128, 256)
+    channels: tuple[int, ...] = DEFAULT_CHANNELS
     band_bins: int = 8  # mel bins per code band (8: 16 bands; benchmarks/README.md); a column is always 16 frames
     res_blocks: int = 0  # benchmarks/README.md: on a laptop CPU, more steps beat residual blocks
     res_from: int = 1  # first of the 4 stages (0 = highest resolution) that gets residual blocks

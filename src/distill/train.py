@@ -593,6 +593,17 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return payload
 
 
+def resumed_config(path: str | os.PathLike, overrides: dict) -> VQVAEConfig:
+    """The settings of the run a checkpoint continues, with those a command sets explicitly (`overrides`): a resume
+    continues that run even when this Distill's defaults differ (the default widths changed in issue 15). An
+    explicit setting that differs is then refused by `check_resumable`, naming it."""
+    try:
+        before = VQVAEConfig.from_dict(json.loads(read_checkpoint(path)["config_json"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TrainingError(f"{os.path.basename(os.fspath(path))}: damaged checkpoint ({exc})") from exc
+    return before.replace(**overrides)
+
+
 def check_resumable(path, payload: dict, cfg: VQVAEConfig, mel: MelConfig, files: list[dict]) -> None:
     """TrainingError saying what differs unless this run has the checkpoint's settings and files."""
     diffs = []

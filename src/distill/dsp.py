@@ -96,10 +96,15 @@ def istft(framing: Framing, spec: torch.Tensor, num_samples: int) -> torch.Tenso
     if n <= 0:
         return torch.zeros(max(int(num_samples), 0))
     frames = torch.fft.irfft(spec, n=framing.n_fft, dim=0) * framing.window[:, None]   # [n_fft, F]
-    norm = overlap_add(framing.window.square()[:, None].expand(-1, spec.shape[-1]), framing.hop)
+    norm = window_overlap(framing, spec.shape[-1])
     half = framing.n_fft // 2
     wave = (overlap_add(frames, framing.hop) / norm.clamp(min=1e-8))[half:half + n]
     return torch.nn.functional.pad(wave, (0, int(num_samples) - wave.numel())) if wave.numel() < num_samples else wave
+
+
+def window_overlap(framing: Framing, n_frames: int) -> torch.Tensor:
+    """[(n_frames - 1) * hop + n_fft] the synthesis normaliser: the squared windows of n_frames frames overlap-added."""
+    return overlap_add(framing.window.square()[:, None].expand(-1, n_frames), framing.hop)
 
 
 def overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:
@@ -232,7 +237,7 @@ def _synthesis_scale(framing: Framing, n_frames: int) -> torch.Tensor:
     """[(n_frames - 1) * hop + n_fft] factors turning the overlap-added frames of a run into its samples:
     1 / (the windows' squared overlap) on the samples the frames fully cover (0 .. (n_frames - 1) * hop - 1 of
     the run's clock, after the first frame's half), 0 outside: as `istft` then `stft`'s zero padding do."""
-    norm = overlap_add(framing.window.square()[:, None].expand(-1, n_frames), framing.hop)
+    norm = window_overlap(framing, n_frames)
     scale = torch.zeros_like(norm)
     half, n = framing.n_fft // 2, (n_frames - 1) * framing.hop
     scale[half:half + n] = 1 / norm[half:half + n].clamp(min=1e-8)

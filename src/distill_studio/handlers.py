@@ -31,6 +31,7 @@ from distill import (
     EditError,
     EditResult,
     EditSession,
+    Progress,
     Region,
     Rendered,
     SourceAudio,
@@ -182,7 +183,7 @@ def new_session(codec: Codec | None, label: str, model_path: str | None, clips: 
     return Session(codec=codec, model_label=label, model_path=model_path, clips=dict(clips))
 
 
-def read_clip(codec: Codec, path: str, name: str, limits: Limits, progress: Callable[[float], None] | None = None) -> Clip:
+def read_clip(codec: Codec, path: str, name: str, limits: Limits, progress: Progress | None = None) -> Clip:
     """Load, check length and encode one clip; AudioError / ValueError name the file and the problem.
     `progress(fraction)` as the encode goes (a 10-minute recording takes most of a minute)."""
     source = load_source(path, name)
@@ -190,7 +191,7 @@ def read_clip(codec: Codec, path: str, name: str, limits: Limits, progress: Call
 
 
 def encode_source(codec: Codec, source: SourceAudio, limits: Limits,
-                  progress: Callable[[float], None] | None = None) -> Clip:
+                  progress: Progress | None = None) -> Clip:
     seconds = len(source.samples) / source.rate
     if seconds < MIN_CLIP_SECONDS:
         raise AudioError(f"{source.name}: too short to edit ({seconds * 1000:.0f} ms; at least "
@@ -201,7 +202,7 @@ def encode_source(codec: Codec, source: SourceAudio, limits: Limits,
     return encode_clip(codec, source, progress)
 
 
-def encode_clip(codec: Codec, source: SourceAudio, progress: Callable[[float], None] | None = None) -> Clip:
+def encode_clip(codec: Codec, source: SourceAudio, progress: Progress | None = None) -> Clip:
     """Encode a whole clip with every core (threads.TRAIN_THREADS): it is long, dense work like a training
     step (a 10-minute recording: ~16 s on two idle cores, twice that on the one thread edits use)."""
     with threads.using(threads.TRAIN_THREADS):

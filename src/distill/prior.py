@@ -71,6 +71,7 @@ class PriorConfig:
     label_smoothing: float = 0.1
     val_fraction: float = 0.2
     seed: int = 0
+    latent_dim: int = 0       # the codec's codeword size: > 0 adds the latent path (0 = priors saved before it)
 
     def __post_init__(self) -> None:
         checks = [
@@ -94,6 +95,7 @@ class PriorConfig:
             (self.warmup_steps >= 1, f"warmup_steps must be >= 1, got {self.warmup_steps}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
+            (0 <= self.latent_dim <= 1024, f"latent_dim must be 0-1024, got {self.latent_dim}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -135,6 +137,16 @@ class CodePrior(nn.Module):
     every level, the band's embedding - attends over time within its band, so a hidden cell can
     copy or vary what the same band does elsewhere (a column vector alone cannot carry 48 codes).
     The output head is tied to the input tables: a code's meaning is learned once.
+
+    Latent path (cfg.latent_dim > 0; benchmarks/README.md): a code index says nothing about which codes
+    are near it, but the codec's codewords do. A held note's latent barely moves, so the nearest visible
+    column's latent minus the cell's own known coarser codewords predicts the residual the hidden code
+    quantizes; each side's prediction gives a distribution over codes by distance to the codewords
+    (a Gaussian, its precision learned by level and gap). The output is a mixture of the left, the
+    right and the network's distribution, weighted by gap and by the network: where the sound moves,
+    the network's share takes over. A fourth part recalls: the visible cells of the same level and band
+    whose known coarser codewords match the cell's (a drum hit that recurs in a loop) lend their codes,
+    weighted by how close the match is.
     """
 
     def __init__(self, cfg: PriorConfig):
@@ -169,6 +181,16 @@ class CodePrior(nn.Module):
         nn.init.zeros_(self.proj_out.weight)   # an untrained prior is exactly its frequencies + copy bonus
         nn.init.zeros_(self.proj_out.bias)
         self.bias = nn.Parameter(torch.zeros(L, B, K))
+        D = cfg.latent_dim
+        if D:
+            self.register_buffer("books", torch.zeros(L, K, D))                      # the codec's codewords
+            g = torch.arange(MAX_GAP + 2, dtype=torch.float32)
+            self.latent_prec = nn.Parameter(torch.full((L, MAX_GAP + 2), math.log(3.0)))   # log precision by gap
+            self.latent_mix = nn.Parameter((-0.25 * g).expand(L, 2, MAX_GAP + 2).clone())  # log weight of a side by gap
+            self.latent_rest = nn.Parameter(torch.zeros(L))                            # log weight of the network's part
+            self.latent_recall = nn.Parameter(torch.zeros(L))                          # log weight of the recall part
+            self.recall_sharp = nn.Parameter(torch.full((L,), math.log(0.2)))          # log sharpness of its match
+            self.latent_bias = nn.Parameter(torch.zeros(L, B, K))                      # code frequencies inside a side
 
     @property
     def mask_index(self) -> int:
@@ -185,7 +207,8 @@ class CodePrior(nn.Module):
         emb = torch.stack([F.embedding(codes[:, q], self.embed[q]) for q in range(L)], 1)  # [N, L, B, T, e]
         x = self.proj_in(emb.permute(0, 3, 1, 2, 4).reshape(N, T, L * B * e)) + self.pos[:T]
         x = self.norm(self.blocks(x, src_key_padding_mask=pad))                       # [N, T, d]
-        left, right, gap_l, gap_r = nearest_visible(codes, self.mask_index, pad)       # [N, L, B, T] each
+        pos_l, pos_r = nearest_positions(codes, self.mask_index, pad)                 # [N, L, B, T] each
+        left, right, gap_l, gap_r = neighbours(codes, self.mask_index, pos_l, pos_r)
         near = torch.stack([F.embedding(left[:, q], self.embed[q]) + F.embedding(right[:, q], self.embed[q])
                             for q in range(L)], 1)                                     # [N, L, B, T, e]
         gaps = self.near_gap(gap_l) - self.near_gap(gap_r)
@@ -195,7 +218,7 @@ class CodePrior(nn.Module):
         band_pad = None if pad is None else pad[:, None].expand(N, B, T).reshape(N * B, T)
         z = self.band_norm(self.band_blocks(z.reshape(N * B, T, db), src_key_padding_mask=band_pad))
         h = self.proj_out(z).reshape(N, B, T, L, e).permute(0, 3, 1, 2, 4)            # [N, L, B, T, e]
-        return PriorFeatures(h, left, right, gap_l, gap_r)
+        return PriorFeatures(h, left, right, gap_l, gap_r, codes, pos_l, pos_r, pad)
 
     def logits(self, f: PriorFeatures, q: int, cells: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of level q: for every cell [N, B, T, K], or only where `cells` (bool [N, B, T]) is set [M, K].
@@ -216,7 +239,68 @@ class CodePrior(nn.Module):
             c, g = pick(code), pick(gap)
             bonus = self.copy_gain[q, side][g] * (c < K)
             out = out.scatter_add(-1, c.clamp(max=K - 1)[..., None], bonus[..., None])
-        return out
+        if not self.cfg.latent_dim:
+            return out
+        shape = out.shape
+        sel = torch.ones(f.h.shape[0], *f.h.shape[2:4], dtype=torch.bool) if cells is None else cells
+        mixed = self._latent_mixture(f, q, sel.nonzero().unbind(1), out.reshape(-1, K))
+        return mixed.reshape(shape)
+
+    def _latent_mixture(self, f: PriorFeatures, q: int, where: tuple[torch.Tensor, ...], rest: torch.Tensor
+                        ) -> torch.Tensor:
+        """Log-probabilities [M, K] of level q at the M cells `where` = (n, b, t): the mixture of the left and
+        right neighbours' latent predictions, the recall and the network's own logits `rest` [M, K] (class doc)."""
+        n, b, t = where
+        K, L = self.cfg.codebook_size, self.cfg.levels
+        books = self.books                                                        # [L, K, D]
+        levels = torch.arange(L)
+        own = f.codes[n, :, b, t]                                                 # [M, L]
+        known = (own[:, :q] < K)                                                  # the cell's visible coarser codes
+        own_words = books[levels[:q], own[:, :q].clamp(max=K - 1)]                # [M, q, D]
+        norms = books[q].square().sum(-1)                                         # [K]
+        parts, weights = [], []
+        for side, (pos, gap) in enumerate(((f.pos_l, f.gap_l), (f.pos_r, f.gap_r))):
+            p, g = pos[n, q, b, t], gap[n, q, b, t]
+            nb = f.codes[n, :, b, p.clamp(min=0)]                                 # [M, L]: that column's codes
+            seen = (nb < K) & (p >= 0)[:, None]
+            words = books[levels, nb.clamp(max=K - 1)] * seen[..., None]          # [M, L, D]
+            # the neighbour's latent, less the coarser codewords the cell itself has: its residual at level q
+            both = (known & seen[:, :q])[..., None]
+            mu = words[:, q:].sum(1) + ((words[:, :q] - own_words) * both).sum(1)
+            prec = self.latent_prec[q][g].exp()[:, None]
+            logits = prec * (mu @ books[q].T - 0.5 * norms) + self.latent_bias[q][b]
+            parts.append(logits.log_softmax(-1))
+            weights.append(self.latent_mix[q, side][g].masked_fill(g > MAX_GAP, -1e4))
+        recall, found = self._recall(f, q, where)
+        parts += [recall, rest.log_softmax(-1)]
+        weights += [self.latent_recall[q].expand_as(weights[0]).masked_fill(~found, -1e4),
+                    self.latent_rest[q].expand_as(weights[0])]
+        w = torch.stack(weights, -1).log_softmax(-1)                               # [M, 4]
+        return (torch.stack(parts, -1) + w[:, None, :]).logsumexp(-1)
+
+    def _recall(self, f: PriorFeatures, q: int, where: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities [M, K] of level q's code at the cells `where` copied from the visible cells of the same
+        level and band, each weighted by exp(-sharpness * |its known coarser codewords - the cell's|^2); and
+        whether the cell has any such cell to copy from (bool [M])."""
+        n, b, t = where
+        K = self.cfg.codebook_size
+        N, L, B, T = f.codes.shape
+        if q == 0:   # nothing coarser to match: every visible cell of the band lends equally (the clip's own usage)
+            dist = torch.zeros(len(n), T)
+        else:        # each band row's pairwise distances once, then the cells' rows of them
+            key = sum(self.books[lv][f.codes[:, lv].clamp(max=K - 1)] * (f.codes[:, lv] < K)[..., None]
+                      for lv in range(q))                                         # [N, B, T, D]
+            sq = key.square().sum(-1)
+            pair = sq[..., :, None] + sq[..., None, :] - 2 * key @ key.transpose(-1, -2)   # [N, B, T, T]
+            dist = pair[n, b, t].clamp(min=0)                                     # [M, T]
+        codes = f.codes[n, q, b]                                                  # [M, T]: the cell's band row
+        visible = codes < K
+        if f.pad is not None:
+            visible = visible & ~f.pad[n]
+        score = (-self.recall_sharp[q].exp() * dist).masked_fill(~visible, -1e4).log_softmax(-1)
+        probs = torch.zeros(len(n), K + 1, dtype=score.dtype).scatter_add(1, codes, score.exp())[:, :K]
+        floor = 1e-6   # no code impossible, and the result still sums to 1
+        return (probs * (1 - K * floor) + floor).log(), visible.any(-1)
 
     def forward(self, codes: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
         """codes long [N, L, B, T] -> logits float [N, L, B, T, K] of every level (see features / logits)."""
@@ -227,13 +311,17 @@ class CodePrior(nn.Module):
 @dataclass
 class PriorFeatures:
     """What CodePrior.features computes once per pass: h float [N, L, B, T, e] (each cell's output vector) and,
-    per cell, the nearest visible codes of its level and band and their distances (long [N, L, B, T] each)."""
+    per cell, the nearest visible codes of its level and band, their distances and columns (long [N, L, B, T])."""
 
     h: torch.Tensor
     left: torch.Tensor
     right: torch.Tensor
     gap_l: torch.Tensor
     gap_r: torch.Tensor
+    codes: torch.Tensor                 # the input codes [N, L, B, T] (MASK where hidden)
+    pos_l: torch.Tensor                 # where those nearest visible codes are (column, -1 = none) [N, L, B, T]
+    pos_r: torch.Tensor
+    pad: torch.Tensor | None = None     # bool [N, T], True = padding
 
 
 MAX_GAP = 16   # distances to the nearest visible code are told apart up to this many columns
@@ -247,6 +335,13 @@ def nearest_visible(codes: torch.Tensor, mask_index: int, pad: torch.Tensor | No
     codes (mask_index where none) and distances in columns (0 = the cell itself is visible, MAX_GAP + 1 =
     none or farther). Held notes and repeated frames make the neighbours the best single guess, and
     a column embedding cannot carry 48 codes to copy; this hands them to every cell directly."""
+    return neighbours(codes, mask_index, *nearest_positions(codes, mask_index, pad))
+
+
+def nearest_positions(codes: torch.Tensor, mask_index: int, pad: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The columns of each cell's nearest visible code of its level and band, left and right (-1 = none):
+    codes long [N, L, B, T] -> two long [N, L, B, T]; padding (pad bool [N, T]) is never visible."""
     N, L, B, T = codes.shape
     visible = codes != mask_index
     if pad is not None:
@@ -255,6 +350,13 @@ def nearest_visible(codes: torch.Tensor, mask_index: int, pad: torch.Tensor | No
     left_idx = torch.where(visible, pos, torch.full_like(pos, -1)).cummax(-1).values
     right_rev = torch.where(visible.flip(-1), pos, torch.full_like(pos, -1)).cummax(-1).values
     right_idx = torch.where(right_rev >= 0, T - 1 - right_rev, torch.full_like(pos, -1)).flip(-1)
+    return left_idx, right_idx
+
+
+def neighbours(codes: torch.Tensor, mask_index: int, left_idx: torch.Tensor, right_idx: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The codes at `nearest_positions` and their distances (see nearest_visible), each long [N, L, B, T]."""
+    pos = torch.arange(codes.shape[-1]).expand_as(codes)
     none = torch.full_like(codes, mask_index)
     left = torch.where(left_idx >= 0, codes.gather(-1, left_idx.clamp(min=0)), none)
     right = torch.where(right_idx >= 0, codes.gather(-1, right_idx.clamp(min=0)), none)
@@ -414,13 +516,15 @@ def fixed_eval_set(corpus: CodeCorpus, window: int, mask_token: int, per_file: i
 
 
 def masked_nll(model: CodePrior, codes: torch.Tensor, pad: torch.Tensor, hide: torch.Tensor,
-               label_smoothing: float = 0.0) -> torch.Tensor:
-    """Mean cross-entropy (nats) of the hidden cells given the rest. codes [N, L, B, T], hide bool same shape."""
+               label_smoothing: float = 0.0, scored: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy (nats) of the hidden cells given the rest. codes [N, L, B, T], hide bool same shape;
+    `scored` (a subset of hide, default all of it) picks the cells that count."""
     x = codes.masked_fill(hide, model.mask_index)
     f = model.features(x, pad)
+    scored = hide if scored is None else scored
     total, count = 0.0, 0
     for q in range(codes.shape[1]):
-        cells = hide[:, q]
+        cells = scored[:, q]
         n = int(cells.sum())
         if n:
             total = total + F.cross_entropy(model.logits(f, q, cells), codes[:, q][cells],
@@ -431,16 +535,25 @@ def masked_nll(model: CodePrior, codes: torch.Tensor, pad: torch.Tensor, hide: t
 
 @torch.no_grad()
 def evaluate_bits(model: CodePrior, codes: torch.Tensor, pad: torch.Tensor, hide: torch.Tensor,
-                  batch: int = 32) -> float:
-    """Held-out masked-token NLL in bits per code (no label smoothing)."""
+                  batch: int = 32, by_level: bool = True) -> float:
+    """Held-out NLL of the hidden cells in bits per code (no label smoothing).
+
+    by_level (the default): the joint NLL in the order the sampler draws, coarse to fine: each level's
+    hidden cells given everything visible and the true codes of the hidden coarser levels (the chain
+    rule over levels; within a level every hidden cell is scored at once, given none of the others).
+    by_level=False: every hidden cell given only the visible ones (one pass, each cell's marginal)."""
     model.eval()
     total, count = 0.0, 0
     for i in range(0, codes.shape[0], batch):
-        h = hide[i:i + batch]
-        n = int(h.sum())
-        if n:
-            total += float(masked_nll(model, codes[i:i + batch], pad[i:i + batch], h)) * n
-            count += n
+        c, p, h = codes[i:i + batch], pad[i:i + batch], hide[i:i + batch]
+        stages = [h] if not by_level else [h & (torch.arange(h.shape[1]) >= q)[None, :, None, None]
+                                            for q in range(h.shape[1])]
+        for q, shown in enumerate(stages):
+            scored = shown if not by_level else shown & (torch.arange(h.shape[1]) == q)[None, :, None, None]
+            n = int(scored.sum())   # a level with nothing hidden costs no pass
+            if n:
+                total += float(masked_nll(model, c, p, shown, scored=scored)) * n
+                count += n
     return total / max(count, 1) / math.log(2)
 
 
@@ -483,6 +596,24 @@ def copy_gains(corpus: CodeCorpus, log_freq: np.ndarray) -> np.ndarray:
     return out
 
 
+def initial_prior(cfg: PriorConfig, corpus: CodeCorpus, codebooks: torch.Tensor | None = None) -> CodePrior:
+    """An untrained CodePrior that already scores like the baselines it must beat: the code frequencies of
+    `corpus` (what randomize draws from), a bonus for copying the nearest visible code and, with the codec's
+    codewords (float [levels, K, latent_dim], needed when cfg.latent_dim > 0), the latent path."""
+    model = CodePrior(cfg)
+    logf = torch.from_numpy(log_frequencies(corpus, cfg.codebook_size)).float()
+    with torch.no_grad():
+        model.bias.copy_(logf)
+        gains = torch.from_numpy(copy_gains(corpus, logf.double().numpy())).float()
+        model.copy_gain.copy_(gains[:, None, :].expand_as(model.copy_gain))
+        if cfg.latent_dim:
+            if codebooks is None:
+                raise PriorError("a prior with a latent path needs the codec's codewords")
+            model.books.copy_(torch.as_tensor(codebooks).float())
+            model.latent_bias.copy_(0.5 * logf)   # half the frequencies inside a side's Gaussian scored best
+    return model
+
+
 def split_names(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Held-out files for the prior: every file is in one side; at least one training file."""
     if n < 3 or val_fraction <= 0:
@@ -502,14 +633,23 @@ class PriorTrainer:
 
     def __init__(self, corpus: CodeCorpus, codebook_size: int, minutes: float, codec_fingerprint: str = "",
                  config: PriorConfig | None = None, val_names: Sequence[str] | None = None,
-                 stop: Callable[[], bool] | None = None, log_every_s: float = 1.0, validate_every_s: float = 5.0):
+                 stop: Callable[[], bool] | None = None, log_every_s: float = 1.0, validate_every_s: float = 5.0,
+                 codebooks: torch.Tensor | np.ndarray | None = None):
+        """codebooks float [levels, codebook_size, D]: the codec's codewords (Codec.codebooks), which the
+        latent path needs; without them the prior has none (config latent_dim 0)."""
         if not (math.isfinite(minutes) and minutes > 0):
             raise PriorError(f"prior minutes must be > 0, got {minutes}")
         L, B = corpus.grids[0].shape[:2]
-        self.config = config or PriorConfig(levels=L, bands=B, codebook_size=codebook_size)
+        codebooks = None if codebooks is None else torch.as_tensor(codebooks).detach().float().cpu()
+        D = 0 if codebooks is None else int(codebooks.shape[-1])
+        self.config = config or PriorConfig(levels=L, bands=B, codebook_size=codebook_size, latent_dim=D)
         if (self.config.levels, self.config.bands, self.config.codebook_size) != (L, B, codebook_size):
             raise PriorError(f"prior settings {self.config.levels}x{self.config.bands}x{self.config.codebook_size} "
                              f"do not match the codes {L}x{B}x{codebook_size}")
+        if self.config.latent_dim and (codebooks is None or tuple(codebooks.shape) != (L, codebook_size, self.config.latent_dim)):
+            raise PriorError(f"a prior with a latent path needs the codec's codewords [{L}, {codebook_size}, "
+                             f"{self.config.latent_dim}], got {None if codebooks is None else tuple(codebooks.shape)}")
+        self.codebooks = None if codebooks is None else codebooks.clone()
         self.corpus = corpus
         self.minutes = float(minutes)
         self.codec_fingerprint = codec_fingerprint
@@ -537,7 +677,7 @@ class PriorTrainer:
         spent = time.perf_counter() - t0
         left = max(minutes * 0.25, minutes - spent / 60.0)
         trainer = cls(corpus, codec.codebook_size, left, codec.fingerprint, stop=stop,
-                      val_names=(codec.info.dataset or {}).get("val_files"))
+                      val_names=(codec.info.dataset or {}).get("val_files"), codebooks=codec.codebooks)
         how = "the default search" if search_steps is None else f"search {search_steps}"
         trainer.encode_note = f"encoded {len(items)} clips ({corpus.columns} columns, {how}) in {spent:.1f} s; "
         return trainer
@@ -562,20 +702,21 @@ class PriorTrainer:
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         train, val = self._split()
-        model = CodePrior(cfg)
+        model = initial_prior(cfg, train, self.codebooks)
         K = cfg.codebook_size
-        with torch.no_grad():   # start from code frequencies (what randomize draws from) + copying neighbours
-            logf = log_frequencies(train, K)
-            model.bias.copy_(torch.from_numpy(logf).float())
-            model.copy_gain.copy_(torch.from_numpy(copy_gains(train, logf)).float()[:, None, :].expand_as(model.copy_gain))
         weights = np.array([min(g.shape[2], 10 * cfg.window) for g in train.grids], dtype=np.float64)
         weights /= weights.sum()
         held = val or train
         val_set = fixed_eval_set(held, cfg.window, K)
         fast = [model.bias, model.copy_gain]   # a few scalars per code: they may move 10x faster, without decay
-        rest = [p for p in model.parameters() if all(p is not f for f in fast)]
+        # the latent path's tables start near their best for edit-shaped masks; 10x faster, the training masks'
+        # mix pulled them away from it (held-out bits rose from step 0), so they move at the base rate
+        tables = [] if not cfg.latent_dim else [model.latent_prec, model.latent_mix, model.latent_rest,
+                                                model.latent_recall, model.recall_sharp, model.latent_bias]
+        rest = [p for p in model.parameters() if all(p is not f for f in fast + tables)]
         opt = torch.optim.AdamW([{"params": rest, "scale": 1.0, "weight_decay": cfg.weight_decay},
-                                 {"params": fast, "scale": 10.0, "weight_decay": 0.0}], lr=cfg.learning_rate)
+                                 {"params": fast, "scale": 10.0, "weight_decay": 0.0},
+                                 {"params": tables, "scale": 1.0, "weight_decay": 0.0}], lr=cfg.learning_rate)
         budget = self.minutes * 60.0
         yield TrainEvent("start", 0, 0.0, 0.0, eta_s=budget, stage="prior",
                          message=f"prior: {self.encode_note}{len(train.grids)} training / {len(val.grids) if val else 0} validation "
@@ -675,9 +816,10 @@ class Sampler:
         self.s = settings
         self.gen = torch.Generator().manual_seed(int(settings.seed))
 
-    def _logits(self, x: torch.Tensor, q: int) -> torch.Tensor:
-        """Level q's tempered logits for every cell of x: [N, B, T, K]."""
-        return self.model.logits(self.model.features(x), q).float() / self.s.temperature
+    def _logits(self, x: torch.Tensor, q: int, cells: torch.Tensor) -> torch.Tensor:
+        """Level q's tempered logits at the cells (bool [N, B, T]) of x: [M, K]. Only the cells being drawn are
+        scored: drawing, nucleus sorting and the latent path cost per cell (3x less for a 2 s span)."""
+        return self.model.logits(self.model.features(x), q, cells).float() / self.s.temperature
 
     def _draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample codes from logits [..., K]; (codes, log-probability of each draw)."""
@@ -693,15 +835,14 @@ class Sampler:
         masked = todo[None].expand(N, -1, -1).clone()          # [N, B, T]
         total = int(todo.sum())
         for t in range(steps):
-            logits = self._logits(x, q)                        # [N, B, T, K]
-            draw, logp = self._draw(logits)
+            draw, logp = self._draw(self._logits(x, q, masked))   # [M] each: the masked cells, in order
             remain = int(math.floor(total * math.cos(math.pi / 2 * (t + 1) / steps))) if t + 1 < steps else 0
             remain = min(remain, total - 1) if total > 1 else 0
             gumbel = -torch.log(-torch.log(torch.rand(logp.shape, generator=self.gen).clamp_(1e-9, 1 - 1e-9)))
-            conf = logp + 4.5 * (1 - (t + 1) / steps) * gumbel
-            conf = conf.masked_fill(~masked, math.inf)
+            conf = torch.full(masked.shape, math.inf)
+            conf[masked] = logp + 4.5 * (1 - (t + 1) / steps) * gumbel
             xq = x[:, q]
-            xq[masked] = draw[masked]
+            xq[masked] = draw
             if remain > 0:
                 flat = conf.reshape(N, -1)
                 low = flat.topk(remain, dim=1, largest=False).indices
@@ -736,17 +877,18 @@ class Sampler:
             n = int(cells.sum())
             if n < 2:
                 continue
+            where = cells[None].expand(N, -1, -1)                            # [N, B, T]
             hidden = x.clone()
-            hidden[:, q][cells[None].expand(N, -1, -1)] = self.model.mask_index
-            logits = self._logits(hidden, q)                                 # [N, B, T, K]
-            current = x[:, q].clamp(max=self.model.mask_index - 1)
-            score = logits.log_softmax(-1).gather(-1, current[..., None])[..., 0]
-            score = score.masked_fill(~cells[None], math.inf).reshape(N, -1)
-            low = score.topk(n // 2, dim=1, largest=False).indices
-            redo = torch.zeros_like(score, dtype=torch.bool).scatter_(1, low, True).reshape(N, *cells.shape)
+            hidden[:, q][where] = self.model.mask_index
+            logits = self._logits(hidden, q, where)                          # [M, K]
+            current = x[:, q][where].clamp(max=self.model.mask_index - 1)
+            score = torch.full(where.shape, math.inf)
+            score[where] = logits.log_softmax(-1).gather(-1, current[:, None])[:, 0]
+            low = score.reshape(N, -1).topk(n // 2, dim=1, largest=False).indices
+            redo = torch.zeros(N, cells.numel(), dtype=torch.bool).scatter_(1, low, True).reshape(where.shape)
             draw, _ = self._draw(logits)
             xq = x[:, q]
-            xq[redo] = draw[redo]
+            xq[redo] = draw[redo[where]]
 
 
 def selection_cells(grid: CodeGrid, region: Region, strength: float, seed: int) -> np.ndarray:

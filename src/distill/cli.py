@@ -311,9 +311,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     if pr.get("error"):
         print(f"  prior       unusable ({pr['error']}); retrain it with `distill prior MODEL FOLDER`")
     elif pr:
+        latent = ("with the latent path" if (pr.get("config") or {}).get("latent_dim") else
+                  "no latent path (made before it: `distill prior MODEL FOLDER` retrains it with one)")
         print(f"  prior       {pr.get('steps', '?')} steps in {pr.get('train_seconds', '?')} s on "
-              f"{len(pr.get('train_files', []))} files; held-out {pr.get('best_val_bits')} bits/code "
-              "(regenerate is available)")
+              f"{len(pr.get('train_files', []))} files; held-out {pr.get('best_val_bits')} bits/code, "
+              f"{latent} (regenerate is available)")
     else:
         print("  prior       none: regenerate needs one; add it with `distill prior MODEL FOLDER --minutes 2`")
     hist = [h for h in info.history if "val" in h]

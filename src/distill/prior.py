@@ -191,6 +191,8 @@ class CodePrior(nn.Module):
             self.latent_recall = nn.Parameter(torch.zeros(L))                          # log weight of the recall part
             self.recall_sharp = nn.Parameter(torch.full((L,), math.log(0.2)))          # log sharpness of its match
             self.latent_bias = nn.Parameter(torch.zeros(L, B, K))                      # code frequencies inside a side
+            self.given_structure = nn.Parameter(torch.zeros(L, K + 1, K))   # log P(code | the cell's Structure) / P(code)
+            self.structure_weight = nn.Parameter(torch.ones(L))             # how much of it the corpus bears out
 
     @property
     def mask_index(self) -> int:
@@ -222,8 +224,19 @@ class CodePrior(nn.Module):
 
     def logits(self, f: PriorFeatures, q: int, cells: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of level q: for every cell [N, B, T, K], or only where `cells` (bool [N, B, T]) is set [M, K].
+        With the latent path they are log-probabilities (the mixture); without, the network's logits.
 
         Scoring only the cells a loss or a draw needs keeps training and sampling cheap with 256 codes."""
+        out = self.network_logits(f, q, cells)
+        if not self.cfg.latent_dim:
+            return out
+        shape, K = out.shape, self.cfg.codebook_size
+        sel = torch.ones(f.h.shape[0], *f.h.shape[2:4], dtype=torch.bool) if cells is None else cells
+        parts = self.latent_parts(f, q, sel.nonzero().unbind(1), out.reshape(-1, K))
+        return self.mix(parts, q).reshape(shape)
+
+    def network_logits(self, f: PriorFeatures, q: int, cells: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's own logits of level q (with the frequencies and the copy bonus), shaped as `logits`."""
         K = self.cfg.codebook_size
         if cells is None:
             def pick(t: torch.Tensor) -> torch.Tensor:
@@ -239,17 +252,12 @@ class CodePrior(nn.Module):
             c, g = pick(code), pick(gap)
             bonus = self.copy_gain[q, side][g] * (c < K)
             out = out.scatter_add(-1, c.clamp(max=K - 1)[..., None], bonus[..., None])
-        if not self.cfg.latent_dim:
-            return out
-        shape = out.shape
-        sel = torch.ones(f.h.shape[0], *f.h.shape[2:4], dtype=torch.bool) if cells is None else cells
-        mixed = self._latent_mixture(f, q, sel.nonzero().unbind(1), out.reshape(-1, K))
-        return mixed.reshape(shape)
+        return out
 
-    def _latent_mixture(self, f: PriorFeatures, q: int, where: tuple[torch.Tensor, ...], rest: torch.Tensor
-                        ) -> torch.Tensor:
-        """Log-probabilities [M, K] of level q at the M cells `where` = (n, b, t): the mixture of the left and
-        right neighbours' latent predictions, the recall and the network's own logits `rest` [M, K] (class doc)."""
+    def latent_parts(self, f: PriorFeatures, q: int, where: tuple[torch.Tensor, ...], rest: torch.Tensor
+                     ) -> LatentParts:
+        """What the latent path knows about level q at the M cells `where` = (n, b, t), before its tables weigh it
+        (see the class doc); `rest` [M, K] is the network's own logits."""
         n, b, t = where
         K, L = self.cfg.codebook_size, self.cfg.levels
         books = self.books                                                        # [L, K, D]
@@ -258,30 +266,45 @@ class CodePrior(nn.Module):
         known = (own[:, :q] < K)                                                  # the cell's visible coarser codes
         own_words = books[levels[:q], own[:, :q].clamp(max=K - 1)]                # [M, q, D]
         norms = books[q].square().sum(-1)                                         # [K]
-        parts, weights = [], []
-        for side, (pos, gap) in enumerate(((f.pos_l, f.gap_l), (f.pos_r, f.gap_r))):
-            p, g = pos[n, q, b, t], gap[n, q, b, t]
+        near, gaps = [], []
+        for pos, gap in ((f.pos_l, f.gap_l), (f.pos_r, f.gap_r)):
+            p = pos[n, q, b, t]
             nb = f.codes[n, :, b, p.clamp(min=0)]                                 # [M, L]: that column's codes
             seen = (nb < K) & (p >= 0)[:, None]
             words = books[levels, nb.clamp(max=K - 1)] * seen[..., None]          # [M, L, D]
             # the neighbour's latent, less the coarser codewords the cell itself has: its residual at level q
             both = (known & seen[:, :q])[..., None]
             mu = words[:, q:].sum(1) + ((words[:, :q] - own_words) * both).sum(1)
-            prec = self.latent_prec[q][g].exp()[:, None]
-            logits = prec * (mu @ books[q].T - 0.5 * norms) + self.latent_bias[q][b]
-            parts.append(logits.log_softmax(-1))
+            near.append(mu @ books[q].T - 0.5 * norms)                            # -|mu - c|^2 / 2 + |mu|^2 / 2
+            gaps.append(gap[n, q, b, t])
+        dist, row, visible = self._recall_parts(f, q, where)
+        structure = self.given_structure[q][f.codes[n, 0, b, t]]                 # [M, K]; row K: Structure hidden
+        return LatentParts(torch.stack(near, 1), torch.stack(gaps, 1), b, dist, row, visible, rest, structure)
+
+    def mix(self, parts: LatentParts, q: int) -> torch.Tensor:
+        """Log-probabilities [M, K] of level q: the mixture of both neighbours' Gaussians over the codewords (their
+        precision by gap), the recall (its sharpness) and the network, weighted by gap (the class doc)."""
+        K = self.cfg.codebook_size
+        comps, weights = [], []
+        for side in range(2):
+            g = parts.gaps[:, side]
+            logits = self.latent_prec[q][g].exp()[:, None] * parts.near[:, side] + self.latent_bias[q][parts.band]
+            comps.append(logits.log_softmax(-1))
             weights.append(self.latent_mix[q, side][g].masked_fill(g > MAX_GAP, -1e4))
-        recall, found = self._recall(f, q, where)
-        parts += [recall, rest.log_softmax(-1)]
-        weights += [self.latent_recall[q].expand_as(weights[0]).masked_fill(~found, -1e4),
+        score = (-self.recall_sharp[q].exp() * parts.dist).masked_fill(~parts.visible, -1e4).log_softmax(-1)
+        probs = torch.zeros(len(parts.band), K + 1, dtype=score.dtype).scatter_add(1, parts.row, score.exp())[:, :K]
+        floor = 1e-6   # no code impossible, and the result still sums to 1
+        rest = (parts.rest + self.structure_weight[q] * parts.structure).log_softmax(-1)
+        comps += [(probs * (1 - K * floor) + floor).log(), rest]
+        weights += [self.latent_recall[q].expand_as(weights[0]).masked_fill(~parts.visible.any(-1), -1e4),
                     self.latent_rest[q].expand_as(weights[0])]
         w = torch.stack(weights, -1).log_softmax(-1)                               # [M, 4]
-        return (torch.stack(parts, -1) + w[:, None, :]).logsumexp(-1)
+        return (torch.stack(comps, -1) + w[:, None, :]).logsumexp(-1)
 
-    def _recall(self, f: PriorFeatures, q: int, where: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probabilities [M, K] of level q's code at the cells `where` copied from the visible cells of the same
-        level and band, each weighted by exp(-sharpness * |its known coarser codewords - the cell's|^2); and
-        whether the cell has any such cell to copy from (bool [M])."""
+    def _recall_parts(self, f: PriorFeatures, q: int, where: tuple[torch.Tensor, ...]
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For the recall at the cells `where`: the squared distance [M, T] from each cell's known coarser codewords
+        to those of every column of its band row, that row's level-q codes [M, T] and which are visible [M, T]."""
         n, b, t = where
         K = self.cfg.codebook_size
         N, L, B, T = f.codes.shape
@@ -293,14 +316,11 @@ class CodePrior(nn.Module):
             sq = key.square().sum(-1)
             pair = sq[..., :, None] + sq[..., None, :] - 2 * key @ key.transpose(-1, -2)   # [N, B, T, T]
             dist = pair[n, b, t].clamp(min=0)                                     # [M, T]
-        codes = f.codes[n, q, b]                                                  # [M, T]: the cell's band row
-        visible = codes < K
+        row = f.codes[n, q, b]                                                    # [M, T]: the cell's band row
+        visible = row < K
         if f.pad is not None:
             visible = visible & ~f.pad[n]
-        score = (-self.recall_sharp[q].exp() * dist).masked_fill(~visible, -1e4).log_softmax(-1)
-        probs = torch.zeros(len(n), K + 1, dtype=score.dtype).scatter_add(1, codes, score.exp())[:, :K]
-        floor = 1e-6   # no code impossible, and the result still sums to 1
-        return (probs * (1 - K * floor) + floor).log(), visible.any(-1)
+        return dist, row, visible
 
     def forward(self, codes: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
         """codes long [N, L, B, T] -> logits float [N, L, B, T, K] of every level (see features / logits)."""
@@ -322,6 +342,24 @@ class PriorFeatures:
     pos_l: torch.Tensor                 # where those nearest visible codes are (column, -1 = none) [N, L, B, T]
     pos_r: torch.Tensor
     pad: torch.Tensor | None = None     # bool [N, T], True = padding
+
+
+@dataclass
+class LatentParts:
+    """The latent path's per-cell evidence for one level at M cells, before its mixing tables weigh it (so the
+    tables can be fitted on it cheaply): near float [M, 2, K] (mu.c - |c|^2/2 for the left and right
+    neighbours' predictions), gaps long [M, 2], band long [M], dist float [M, T] / row long [M, T] /
+    visible bool [M, T] (the recall's band row), rest float [M, K] (the network's logits), structure float
+    [M, K] (the cell's Structure code's gain, given_structure)."""
+
+    near: torch.Tensor
+    gaps: torch.Tensor
+    band: torch.Tensor
+    dist: torch.Tensor
+    row: torch.Tensor
+    visible: torch.Tensor
+    rest: torch.Tensor
+    structure: torch.Tensor
 
 
 MAX_GAP = 16   # distances to the nearest visible code are told apart up to this many columns
@@ -611,7 +649,81 @@ def initial_prior(cfg: PriorConfig, corpus: CodeCorpus, codebooks: torch.Tensor 
                 raise PriorError("a prior with a latent path needs the codec's codewords")
             model.books.copy_(torch.as_tensor(codebooks).float())
             model.latent_bias.copy_(0.5 * logf)   # half the frequencies inside a side's Gaussian scored best
+            model.given_structure.copy_(torch.from_numpy(structure_gain(corpus, cfg.codebook_size)).float())
     return model
+
+
+CALIBRATION_STEPS = 100   # Adam steps on the latent path's mixing tables (~100 numbers): a few seconds
+
+
+def calibration_mask(levels: int, bands: int, columns: int, rng: np.random.Generator) -> np.ndarray:
+    """An edit-shaped mask (edit_mask) that keeps Structure half the time, redraws every level a quarter of the
+    time and keeps Structure + Timbre the rest: the selections Regenerate is used on."""
+    keep = int(rng.choice([0, 1, 2], p=[0.25, 0.5, 0.25]))
+    return edit_mask(levels, bands, columns, rng, keep_levels=min(keep, levels - 1))
+
+
+def calibrate_latent(model: CodePrior, corpus: CodeCorpus, steps: int = CALIBRATION_STEPS, crops: int = 96,
+                     seed: int = 0) -> float:
+    """Fit the latent path's mixing tables (each side's precision and weight by gap, the recall's sharpness and
+    weight, the network's weight and how much of the Structure gain to trust) to edit-shaped masks of `corpus`, level by level as the sampler draws;
+    everything else stays. Their starting values are guesses; how far a note holds, or how often a hit
+    recurs, is the corpus's own. The evidence is computed once and only the mixing is repeated, so this
+    takes seconds. Returns the fitted bits/code on those masks. Give it held-out files: the code tables
+    were counted on the training files, which flatters them there."""
+    cfg = model.cfg
+    K = cfg.codebook_size
+    rng = np.random.default_rng(seed)
+    files = corpus.subset(sorted(rng.permutation(len(corpus.grids))[:crops].tolist()))
+    sets = [fixed_eval_set(files, cfg.window, K, per_file=2, limit=crops, seed=seed + i, mask_fn=calibration_mask)
+            for i in range(max(1, min(16, math.ceil(crops / min(crops, 2 * len(files.grids))))))]
+    codes, pad, hide = (torch.cat(parts) for parts in zip(*sets, strict=True))   # a few files: more masks each
+    levels = torch.arange(cfg.levels)[None, :, None, None]
+    evidence = []
+    model.eval()
+    with torch.no_grad():
+        for q in range(cfg.levels):
+            shown = hide & (levels >= q)            # the coarser levels drawn already (true codes)
+            cells = shown[:, q]
+            if not bool(cells.any()):
+                continue
+            f = model.features(codes.masked_fill(shown, K), pad)
+            parts = model.latent_parts(f, q, cells.nonzero().unbind(1), model.network_logits(f, q, cells))
+            evidence.append((q, parts, codes[:, q][cells]))
+    if not evidence:
+        return math.nan
+    tables = [model.latent_prec, model.latent_mix, model.latent_rest, model.latent_recall, model.recall_sharp,
+              model.structure_weight]
+    opt = torch.optim.Adam(tables, lr=0.05)
+    count = sum(len(target) for _, _, target in evidence)
+    for _ in range(steps):
+        loss = sum(-model.mix(parts, q).gather(1, target[:, None]).sum() for q, parts, target in evidence) / count
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        bits = float(sum(-model.mix(parts, q).gather(1, target[:, None]).sum() for q, parts, target in evidence)
+                     / count / math.log(2))
+    return bits
+
+
+STRUCTURE_SMOOTHING = 16.0   # pseudo-counts toward the code frequencies (the best of 1-64 in prior_ceiling.py)
+
+
+def structure_gain(corpus: CodeCorpus, k: int, smoothing: float = STRUCTURE_SMOOTHING) -> np.ndarray:
+    """float [levels, k + 1, k]: log P(code | the same cell's Structure code) - log P(code) for every level
+    (level 0 and row k, "Structure hidden", are 0): counts smoothed toward the code frequencies, so a Structure
+    code seen a few times says little and an unseen one nothing. One-shots masked whole have no other cue."""
+    L = corpus.grids[0].shape[0]
+    out = np.zeros((L, k + 1, k))
+    for q in range(1, L):
+        counts = np.zeros((k, k))
+        for g in corpus.grids:
+            np.add.at(counts, (g[0].ravel(), g[q].ravel()), 1.0)
+        freq = (counts.sum(0) + 1.0) / (counts.sum() + k)
+        cond = (counts + smoothing * freq) / (counts.sum(1, keepdims=True) + smoothing)
+        out[q, :k] = np.log(cond) - np.log(freq)
+    return out
 
 
 def split_names(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -698,31 +810,37 @@ class PriorTrainer:
         return self.corpus.subset(train), (self.corpus.subset(val) if val else None)
 
     def run(self) -> Iterator[TrainEvent]:
+        t0 = time.perf_counter()   # the budget includes the start and the latent path's fitting
         cfg = self.config
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         train, val = self._split()
         model = initial_prior(cfg, train, self.codebooks)
         K = cfg.codebook_size
+        held = val or train
         weights = np.array([min(g.shape[2], 10 * cfg.window) for g in train.grids], dtype=np.float64)
         weights /= weights.sum()
-        held = val or train
         val_set = fixed_eval_set(held, cfg.window, K)
-        fast = [model.bias, model.copy_gain]   # a few scalars per code: they may move 10x faster, without decay
-        # the latent path's tables start near their best for edit-shaped masks; 10x faster, the training masks'
-        # mix pulled them away from it (held-out bits rose from step 0), so they move at the base rate
-        tables = [] if not cfg.latent_dim else [model.latent_prec, model.latent_mix, model.latent_rest,
-                                                model.latent_recall, model.recall_sharp, model.latent_bias]
-        rest = [p for p in model.parameters() if all(p is not f for f in fast + tables)]
+        # a few scalars per code, without decay. Without the latent path they move 10x faster (600 steps moved them
+        # too little to matter); with it the start is already near its best for edit-shaped masks and faster
+        # tables drifted toward the training masks' mix (held-out bits rose from step 0; benchmarks/README.md)
+        tables = [model.bias, model.copy_gain]
+        if cfg.latent_dim:
+            tables += [model.latent_prec, model.latent_mix, model.latent_rest, model.latent_recall,
+                       model.recall_sharp, model.latent_bias, model.given_structure, model.structure_weight]
+        rest = [p for p in model.parameters() if all(p is not f for f in tables)]
         opt = torch.optim.AdamW([{"params": rest, "scale": 1.0, "weight_decay": cfg.weight_decay},
-                                 {"params": fast, "scale": 10.0, "weight_decay": 0.0},
-                                 {"params": tables, "scale": 1.0, "weight_decay": 0.0}], lr=cfg.learning_rate)
+                                 {"params": tables, "scale": 1.0 if cfg.latent_dim else 10.0, "weight_decay": 0.0}],
+                                lr=cfg.learning_rate)
         budget = self.minutes * 60.0
         yield TrainEvent("start", 0, 0.0, 0.0, eta_s=budget, stage="prior",
                          message=f"prior: {self.encode_note}{len(train.grids)} training / {len(val.grids) if val else 0} validation "
                                  f"files, {train.columns} columns"
                                  f"{'' if val else ' (too few files to hold any out: validating on training files)'}")
-        t0 = time.perf_counter()
+        note = ""
+        if cfg.latent_dim:
+            fit = calibrate_latent(model, held, seed=cfg.seed)
+            note = f"; latent path fitted to {len(held.grids)} files' edit-shaped masks: {fit:.3f} bits/code"
         best, best_state, step, history = math.inf, None, 0, []
         last_log = last_val = 0.0
         acc, n_acc, step_times = 0.0, 0, []
@@ -730,7 +848,7 @@ class PriorTrainer:
         def elapsed() -> float:
             return time.perf_counter() - t0
 
-        def validate(now: float) -> TrainEvent:
+        def validate(now: float, note: str = "") -> TrainEvent:
             nonlocal best, best_state
             bits = evaluate_bits(model, *val_set)
             if bits < best:
@@ -738,9 +856,9 @@ class PriorTrainer:
             history.append({"step": step, "val": round(bits, 4)})
             return TrainEvent("validation", step, 0.0, now, max(0.0, budget - now), val_loss=bits,
                               best_val_loss=best, stage="prior",
-                              message=f"prior held-out {bits:.3f} bits/code (best {best:.3f})")
+                              message=f"prior held-out {bits:.3f} bits/code (best {best:.3f}){note}")
 
-        yield validate(0.0)
+        yield validate(elapsed(), note)
         while not (self._cancelled or self.stop()) and elapsed() < budget:
             model.train()
             progress = elapsed() / budget

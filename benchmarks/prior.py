@@ -117,8 +117,21 @@ def speed(codec: Codec, clip: Clip, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
+def per_file_bits(prior, held, freq: np.ndarray, k: int) -> list[dict]:
+    """Each held-out file on its own edit-shaped masks: prior vs frequencies, with its length in columns (a clip
+    no longer than the span has no context to predict from)."""
+    out = []
+    for i, name in enumerate(held.names):
+        codes, pad, hide = fixed_eval_set(held.subset([i]), prior.cfg.window, k, seed=7,
+                                          mask_fn=lambda L, B, T, rng: edit_mask(L, B, T, rng, keep_levels=1))
+        f = baseline_bits(codes, pad, hide, freq, k)["frequencies"]
+        out.append({"file": name, "columns": int(held.grids[i].shape[2]), "cells": int(hide.sum()),
+                    "prior": evaluate_bits(prior, codes, pad, hide), "frequencies": f})
+    return out
+
+
 def run_group(root: str, group: str, codec_minutes: float, prior_minutes: float, model: str | None,
-              cache: str | None = None) -> dict:
+              cache: str | None = None, by_file: bool = False) -> dict:
     paths = select_files(root, group.split(","), None)
     train, test = holdout_split(paths, 5)
     cached = os.path.join(cache, group.replace(",", "+") + ".distill") if cache else None
@@ -163,7 +176,8 @@ def run_group(root: str, group: str, codec_minutes: float, prior_minutes: float,
     usage = [[int(x) for x in np.bincount(np.concatenate([g[q].ravel() for g in pt.corpus.grids]), minlength=k)]
              for q in range(len(codec.level_names))]
     longest = max(test_clips, key=lambda c: c.grid.num_samples)
-    return {"group": group, "files": len(paths), "train": len(train), "test": len(test_clips),
+    extra = {"per_file": per_file_bits(codec.prior, held, freq, k)} if by_file else {}
+    return {**extra, "group": group, "files": len(paths), "train": len(train), "test": len(test_clips),
             "prior_steps": pt.result.meta["steps"], "prior_seconds": round(prior_seconds, 1),
             "bits": {"prior": prior_bits, "prior_marginal": marginal_bits, **base},
             "plausibility": plausibility(codec, test_clips, usage),
@@ -194,12 +208,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", help="use this codec instead of training one per group")
     ap.add_argument("--codec-cache", help="folder to keep each group's trained codec in and reuse it from")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--per-file", action="store_true", help="also print each held-out file's bits/code")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     results = []
     for group in args.folders:
-        r = run_group(args.root, group, args.codec_minutes, args.prior_minutes, args.model, args.codec_cache)
+        r = run_group(args.root, group, args.codec_minutes, args.prior_minutes, args.model, args.codec_cache,
+                      args.per_file)
+        for f in r.get("per_file", []):
+            print(f"{f['file']:32s} {f['columns']:5d} columns {f['cells']:6d} cells  prior {f['prior']:.3f}  "
+                  f"frequencies {f['frequencies']:.3f}  {100 * (1 - f['prior'] / f['frequencies']):5.1f}% lower")
         print(json.dumps(r), flush=True)
         results.append(r)
     print(table(results))

@@ -142,9 +142,9 @@ class CodePrior(nn.Module):
     are near it, but the codec's codewords do. A held note's latent barely moves, so the nearest visible
     column's latent minus the cell's own known coarser codewords predicts the residual the hidden code
     quantizes; each side's prediction gives a distribution over codes by distance to the codewords
-    (a Gaussian, its precision learned by level and gap). The output is a mixture of the left, the
-    right and the network's distribution, weighted by gap and by the network: where the sound moves,
-    the network's share takes over. A fourth part recalls: the visible cells of the same level and band
+    (a Gaussian, its precision by level and gap). The output is a mixture of the left, the right and
+    the network's distribution, weighted by level and gap as fitted to the corpus (calibrate_latent):
+    where its sounds move, the network's share takes over. A fourth part recalls: the visible cells of the same level and band
     whose known coarser codewords match the cell's (a drum hit that recurs in a loop) lend their codes,
     weighted by how close the match is.
     """
@@ -306,8 +306,7 @@ class CodePrior(nn.Module):
         """For the recall at the cells `where`: the squared distance [M, T] from each cell's known coarser codewords
         to those of every column of its band row, that row's level-q codes [M, T] and which are visible [M, T]."""
         n, b, t = where
-        K = self.cfg.codebook_size
-        N, L, B, T = f.codes.shape
+        K, T = self.cfg.codebook_size, f.codes.shape[-1]
         if q == 0:   # nothing coarser to match: every visible cell of the band lends equally (the clip's own usage)
             dist = torch.zeros(len(n), T)
         else:        # each band row's pairwise distances once, then the cells' rows of them
@@ -584,15 +583,25 @@ def evaluate_bits(model: CodePrior, codes: torch.Tensor, pad: torch.Tensor, hide
     total, count = 0.0, 0
     for i in range(0, codes.shape[0], batch):
         c, p, h = codes[i:i + batch], pad[i:i + batch], hide[i:i + batch]
-        stages = [h] if not by_level else [h & (torch.arange(h.shape[1]) >= q)[None, :, None, None]
-                                            for q in range(h.shape[1])]
-        for q, shown in enumerate(stages):
-            scored = shown if not by_level else shown & (torch.arange(h.shape[1]) == q)[None, :, None, None]
-            n = int(scored.sum())   # a level with nothing hidden costs no pass
+        for _, shown, scored in (level_stages(h) if by_level else [(None, h, h)]):
+            n = int(scored.sum())
             if n:
                 total += float(masked_nll(model, c, p, shown, scored=scored)) * n
                 count += n
     return total / max(count, 1) / math.log(2)
+
+
+def level_stages(hide: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """The passes of coarse-to-fine scoring of the hidden cells hide bool [N, L, B, T]: (q, shown, scored) for
+    each level q with hidden cells, where `shown` hides only levels q and finer (the coarser ones are drawn
+    by then) and `scored` is level q's hidden cells. A level with nothing hidden costs no pass."""
+    levels = torch.arange(hide.shape[1])[None, :, None, None]
+    out = []
+    for q in range(hide.shape[1]):
+        scored = hide & (levels == q)
+        if bool(scored.any()):
+            out.append((q, hide & (levels >= q), scored))
+    return out
 
 
 # ---------------------------------------------------------------------- training
@@ -639,10 +648,11 @@ def initial_prior(cfg: PriorConfig, corpus: CodeCorpus, codebooks: torch.Tensor 
     `corpus` (what randomize draws from), a bonus for copying the nearest visible code and, with the codec's
     codewords (float [levels, K, latent_dim], needed when cfg.latent_dim > 0), the latent path."""
     model = CodePrior(cfg)
-    logf = torch.from_numpy(log_frequencies(corpus, cfg.codebook_size)).float()
+    log_freq = log_frequencies(corpus, cfg.codebook_size)
+    logf = torch.from_numpy(log_freq).float()
     with torch.no_grad():
         model.bias.copy_(logf)
-        gains = torch.from_numpy(copy_gains(corpus, logf.double().numpy())).float()
+        gains = torch.from_numpy(copy_gains(corpus, log_freq)).float()
         model.copy_gain.copy_(gains[:, None, :].expand_as(model.copy_gain))
         if cfg.latent_dim:
             if codebooks is None:
@@ -666,8 +676,8 @@ def calibration_mask(levels: int, bands: int, columns: int, rng: np.random.Gener
 def calibrate_latent(model: CodePrior, corpus: CodeCorpus, steps: int = CALIBRATION_STEPS, crops: int = 96,
                      seed: int = 0) -> float:
     """Fit the latent path's mixing tables (each side's precision and weight by gap, the recall's sharpness and
-    weight, the network's weight and how much of the Structure gain to trust) to edit-shaped masks of `corpus`, level by level as the sampler draws;
-    everything else stays. Their starting values are guesses; how far a note holds, or how often a hit
+    weight, the network's weight and how much of the Structure gain to trust) to edit-shaped masks of
+    `corpus`, level by level as the sampler draws; everything else stays. Their starting values are guesses; how far a note holds, or how often a hit
     recurs, is the corpus's own. The evidence is computed once and only the mixing is repeated, so this
     takes seconds. Returns the fitted bits/code on those masks. Give it held-out files: the code tables
     were counted on the training files, which flatters them there."""
@@ -678,15 +688,11 @@ def calibrate_latent(model: CodePrior, corpus: CodeCorpus, steps: int = CALIBRAT
     sets = [fixed_eval_set(files, cfg.window, K, per_file=2, limit=crops, seed=seed + i, mask_fn=calibration_mask)
             for i in range(max(1, min(16, math.ceil(crops / min(crops, 2 * len(files.grids))))))]
     codes, pad, hide = (torch.cat(parts) for parts in zip(*sets, strict=True))   # a few files: more masks each
-    levels = torch.arange(cfg.levels)[None, :, None, None]
     evidence = []
     model.eval()
     with torch.no_grad():
-        for q in range(cfg.levels):
-            shown = hide & (levels >= q)            # the coarser levels drawn already (true codes)
-            cells = shown[:, q]
-            if not bool(cells.any()):
-                continue
+        for q, shown, scored in level_stages(hide):
+            cells = scored[:, q]
             f = model.features(codes.masked_fill(shown, K), pad)
             parts = model.latent_parts(f, q, cells.nonzero().unbind(1), model.network_logits(f, q, cells))
             evidence.append((q, parts, codes[:, q][cells]))

@@ -188,6 +188,15 @@ def test_fitting_the_latent_path_falls_back_to_frequencies_where_its_cues_say_no
     assert evaluate_bits(model, *test) < uniform + 0.2    # measured 5.87 -> 5.09 bits (uniform: 5.0)
 
 
+def test_a_checkpoint_must_beat_the_kept_one_by_more_than_noise():
+    from distill.prior import MIN_VAL_GAIN, improves
+
+    assert improves(6.5, math.inf)                                  # the fitted start is always kept first
+    assert not improves(6.5 - MIN_VAL_GAIN / 2, 6.5)                # within noise: keep what we have
+    assert improves(6.5 - 2 * MIN_VAL_GAIN, 6.5)
+    assert not improves(math.nan, math.inf) and not improves(7.0, 6.5)
+
+
 def test_every_cell_gets_a_distribution_even_without_any_context():
     """Log-probabilities sum to 1 in every cell: with neighbours, with none (a span over the whole clip), in
     padding, at every level."""

@@ -37,6 +37,8 @@ from quality import holdout_split, select_files  # noqa: E402
 from distill import Clip, Codec, EditSession, RegenerateSettings, Region, Trainer, load_audio, load_source  # noqa: E402
 from distill.edits.operations import randomize_region  # noqa: E402
 from distill.prior import (  # noqa: E402
+    CodeCorpus,
+    CodePrior,
     PriorTrainer,
     edit_mask,
     encode_corpus,
@@ -117,7 +119,7 @@ def speed(codec: Codec, clip: Clip, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
-def per_file_bits(prior, held, freq: np.ndarray, k: int) -> list[dict]:
+def per_file_bits(prior: CodePrior, held: CodeCorpus, freq: np.ndarray, k: int) -> list[dict]:
     """Each held-out file on its own edit-shaped masks: prior vs frequencies, with its length in columns (a clip
     no longer than the span has no context to predict from)."""
     out = []

@@ -194,6 +194,13 @@ class CodePrior(nn.Module):
             self.given_structure = nn.Parameter(torch.zeros(L, K + 1, K))   # log P(code | the cell's Structure) / P(code)
             self.structure_weight = nn.Parameter(torch.ones(L))             # how much of it the corpus bears out
 
+    def mixing_tables(self) -> list[nn.Parameter]:
+        """The latent path's mixing weights (~100 numbers) that calibrate_latent fits; [] without the path."""
+        if not self.cfg.latent_dim:
+            return []
+        return [self.latent_prec, self.latent_mix, self.latent_rest, self.latent_recall, self.recall_sharp,
+                self.structure_weight]
+
     @property
     def mask_index(self) -> int:
         return self.cfg.codebook_size
@@ -698,9 +705,7 @@ def calibrate_latent(model: CodePrior, corpus: CodeCorpus, steps: int = CALIBRAT
             evidence.append((q, parts, codes[:, q][cells]))
     if not evidence:
         return math.nan
-    tables = [model.latent_prec, model.latent_mix, model.latent_rest, model.latent_recall, model.recall_sharp,
-              model.structure_weight]
-    opt = torch.optim.Adam(tables, lr=0.05)
+    opt = torch.optim.Adam(model.mixing_tables(), lr=0.05)
     count = sum(len(target) for _, _, target in evidence)
     for _ in range(steps):
         loss = sum(-model.mix(parts, q).gather(1, target[:, None]).sum() for q, parts, target in evidence) / count
@@ -840,10 +845,9 @@ class PriorTrainer:
         # a few scalars per code, without decay. Without the latent path they move 10x faster (600 steps moved them
         # too little to matter); with it the start is already near its best for edit-shaped masks and faster
         # tables drifted toward the training masks' mix (held-out bits rose from step 0; benchmarks/README.md)
-        tables = [model.bias, model.copy_gain]
+        tables = [model.bias, model.copy_gain, *model.mixing_tables()]
         if cfg.latent_dim:
-            tables += [model.latent_prec, model.latent_mix, model.latent_rest, model.latent_recall,
-                       model.recall_sharp, model.latent_bias, model.given_structure, model.structure_weight]
+            tables += [model.latent_bias, model.given_structure]
         rest = [p for p in model.parameters() if all(p is not f for f in tables)]
         opt = torch.optim.AdamW([{"params": rest, "scale": 1.0, "weight_decay": cfg.weight_decay},
                                  {"params": tables, "scale": 1.0 if cfg.latent_dim else 10.0, "weight_decay": 0.0}],

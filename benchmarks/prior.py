@@ -14,7 +14,8 @@ in this run. Metrics on the held-out files:
     Timbre too); in brackets every hidden cell scored alone, given only the visible cells;
   - decoded plausibility of a redrawn Timbre+Detail span (surgical render), regenerate vs randomize:
     (i) frame-to-frame log-mel change inside the span and across its two edges, summed over the clips,
-    relative to the recordings' own change there (1.0 = as smooth as the real audio); (ii) decode -> re-encode agreement,
+    relative to the recordings' own change there (1.0 = as smooth as the real audio), and per span how far
+    it is from the recording's, the mean |log ratio| (0 = each span as smooth as its recording); (ii) decode -> re-encode agreement,
     the share of the span's redrawn cells whose codes survive decoding and encoding again;
   - speed: 4 candidates for a 2 s span, sampling + surgical render of all four.
 """
@@ -99,7 +100,11 @@ def plausibility(codec: Codec, clips: list[Clip], usage: list[list[int]], seed: 
             out[name]["agree"].append(float((again[cells] == result.grid.codes[cells]).mean()))
     # pooled: summed change over all spans / the recordings' summed change (a near-silent span's tiny
     # change would otherwise dominate a mean of ratios)
+    # and per span: how far each span's change is from the recording's, |log(ratio)| (0 = as smooth as the
+    # recording; a span rougher and another smoother do not cancel as they can in the pooled ratio)
     return {k: {"smooth": float(np.sum(d["smooth"]) / np.sum(bases)) if bases else float("nan"),
+                "smooth_off": float(np.mean(np.abs(np.log(np.maximum(d["smooth"], 1e-9) / np.array(bases)))))
+                if bases else float("nan"),
                 "agree": float(np.mean(d["agree"])) if d["agree"] else float("nan"), "n": len(d["smooth"])}
             for k, d in out.items()}
 
@@ -188,15 +193,16 @@ def run_group(root: str, group: str, codec_minutes: float, prior_minutes: float,
 
 def table(results: list[dict]) -> str:
     lines = ["| corpus | files (train/test) | prior (steps, s) | bits/code prior (each cell alone) | frequencies (a) "
-             "| copy nearest (b) | prior vs (a) | smooth regen / randomize | re-encode regen / randomize "
-             "| 4 x 2 s candidates |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| copy nearest (b) | prior vs (a) | smooth regen / randomize | per-span |log ratio| regen / randomize "
+             "| re-encode regen / randomize | 4 x 2 s candidates |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         b, p = r["bits"], r["plausibility"]
         lines.append(f"| {r['group']} | {r['train']}/{r['test']} | {r['prior_steps']}, {r['prior_seconds']} | "
                      f"{b['prior']:.3f} ({b['prior_marginal']:.3f}) | {b['frequencies']:.3f} | {b['copy_nearest']:.3f} | "
                      f"{100 * (1 - b['prior'] / b['frequencies']):.1f}% lower | "
                      f"{p['regenerate']['smooth']:.2f} / {p['randomize']['smooth']:.2f} | "
+                     f"{p['regenerate']['smooth_off']:.3f} / {p['randomize']['smooth_off']:.3f} | "
                      f"{p['regenerate']['agree']:.2f} / {p['randomize']['agree']:.2f} | {r['speed_4x2s']:.2f} s |")
     return "\n".join(lines)
 

@@ -99,7 +99,7 @@ def prior_codec(codec, tmp_path_factory):
     """The tiny test codec with a tiny prior trained for a few seconds on its own codes, saved and reloaded."""
     corpus = patterned_corpus(len(codec.level_names), codec.num_bands, codec.codebook_size)
     cfg = PriorConfig(levels=len(codec.level_names), bands=codec.num_bands, codebook_size=codec.codebook_size,
-                      latent_dim=codec.codebooks.shape[-1], **TINY_PRIOR)
+                      latent_dim=codec.codebooks.shape[-1], context_width=16, **TINY_PRIOR)
     trainer = PriorTrainer(corpus, codec.codebook_size, 0.1, codec.fingerprint, config=cfg, codebooks=codec.codebooks)
     list(trainer.run())
     path = tmp_path_factory.mktemp("prior") / "with_prior.distill"

@@ -311,7 +311,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     if pr.get("error"):
         print(f"  prior       unusable ({pr['error']}); retrain it with `distill prior MODEL FOLDER`")
     elif pr:
-        latent = ("with the latent path" if (pr.get("config") or {}).get("latent_dim") else
+        cfg = pr.get("config") or {}
+        latent = (("with the latent path and its context part" if cfg.get("context_width") else
+                   "with the latent path, no context part (`distill prior MODEL FOLDER` retrains it with one)")
+                  if cfg.get("latent_dim") else
                   "no latent path (made before it: `distill prior MODEL FOLDER` retrains it with one)")
         print(f"  prior       {pr.get('steps', '?')} steps in {pr.get('train_seconds', '?')} s on "
               f"{len(pr.get('train_files', []))} files; held-out {pr.get('best_val_bits')} bits/code, "

@@ -72,6 +72,8 @@ class PriorConfig:
     val_fraction: float = 0.2
     seed: int = 0
     latent_dim: int = 0       # the codec's codeword size: > 0 adds the latent path (0 = priors saved before it)
+    context_width: int = 0    # hidden width of the latent path's context part (0 = none, as in priors saved before it)
+    context_members: int = 4  # its ensemble size
 
     def __post_init__(self) -> None:
         checks = [
@@ -96,6 +98,9 @@ class PriorConfig:
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
             (0 <= self.latent_dim <= 1024, f"latent_dim must be 0-1024, got {self.latent_dim}"),
+            (0 <= self.context_width <= 1024, f"context_width must be 0-1024, got {self.context_width}"),
+            (not self.context_width or self.latent_dim, "context_width needs the latent path (latent_dim > 0)"),
+            (1 <= self.context_members <= 16, f"context_members must be 1-16, got {self.context_members}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -146,7 +151,10 @@ class CodePrior(nn.Module):
     the network's distribution, weighted by level and gap as fitted to the corpus (calibrate_latent):
     where its sounds move, the network's share takes over. A fourth part recalls: the visible cells of the same level and band
     whose known coarser codewords match the cell's (a drum hit that recurs in a loop) lend their codes,
-    weighted by how close the match is.
+    weighted by how close the match is. A fifth, the context part (cfg.context_width > 0), predicts the hidden
+    level's codeword from the coarser codewords around the cell (its band and the two beside it, two columns
+    either side, the column's mean) with a small network fitted to the corpus (fit_context): a drum one-shot
+    redrawn whole has no visible neighbours at its level, only its Structure, and codes of one sound share it.
     """
 
     def __init__(self, cfg: PriorConfig):
@@ -193,13 +201,18 @@ class CodePrior(nn.Module):
             self.latent_bias = nn.Parameter(torch.zeros(L, B, K))                      # code frequencies inside a side
             self.given_structure = nn.Parameter(torch.zeros(L, K + 1, K))   # log P(code | the cell's Structure) / P(code)
             self.structure_weight = nn.Parameter(torch.ones(L))             # how much of it the corpus bears out
+        if cfg.context_width:   # one per level below Structure (see ContextNet)
+            self.context = nn.ModuleList(ContextNet(CONTEXT_TAPS * D + B, cfg.context_width, D, cfg.context_members)
+                                         for _ in range(L - 1))
+            self.latent_context = nn.Parameter(torch.zeros(L))   # log weight of the part in the mixture
 
     def mixing_tables(self) -> list[nn.Parameter]:
         """The latent path's mixing weights (~100 numbers) that calibrate_latent fits; [] without the path."""
         if not self.cfg.latent_dim:
             return []
+        extra = [self.latent_context] if self.cfg.context_width else []
         return [self.latent_prec, self.latent_mix, self.latent_rest, self.latent_recall, self.recall_sharp,
-                self.structure_weight]
+                self.structure_weight, *extra]
 
     @property
     def mask_index(self) -> int:
@@ -229,17 +242,19 @@ class CodePrior(nn.Module):
         h = self.proj_out(z).reshape(N, B, T, L, e).permute(0, 3, 1, 2, 4)            # [N, L, B, T, e]
         return PriorFeatures(h, left, right, gap_l, gap_r, codes, pos_l, pos_r, pad)
 
-    def logits(self, f: PriorFeatures, q: int, cells: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(self, f: PriorFeatures, q: int, cells: torch.Tensor | None = None,
+               context: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of level q: for every cell [N, B, T, K], or only where `cells` (bool [N, B, T]) is set [M, K].
         With the latent path they are log-probabilities (the mixture); without, the network's logits.
 
-        Scoring only the cells a loss or a draw needs keeps training and sampling cheap with 256 codes."""
+        Scoring only the cells a loss or a draw needs keeps training and sampling cheap with 256 codes. `context`
+        [M, K]: the context part's log-probabilities at those cells when the caller has them (context_at)."""
         out = self.network_logits(f, q, cells)
         if not self.cfg.latent_dim:
             return out
         shape, K = out.shape, self.cfg.codebook_size
         sel = torch.ones(f.h.shape[0], *f.h.shape[2:4], dtype=torch.bool) if cells is None else cells
-        parts = self.latent_parts(f, q, sel.nonzero().unbind(1), out.reshape(-1, K))
+        parts = self.latent_parts(f, q, sel.nonzero().unbind(1), out.reshape(-1, K), context)
         return self.mix(parts, q).reshape(shape)
 
     def network_logits(self, f: PriorFeatures, q: int, cells: torch.Tensor | None = None) -> torch.Tensor:
@@ -261,10 +276,11 @@ class CodePrior(nn.Module):
             out = out.scatter_add(-1, c.clamp(max=K - 1)[..., None], bonus[..., None])
         return out
 
-    def latent_parts(self, f: PriorFeatures, q: int, where: tuple[torch.Tensor, ...], rest: torch.Tensor
-                     ) -> LatentParts:
+    def latent_parts(self, f: PriorFeatures, q: int, where: tuple[torch.Tensor, ...], rest: torch.Tensor,
+                     context: torch.Tensor | None = None) -> LatentParts:
         """What the latent path knows about level q at the M cells `where` = (n, b, t), before its tables weigh it
-        (see the class doc); `rest` [M, K] is the network's own logits."""
+        (see the class doc); `rest` [M, K] is the network's own logits, `context` [M, K] the context part's if
+        already computed (it depends on the coarser levels only)."""
         n, b, t = where
         K, L = self.cfg.codebook_size, self.cfg.levels
         books = self.books                                                        # [L, K, D]
@@ -286,7 +302,36 @@ class CodePrior(nn.Module):
             gaps.append(gap[n, q, b, t])
         dist, row, visible = self._recall_parts(f, q, where)
         structure = self.given_structure[q][f.codes[n, 0, b, t]]                 # [M, K]; row K: Structure hidden
-        return LatentParts(torch.stack(near, 1), torch.stack(gaps, 1), b, dist, row, visible, rest, structure)
+        context_ok = None
+        if self.cfg.context_width and q > 0:
+            if context is None:
+                context = self.context_logits(context_inputs(books, f.codes, q, where, f.pad), q, b)
+            context_ok = known.all(-1)   # fitted on cells whose coarser codes are all known
+        else:
+            context = None
+        return LatentParts(torch.stack(near, 1), torch.stack(gaps, 1), b, dist, row, visible, rest, structure,
+                           context, context_ok)
+
+    def context_at(self, codes: torch.Tensor, q: int, cells: torch.Tensor, pad: torch.Tensor | None = None
+                   ) -> torch.Tensor | None:
+        """The context part's log-probabilities [M, K] of level q at the cells (bool [N, B, T]) of codes long
+        [N, L, B, T]; None without the part or at Structure. They change only when a coarser level does, so
+        the sampler computes them once per level rather than once per step."""
+        if not self.cfg.context_width or q == 0:
+            return None
+        where = cells.nonzero().unbind(1)
+        return self.context_logits(context_inputs(self.books, codes, q, where, pad), q, where[1])
+
+    def context_logits(self, inputs: torch.Tensor, q: int, band: torch.Tensor, members: bool = False) -> torch.Tensor:
+        """The context part's log-probabilities [M, K] of level q >= 1 from context_inputs [M, CONTEXT_TAPS * D + B]
+        at cells of the bands `band` [M]: each member's Gaussian over the codewords around the codeword it
+        predicts, on top of the band's code frequencies, averaged over the members ([E, M, K] each if `members`)."""
+        net, books = self.context[q - 1], self.books[q]
+        mu = net(inputs)                                                          # [E, M, D]
+        logits = (net.prec.exp()[:, None, None] * (mu @ books.T - 0.5 * books.square().sum(-1))
+                  + net.freq[:, None, None] * self.bias[q][band])
+        logp = logits.log_softmax(-1)
+        return logp if members else logp.logsumexp(0) - math.log(len(logp))
 
     def mix(self, parts: LatentParts, q: int) -> torch.Tensor:
         """Log-probabilities [M, K] of level q: the mixture of both neighbours' Gaussians over the codewords (their
@@ -305,6 +350,9 @@ class CodePrior(nn.Module):
         comps += [(probs * (1 - K * floor) + floor).log(), rest]
         weights += [self.latent_recall[q].expand_as(weights[0]).masked_fill(~parts.visible.any(-1), -1e4),
                     self.latent_rest[q].expand_as(weights[0])]
+        if parts.context is not None and parts.context_ok is not None:
+            comps.append(parts.context.log_softmax(-1))
+            weights.append(self.latent_context[q].expand_as(weights[0]).masked_fill(~parts.context_ok, -1e4))
         w = torch.stack(weights, -1).log_softmax(-1)                               # [M, 4]
         return (torch.stack(comps, -1) + w[:, None, :]).logsumexp(-1)
 
@@ -356,7 +404,8 @@ class LatentParts:
     tables can be fitted on it cheaply): near float [M, 2, K] (mu.c - |c|^2/2 for the left and right
     neighbours' predictions), gaps long [M, 2], band long [M], dist float [M, T] / row long [M, T] /
     visible bool [M, T] (the recall's band row), rest float [M, K] (the network's logits), structure float
-    [M, K] (the cell's Structure code's gain, given_structure)."""
+    [M, K] (the cell's Structure code's gain, given_structure); context float [M, K] / context_ok bool [M] (the
+    context part's logits and where it applies; None at Structure or without the part)."""
 
     near: torch.Tensor
     gaps: torch.Tensor
@@ -366,6 +415,52 @@ class LatentParts:
     visible: torch.Tensor
     rest: torch.Tensor
     structure: torch.Tensor
+    context: torch.Tensor | None = None
+    context_ok: torch.Tensor | None = None
+
+
+class ContextNet(nn.Module):
+    """The latent path's context part for one level: E small networks, each mapping a cell's context_inputs
+    [M, F] to the codeword of the level [E, M, D] it expects, with its own precision and frequency weight.
+    Few thousand cells fit one network loosely; the members' average scored 0.13-0.19 bits/code better than
+    one member on held-out drums (benchmarks/README.md). One wide first layer computes all members at once."""
+
+    def __init__(self, inputs: int, width: int, dim: int, members: int):
+        super().__init__()
+        self.members, self.width = members, width
+        self.inp = nn.Linear(inputs, members * width)
+        self.drop = nn.Dropout(0.2)
+        self.out = nn.Parameter(torch.randn(members, width, dim) / math.sqrt(width))
+        self.out_bias = nn.Parameter(torch.zeros(members, 1, dim))
+        self.prec = nn.Parameter(torch.zeros(members))     # log precision of each member's Gaussian
+        self.freq = nn.Parameter(torch.ones(members))      # weight of the code frequencies inside it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: context_inputs [M, F] -> the members' expected codewords [E, M, D]."""
+        h = self.drop(F.gelu(self.inp(x))).reshape(len(x), self.members, self.width).transpose(0, 1)   # [E, M, H]
+        return h @ self.out + self.out_bias
+
+
+CONTEXT_TAPS = 8   # coarser latents the context part reads: the cell, bands +-1, columns +-1 and +-2, the column mean
+
+
+def context_inputs(books: torch.Tensor, codes: torch.Tensor, q: int, where: tuple[torch.Tensor, ...],
+                   pad: torch.Tensor | None = None) -> torch.Tensor:
+    """What the context part reads for level q at the M cells `where` = (n, b, t) of codes long [N, L, B, T]
+    (codebook_size = hidden): the sum of the known coarser codewords (books float [L, K, D]) at the cell, the
+    bands above and below, one and two columns either side and averaged over the column, then the band one-hot
+    -> float [M, CONTEXT_TAPS * D + B]. A hidden code, padding or the grid's edge adds nothing."""
+    N, L, B, T = codes.shape
+    K = books.shape[1]
+    n, b, t = where
+    seen = codes[:, :q] < K                                                          # [N, q, B, T]
+    if pad is not None:
+        seen = seen & ~pad[:, None, None, :]
+    lat = sum(books[lv][codes[:, lv].clamp(max=K - 1)] * seen[:, lv, ..., None] for lv in range(q))   # [N, B, T, D]
+    col = lat.mean(1)                                                               # [N, T, D]
+    lat = F.pad(lat, (0, 0, 2, 2, 1, 1))                                            # zero bands / columns around
+    taps = [lat[n, b + 1 + db, t + 2 + dt] for db, dt in ((0, 0), (1, 0), (-1, 0), (0, -1), (0, 1), (0, -2), (0, 2))]
+    return torch.cat([*taps, col[n, t], F.one_hot(b, B).to(lat.dtype)], -1)
 
 
 MAX_GAP = 16   # distances to the nearest visible code are told apart up to this many columns
@@ -670,6 +765,106 @@ def initial_prior(cfg: PriorConfig, corpus: CodeCorpus, codebooks: torch.Tensor 
     return model
 
 
+CONTEXT_WIDTH = 64        # the context part's hidden width (64 and 128 within noise on drums, 64 is faster)
+CONTEXT_CELLS = 16384     # most training cells per level the context part is fitted on (a 500-clip corpus has ~1M)
+CONTEXT_SHARE = 0.4       # of the prior's budget the context part may take (the transformer's training gains nothing)
+
+
+def context_examples(model: CodePrior, corpus: CodeCorpus, q: int, cap: int, rng: np.random.Generator
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Up to `cap` random cells of the corpus for the context part of level q: (context_inputs float [M, F],
+    their bands long [M], their level-q codes long [M]). Every coarser code is known, as when it is used."""
+    total = sum(g.shape[1] * g.shape[2] for g in corpus.grids)
+    share = min(1.0, cap / max(total, 1))
+    xs, bands, ys = [], [], []
+    for g in corpus.grids:
+        pick = (rng.random(g.shape[1:]) < share).nonzero()
+        if not len(pick[0]):
+            continue
+        b, t = (torch.from_numpy(np.asarray(a, dtype=np.int64)) for a in pick)
+        codes = torch.from_numpy(g)[None]
+        xs.append(context_inputs(model.books, codes, q, (torch.zeros_like(b), b, t)))
+        bands.append(b)
+        ys.append(codes[0, q, b, t])
+    if not xs:
+        empty = torch.zeros(0, dtype=torch.long)
+        return torch.zeros(0, CONTEXT_TAPS * model.cfg.latent_dim + model.cfg.bands), empty, empty
+    return torch.cat(xs), torch.cat(bands), torch.cat(ys)
+
+
+ContextCells = tuple[torch.Tensor, torch.Tensor, torch.Tensor]   # context_examples: inputs [M, F], bands [M], codes [M]
+
+
+def fit_context(model: CodePrior, train: CodeCorpus, val: CodeCorpus | None, steps: int = 1000, seed: int = 0,
+                seconds: float = math.inf) -> float:
+    """Fit the context part (cfg.context_width > 0) of every level below Structure: the map from the coarser
+    codewords around a cell to its own, on the training files' cells, keeping the state that scores best on
+    the held-out files' cells (fit_context_level; `steps` and `seconds` are split evenly over the levels;
+    150 steps without held-out files). ~30 s on 2 cores for 5800 cells per level; its gain grows slowly with
+    steps (drums: 200 steps 17.4%, 400 19.9%, up to 1000 20.7% below the frequencies, benchmarks/README.md).
+    Returns the held-out bits/code of the part alone (nan without held-out files)."""
+    cfg = model.cfg
+    if not cfg.context_width:
+        return math.nan
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    total, count = 0.0, 0
+    start = time.perf_counter()
+    for q in range(1, cfg.levels):
+        cells = context_examples(model, train, q, CONTEXT_CELLS, rng)
+        held = context_examples(model, val, q, CONTEXT_CELLS // 2, rng) if val is not None else None
+        if not len(cells[2]):
+            continue
+        if held is None or not len(held[2]):
+            fit_context_level(model, q, cells, None, 150, start + seconds * q / (cfg.levels - 1), gen)
+            continue
+        best = fit_context_level(model, q, cells, held, steps, start + seconds * q / (cfg.levels - 1), gen)
+        total += best * len(held[2])
+        count += len(held[2])
+    model.eval()
+    return total / count / math.log(2) if count else math.nan
+
+
+def fit_context_level(model: CodePrior, q: int, cells: ContextCells, held: ContextCells | None, steps: int,
+                      deadline: float, gen: torch.Generator, batch: int = 512, patience: int = 200) -> float:
+    """Train level q's context members on `cells` (each member on its own loss), checking the held-out cells every
+    25 steps and keeping the best state, until `patience` steps bring no gain or `steps` or the clock (deadline,
+    perf_counter seconds) run out. Returns the kept state's held-out nats/code (inf without held-out cells)."""
+    net = model.context[q - 1]
+    opt = torch.optim.AdamW([{"params": [net.inp.weight, net.inp.bias, net.out, net.out_bias], "weight_decay": 0.1},
+                             {"params": [net.prec, net.freq], "weight_decay": 0.0}], lr=3e-3)
+    x, band, y = cells
+
+    def score() -> float:
+        if held is None:
+            return math.inf
+        model.eval()
+        with torch.no_grad():
+            return float(F.nll_loss(model.context_logits(held[0], q, held[1]), held[2]))
+
+    best, best_state, last_gain = score(), copy.deepcopy(net.state_dict()), 0
+    for step in range(steps):
+        model.train()
+        idx = torch.randint(0, len(y), (min(batch, len(y)),), generator=gen)
+        logp = model.context_logits(x[idx], q, band[idx], members=True)
+        loss = -logp.gather(-1, y[idx].expand(len(logp), -1)[..., None]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if held is not None and step % 25 == 24:
+            now = score()
+            if now < best:
+                best, best_state, last_gain = now, copy.deepcopy(net.state_dict()), step
+            elif step - last_gain >= patience:   # held-out cells stopped improving: it only overfits from here
+                break
+        if time.perf_counter() > deadline:
+            break
+    if held is not None:
+        net.load_state_dict(best_state)
+    model.eval()
+    return best
+
+
 CALIBRATION_STEPS = 50    # Adam steps on the latent path's mixing tables (~100 numbers): as good as 100, half the time
 
 
@@ -775,7 +970,8 @@ class PriorTrainer:
         L, B = corpus.grids[0].shape[:2]
         codebooks = None if codebooks is None else torch.as_tensor(codebooks).detach().float().cpu()
         D = 0 if codebooks is None else int(codebooks.shape[-1])
-        self.config = config or PriorConfig(levels=L, bands=B, codebook_size=codebook_size, latent_dim=D)
+        self.config = config or PriorConfig(levels=L, bands=B, codebook_size=codebook_size, latent_dim=D,
+                                            context_width=CONTEXT_WIDTH if D else 0)
         if (self.config.levels, self.config.bands, self.config.codebook_size) != (L, B, codebook_size):
             raise PriorError(f"prior settings {self.config.levels}x{self.config.bands}x{self.config.codebook_size} "
                              f"do not match the codes {L}x{B}x{codebook_size}")
@@ -839,6 +1035,10 @@ class PriorTrainer:
         model = initial_prior(cfg, train, self.codebooks)
         K = cfg.codebook_size
         held = val or train
+        context_bits = fit_context(model, train, val, seed=cfg.seed, seconds=CONTEXT_SHARE * self.minutes * 60.0)
+        fitted = list(model.context.parameters()) if cfg.context_width else []
+        for p in fitted:   # fitted above, like the mixing tables; training them with the rest only overfits
+            p.requires_grad_(False)
         weights = np.array([min(g.shape[2], 10 * cfg.window) for g in train.grids], dtype=np.float64)
         weights /= weights.sum()
         val_set = fixed_eval_set(held, cfg.window, K)
@@ -848,7 +1048,7 @@ class PriorTrainer:
         tables = [model.bias, model.copy_gain, *model.mixing_tables()]
         if cfg.latent_dim:
             tables += [model.latent_bias, model.given_structure]
-        rest = [p for p in model.parameters() if all(p is not f for f in tables)]
+        rest = [p for p in model.parameters() if p.requires_grad and all(p is not f for f in tables)]
         opt = torch.optim.AdamW([{"params": rest, "scale": 1.0, "weight_decay": cfg.weight_decay},
                                  {"params": tables, "scale": 1.0 if cfg.latent_dim else 10.0, "weight_decay": 0.0}],
                                 lr=cfg.learning_rate)
@@ -861,7 +1061,8 @@ class PriorTrainer:
         if cfg.latent_dim:
             # 96 crops: 8 s on one core for 256 codes; 48 (half that, ~0.02 bits/code worse) in a budget under a minute
             fit = calibrate_latent(model, held, seed=cfg.seed, crops=96 if self.minutes >= 1.0 else 48)
-            note = f"; latent path fitted to {len(held.grids)} files' edit-shaped masks: {fit:.3f} bits/code"
+            context = f", its context part alone {context_bits:.3f}" if math.isfinite(context_bits) else ""
+            note = f"; latent path fitted to {len(held.grids)} files' edit-shaped masks: {fit:.3f} bits/code{context}"
         best, best_state, step, history = math.inf, None, 0, []
         last_log = last_val = 0.0
         acc, n_acc, step_times = 0.0, 0, []
@@ -955,10 +1156,12 @@ class Sampler:
         self.s = settings
         self.gen = torch.Generator().manual_seed(int(settings.seed))
 
-    def _logits(self, x: torch.Tensor, q: int, cells: torch.Tensor) -> torch.Tensor:
+    def _logits(self, x: torch.Tensor, q: int, cells: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Level q's tempered logits at the cells (bool [N, B, T]) of x: [M, K]. Only the cells being drawn are
-        scored: drawing, nucleus sorting and the latent path cost per cell (3x less for a 2 s span)."""
-        return self.model.logits(self.model.features(x), q, cells).float() / self.s.temperature
+        scored: drawing, nucleus sorting and the latent path cost per cell (3x less for a 2 s span). `context`
+        [N, B, T, K]: the context part's log-probabilities of the level, computed once (CodePrior.context_at)."""
+        ctx = None if context is None else context[cells]
+        return self.model.logits(self.model.features(x), q, cells, ctx).float() / self.s.temperature
 
     def _draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample codes from logits [..., K]; (codes, log-probability of each draw)."""
@@ -973,8 +1176,13 @@ class Sampler:
         N = x.shape[0]
         masked = todo[None].expand(N, -1, -1).clone()          # [N, B, T]
         total = int(todo.sum())
+        part = self.model.context_at(x, q, masked)              # the coarser levels stay as they are in here
+        context = None
+        if part is not None:
+            context = part.new_zeros(*masked.shape, part.shape[-1])
+            context[masked] = part
         for t in range(steps):
-            draw, logp = self._draw(self._logits(x, q, masked))   # [M] each: the masked cells, in order
+            draw, logp = self._draw(self._logits(x, q, masked, context))   # [M] each: the masked cells, in order
             remain = int(math.floor(total * math.cos(math.pi / 2 * (t + 1) / steps))) if t + 1 < steps else 0
             remain = min(remain, total - 1) if total > 1 else 0
             gumbel = -torch.log(-torch.log(torch.rand(logp.shape, generator=self.gen).clamp_(1e-9, 1 - 1e-9)))

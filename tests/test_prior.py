@@ -228,6 +228,25 @@ def test_the_context_part_hears_a_hit_redrawn_whole_from_the_structure_around_it
         PriorConfig(levels=2, bands=4, codebook_size=32, context_width=8)
 
 
+def test_the_samplers_once_per_level_context_is_the_context_the_prior_computes_itself():
+    """The sampler computes the context part once per level (it reads only coarser levels, which stay fixed while
+    a level is drawn); the logits with that cached part are the prior's own, to the bit."""
+    corpus, books = one_shot_corpus(40)
+    model = initial_prior(PriorConfig(levels=2, bands=4, codebook_size=32, latent_dim=4, context_width=8, **TINY),
+                          corpus, books)
+    fit_context(model, corpus.subset(range(30)), corpus.subset(range(30, 40)), steps=50)
+    codes = torch.from_numpy(np.stack([np.pad(g, ((0, 0), (0, 0), (0, 6 - g.shape[2]))) for g in corpus.grids[:3]]))
+    cells = torch.zeros(3, 4, 6, dtype=torch.bool)
+    cells[:, :, 1:4] = True
+    x = codes.clone()
+    x[:, 1][cells] = 32                                   # the finer level hidden in a span, Structure known
+    with torch.no_grad():
+        f = model.features(x)
+        cached = model.logits(f, 1, cells, model.context_at(x, 1, cells))
+        assert torch.equal(cached, model.logits(f, 1, cells))
+        assert not torch.equal(cached, model.logits(f, 1, cells, torch.zeros_like(cached)))   # the part is used
+
+
 def test_a_checkpoint_must_beat_the_kept_one_by_more_than_noise():
     from distill.prior import MIN_VAL_GAIN, improves
 

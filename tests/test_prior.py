@@ -247,6 +247,26 @@ def test_the_samplers_once_per_level_context_is_the_context_the_prior_computes_i
         assert not torch.equal(cached, model.logits(f, 1, cells, torch.zeros_like(cached)))   # the part is used
 
 
+def test_the_recall_through_the_kernel_lends_codes_whose_codewords_are_near_the_recalled_one():
+    """A recurring hit is seldom coded alike: the kernel part gives the codes near a recalled code's codeword more
+    than the far ones, where the plain recall gives them nothing."""
+    books = torch.tensor([[[0.0, 0.0], [0.0, 1.0], [0.0, 2.0], [0.0, 3.0]],          # Structure codewords
+                          [[0.0, 0.0], [0.3, 0.0], [5.0, 0.0], [-5.0, 0.0]]])       # code 1 is near code 0
+    cfg = PriorConfig(levels=2, bands=1, codebook_size=4, latent_dim=2, recall_kernel=1, **TINY)
+    model = CodePrior(cfg).eval()
+    with torch.no_grad():
+        model.books.copy_(books)
+        for t in (model.latent_mix, model.latent_rest, model.latent_recall):
+            t.fill_(-30.0)                     # every part but the kernel's silenced
+        model.latent_recall_near.fill_(0.0)
+        model.recall_sharp.fill_(math.log(20.0))   # only the cell whose Structure matches lends
+    codes = torch.tensor([[[[2, 2, 1]], [[0, 4, 3]]]])          # [1, L, B=1, T=3]: the middle cell's Timbre hidden
+    with torch.no_grad():
+        p = model.logits(model.features(codes), 1)[0, 0, 1].exp()   # [K] at the hidden cell
+    assert p[1] > 2 * p[2] and p[1] > 2 * p[3]        # recalled code 0 (its Structure matches): its neighbour 1 gains
+    assert p.sum() == pytest.approx(1.0, abs=1e-4)
+
+
 def test_a_checkpoint_must_beat_the_kept_one_by_more_than_noise():
     from distill.prior import MIN_VAL_GAIN, improves
 
@@ -260,8 +280,8 @@ def test_every_cell_gets_a_distribution_even_without_any_context():
     """Log-probabilities sum to 1 in every cell: with neighbours, with none (a span over the whole clip), in
     padding, at every level."""
     corpus, books = flicker_corpus(4, 12, seed=1)
-    model = initial_prior(PriorConfig(levels=2, bands=4, codebook_size=32, latent_dim=4, context_width=8, **TINY),
-                          corpus, books)
+    model = initial_prior(PriorConfig(levels=2, bands=4, codebook_size=32, latent_dim=4, context_width=8,
+                                      recall_kernel=1, **TINY), corpus, books)
     fit_context(model, corpus, None)
     codes = torch.from_numpy(np.stack([g for g in corpus.grids]))[:, :, :, :12]
     codes = torch.nn.functional.pad(codes, (0, 4), value=32)             # 4 columns of padding
@@ -391,15 +411,15 @@ def test_a_stopped_run_trains_no_prior_and_says_how_to_add_one(corpus_dir, tiny_
 
 
 @pytest.mark.parametrize("levels, columns", [(2, 1), (4, 3), (3, 200)])
-@pytest.mark.parametrize("latent_dim, context_width", [(0, 0), (6, 0), (6, 8)])
-def test_any_grid_size_regenerates_whole_with_kept_cells_exact(levels, columns, latent_dim, context_width):
+@pytest.mark.parametrize("latent_dim, context_width, recall_kernel", [(0, 0, 0), (6, 0, 0), (6, 8, 1)])
+def test_any_grid_size_regenerates_whole_with_kept_cells_exact(levels, columns, latent_dim, context_width, recall_kernel):
     """A one-column clip (20 ms), a 4-level model, a clip far longer than the window, with the latent path and
     its context part, and without them (priors saved before them): every selected cell is drawn, nothing else
     moves."""
     from distill import CodeGrid
 
     cfg = PriorConfig(levels=levels, bands=4, codebook_size=16, latent_dim=latent_dim, context_width=context_width,
-                      **TINY)
+                      recall_kernel=recall_kernel, **TINY)
     model = CodePrior(cfg)
     if latent_dim:
         model.books.normal_(generator=torch.Generator().manual_seed(levels))

@@ -74,6 +74,7 @@ class PriorConfig:
     latent_dim: int = 0       # the codec's codeword size: > 0 adds the latent path (0 = priors saved before it)
     context_width: int = 0    # hidden width of the latent path's context part (0 = none, as in priors saved before it)
     context_members: int = 4  # its ensemble size
+    recall_kernel: int = 0    # 1 = the recall also lends codes near the recalled ones (0 in priors saved before it)
 
     def __post_init__(self) -> None:
         checks = [
@@ -101,6 +102,8 @@ class PriorConfig:
             (0 <= self.context_width <= 1024, f"context_width must be 0-1024, got {self.context_width}"),
             (not self.context_width or self.latent_dim, "context_width needs the latent path (latent_dim > 0)"),
             (1 <= self.context_members <= 16, f"context_members must be 1-16, got {self.context_members}"),
+            (self.recall_kernel in (0, 1), f"recall_kernel must be 0 or 1, got {self.recall_kernel}"),
+            (not self.recall_kernel or self.latent_dim, "recall_kernel needs the latent path (latent_dim > 0)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -151,7 +154,8 @@ class CodePrior(nn.Module):
     the network's distribution, weighted by level and gap as fitted to the corpus (calibrate_latent):
     where its sounds move, the network's share takes over. A fourth part recalls: the visible cells of the same level and band
     whose known coarser codewords match the cell's (a drum hit that recurs in a loop) lend their codes,
-    weighted by how close the match is. A fifth, the context part (cfg.context_width > 0), predicts the hidden
+    weighted by how close the match is (with cfg.recall_kernel, a sixth part lends them once more, each spread over
+    the codes whose codewords are near its own: a hit that recurs is seldom coded alike). A fifth, the context part (cfg.context_width > 0), predicts the hidden
     level's codeword from the coarser codewords around the cell (its band and the two beside it, two columns
     either side, the column's mean) with a small network fitted to the corpus (fit_context): a drum one-shot
     redrawn whole has no visible neighbours at its level, only its Structure, and codes of one sound share it.
@@ -205,12 +209,16 @@ class CodePrior(nn.Module):
             self.context = nn.ModuleList(ContextNet(CONTEXT_TAPS * D + B, cfg.context_width, D, cfg.context_members)
                                          for _ in range(L - 1))
             self.latent_context = nn.Parameter(torch.zeros(L))   # log weight of the part in the mixture
+        if cfg.recall_kernel:   # the recall once more, each lent code spread over the codes near its codeword
+            self.recall_prec = nn.Parameter(torch.full((L,), math.log(0.5)))   # log precision of that kernel
+            self.latent_recall_near = nn.Parameter(torch.zeros(L))             # log weight of the part
 
     def mixing_tables(self) -> list[nn.Parameter]:
         """The latent path's mixing weights (~100 numbers) that calibrate_latent fits; [] without the path."""
         if not self.cfg.latent_dim:
             return []
-        extra = [self.latent_context] if self.cfg.context_width else []
+        extra = ([self.latent_context] if self.cfg.context_width else []) + \
+            ([self.recall_prec, self.latent_recall_near] if self.cfg.recall_kernel else [])
         return [self.latent_prec, self.latent_mix, self.latent_rest, self.latent_recall, self.recall_sharp,
                 self.structure_weight, *extra]
 
@@ -335,7 +343,8 @@ class CodePrior(nn.Module):
 
     def mix(self, parts: LatentParts, q: int) -> torch.Tensor:
         """Log-probabilities [M, K] of level q: the mixture of both neighbours' Gaussians over the codewords (their
-        precision by gap), the recall (its sharpness) and the network, weighted by gap (the class doc)."""
+        precision by gap), the recall (its sharpness; and through the codeword kernel), the network and the
+        context part, weighted by gap (the class doc)."""
         K = self.cfg.codebook_size
         comps, weights = [], []
         for side in range(2):
@@ -350,10 +359,15 @@ class CodePrior(nn.Module):
         comps += [(probs * (1 - K * floor) + floor).log(), rest]
         weights += [self.latent_recall[q].expand_as(weights[0]).masked_fill(~parts.visible.any(-1), -1e4),
                     self.latent_rest[q].expand_as(weights[0])]
+        if self.cfg.recall_kernel:
+            books = self.books[q]
+            kernel = (self.recall_prec[q].exp() * (books @ books.T - 0.5 * books.square().sum(-1))).softmax(-1)   # [K, K]
+            comps.append((probs @ kernel * (1 - K * floor) + floor).log())
+            weights.append(self.latent_recall_near[q].expand_as(weights[0]).masked_fill(~parts.visible.any(-1), -1e4))
         if parts.context is not None and parts.context_ok is not None:
             comps.append(parts.context.log_softmax(-1))
             weights.append(self.latent_context[q].expand_as(weights[0]).masked_fill(~parts.context_ok, -1e4))
-        w = torch.stack(weights, -1).log_softmax(-1)                               # [M, 4]
+        w = torch.stack(weights, -1).log_softmax(-1)                               # [M, parts]
         return (torch.stack(comps, -1) + w[:, None, :]).logsumexp(-1)
 
     def _recall_parts(self, f: PriorFeatures, q: int, where: tuple[torch.Tensor, ...]
@@ -971,7 +985,7 @@ class PriorTrainer:
         codebooks = None if codebooks is None else torch.as_tensor(codebooks).detach().float().cpu()
         D = 0 if codebooks is None else int(codebooks.shape[-1])
         self.config = config or PriorConfig(levels=L, bands=B, codebook_size=codebook_size, latent_dim=D,
-                                            context_width=CONTEXT_WIDTH if D else 0)
+                                            context_width=CONTEXT_WIDTH if D else 0, recall_kernel=int(D > 0))
         if (self.config.levels, self.config.bands, self.config.codebook_size) != (L, B, codebook_size):
             raise PriorError(f"prior settings {self.config.levels}x{self.config.bands}x{self.config.codebook_size} "
                              f"do not match the codes {L}x{B}x{codebook_size}")

@@ -154,11 +154,12 @@ class CodePrior(nn.Module):
     the network's distribution, weighted by level and gap as fitted to the corpus (calibrate_latent):
     where its sounds move, the network's share takes over. A fourth part recalls: the visible cells of the same level and band
     whose known coarser codewords match the cell's (a drum hit that recurs in a loop) lend their codes,
-    weighted by how close the match is (with cfg.recall_kernel, a sixth part lends them once more, each spread over
-    the codes whose codewords are near its own: a hit that recurs is seldom coded alike). A fifth, the context part (cfg.context_width > 0), predicts the hidden
-    level's codeword from the coarser codewords around the cell (its band and the two beside it, two columns
-    either side, the column's mean) with a small network fitted to the corpus (fit_context): a drum one-shot
-    redrawn whole has no visible neighbours at its level, only its Structure, and codes of one sound share it.
+    weighted by how close the match is. Two more parts in priors made since (benchmarks/README.md): the context
+    part (cfg.context_width > 0; ContextNet, fit_context) predicts the hidden level's codeword from the coarser
+    codewords around the cell (its band and the two beside it, two columns either side, the column's mean):
+    a drum one-shot redrawn whole has no visible neighbours at its level, only its Structure. The recall
+    kernel (cfg.recall_kernel) lends the recalled codes once more, each spread over the codes whose codewords
+    are near its own: a hit that recurs is seldom coded exactly alike.
     """
 
     def __init__(self, cfg: PriorConfig):

@@ -380,8 +380,7 @@ class CodePrior(nn.Module):
         if q == 0:   # nothing coarser to match: every visible cell of the band lends equally (the clip's own usage)
             dist = torch.zeros(len(n), T)
         else:        # each band row's pairwise distances once, then the cells' rows of them
-            key = sum(self.books[lv][f.codes[:, lv].clamp(max=K - 1)] * (f.codes[:, lv] < K)[..., None]
-                      for lv in range(q))                                         # [N, B, T, D]
+            key = coarser_latent(self.books, f.codes, q)                          # [N, B, T, D]
             sq = key.square().sum(-1)
             pair = sq[..., :, None] + sq[..., None, :] - 2 * key @ key.transpose(-1, -2)   # [N, B, T, T]
             dist = pair[n, b, t].clamp(min=0)                                     # [M, T]
@@ -459,19 +458,25 @@ class ContextNet(nn.Module):
 CONTEXT_TAPS = 8   # coarser latents the context part reads: the cell, bands +-1, columns +-1 and +-2, the column mean
 
 
+def coarser_latent(books: torch.Tensor, codes: torch.Tensor, q: int, pad: torch.Tensor | None = None) -> torch.Tensor:
+    """The sum of each cell's known codewords of the levels coarser than q: books float [L, K, D], codes long
+    [N, L, B, T] (K = hidden; hidden codes and padding, pad bool [N, T], add nothing) -> float [N, B, T, D]."""
+    K = books.shape[1]
+    seen = codes[:, :q] < K                                                          # [N, q, B, T]
+    if pad is not None:
+        seen = seen & ~pad[:, None, None, :]
+    return sum(books[lv][codes[:, lv].clamp(max=K - 1)] * seen[:, lv, ..., None] for lv in range(q))
+
+
 def context_inputs(books: torch.Tensor, codes: torch.Tensor, q: int, where: tuple[torch.Tensor, ...],
                    pad: torch.Tensor | None = None) -> torch.Tensor:
     """What the context part reads for level q at the M cells `where` = (n, b, t) of codes long [N, L, B, T]
     (codebook_size = hidden): the sum of the known coarser codewords (books float [L, K, D]) at the cell, the
     bands above and below, one and two columns either side and averaged over the column, then the band one-hot
     -> float [M, CONTEXT_TAPS * D + B]. A hidden code, padding or the grid's edge adds nothing."""
-    N, L, B, T = codes.shape
-    K = books.shape[1]
+    B = codes.shape[2]
     n, b, t = where
-    seen = codes[:, :q] < K                                                          # [N, q, B, T]
-    if pad is not None:
-        seen = seen & ~pad[:, None, None, :]
-    lat = sum(books[lv][codes[:, lv].clamp(max=K - 1)] * seen[:, lv, ..., None] for lv in range(q))   # [N, B, T, D]
+    lat = coarser_latent(books, codes, q, pad)                                      # [N, B, T, D]
     col = lat.mean(1)                                                               # [N, T, D]
     lat = F.pad(lat, (0, 0, 2, 2, 1, 1))                                            # zero bands / columns around
     taps = [lat[n, b + 1 + db, t + 2 + dt] for db, dt in ((0, 0), (1, 0), (-1, 0), (0, -1), (0, 1), (0, -2), (0, 2))]
@@ -830,10 +835,11 @@ def fit_context(model: CodePrior, train: CodeCorpus, val: CodeCorpus | None, ste
         held = context_examples(model, val, q, CONTEXT_CELLS // 2, rng) if val is not None else None
         if not len(cells[2]):
             continue
+        deadline = start + seconds * q / (cfg.levels - 1)
         if held is None or not len(held[2]):
-            fit_context_level(model, q, cells, None, 150, start + seconds * q / (cfg.levels - 1), gen)
+            fit_context_level(model, q, cells, None, 150, deadline, gen)
             continue
-        best = fit_context_level(model, q, cells, held, steps, start + seconds * q / (cfg.levels - 1), gen)
+        best = fit_context_level(model, q, cells, held, steps, deadline, gen)
         total += best * len(held[2])
         count += len(held[2])
     model.eval()

@@ -297,7 +297,6 @@ class CodePrior(nn.Module):
         own = f.codes[n, :, b, t]                                                 # [M, L]
         known = (own[:, :q] < K)                                                  # the cell's visible coarser codes
         own_words = books[levels[:q], own[:, :q].clamp(max=K - 1)]                # [M, q, D]
-        norms = books[q].square().sum(-1)                                         # [K]
         near, gaps = [], []
         for pos, gap in ((f.pos_l, f.gap_l), (f.pos_r, f.gap_r)):
             p = pos[n, q, b, t]
@@ -307,7 +306,7 @@ class CodePrior(nn.Module):
             # the neighbour's latent, less the coarser codewords the cell itself has: its residual at level q
             both = (known & seen[:, :q])[..., None]
             mu = words[:, q:].sum(1) + ((words[:, :q] - own_words) * both).sum(1)
-            near.append(mu @ books[q].T - 0.5 * norms)                            # -|mu - c|^2 / 2 + |mu|^2 / 2
+            near.append(codeword_scores(mu, books[q]))                             # [M, K]
             gaps.append(gap[n, q, b, t])
         dist, row, visible = self._recall_parts(f, q, where)
         structure = self.given_structure[q][f.codes[n, 0, b, t]]                 # [M, K]; row K: Structure hidden
@@ -337,8 +336,7 @@ class CodePrior(nn.Module):
         predicts, on top of the band's code frequencies, averaged over the members ([E, M, K] each if `members`)."""
         net, books = self.context[q - 1], self.books[q]
         mu = net(inputs)                                                          # [E, M, D]
-        logits = (net.prec.exp()[:, None, None] * (mu @ books.T - 0.5 * books.square().sum(-1))
-                  + net.freq[:, None, None] * self.bias[q][band])
+        logits = net.prec.exp()[:, None, None] * codeword_scores(mu, books) + net.freq[:, None, None] * self.bias[q][band]
         logp = logits.log_softmax(-1)
         return logp if members else logp.logsumexp(0) - math.log(len(logp))
 
@@ -358,13 +356,13 @@ class CodePrior(nn.Module):
         floor = 1e-6   # no code impossible, and the result still sums to 1
         rest = (parts.rest + self.structure_weight[q] * parts.structure).log_softmax(-1)
         comps += [(probs * (1 - K * floor) + floor).log(), rest]
-        weights += [self.latent_recall[q].expand_as(weights[0]).masked_fill(~parts.visible.any(-1), -1e4),
+        nothing_seen = ~parts.visible.any(-1)   # no visible cell in the band row: nothing to recall
+        weights += [self.latent_recall[q].expand_as(weights[0]).masked_fill(nothing_seen, -1e4),
                     self.latent_rest[q].expand_as(weights[0])]
         if self.cfg.recall_kernel:
-            books = self.books[q]
-            kernel = (self.recall_prec[q].exp() * (books @ books.T - 0.5 * books.square().sum(-1))).softmax(-1)   # [K, K]
+            kernel = (self.recall_prec[q].exp() * codeword_scores(self.books[q], self.books[q])).softmax(-1)   # [K, K]
             comps.append((probs @ kernel * (1 - K * floor) + floor).log())
-            weights.append(self.latent_recall_near[q].expand_as(weights[0]).masked_fill(~parts.visible.any(-1), -1e4))
+            weights.append(self.latent_recall_near[q].expand_as(weights[0]).masked_fill(nothing_seen, -1e4))
         if parts.context is not None and parts.context_ok is not None:
             comps.append(parts.context.log_softmax(-1))
             weights.append(self.latent_context[q].expand_as(weights[0]).masked_fill(~parts.context_ok, -1e4))
@@ -453,6 +451,12 @@ class ContextNet(nn.Module):
         """x: context_inputs [M, F] -> the members' expected codewords [E, M, D]."""
         h = self.drop(F.gelu(self.inp(x))).reshape(len(x), self.members, self.width).transpose(0, 1)   # [E, M, H]
         return h @ self.out + self.out_bias
+
+
+def codeword_scores(mu: torch.Tensor, books: torch.Tensor) -> torch.Tensor:
+    """mu.c - |c|^2 / 2 for every codeword c of books float [K, D] given mu float [..., D] -> [..., K]: -|mu - c|^2 / 2
+    up to a constant per mu, so a precision times it is a Gaussian around mu over the codewords, as logits."""
+    return mu @ books.T - 0.5 * books.square().sum(-1)
 
 
 CONTEXT_TAPS = 8   # coarser latents the context part reads: the cell, bands +-1, columns +-1 and +-2, the column mean

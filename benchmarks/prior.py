@@ -10,8 +10,11 @@ in this run. Metrics on the held-out files:
   - bits/code of hidden cells for edit-shaped masks (a 1-16-column span, Structure kept, Timbre+Detail
     hidden): prior vs (a) per-level, per-band code frequencies of the training codes (add-one), and
     (b) copy the nearest visible column, mixed with (a) at the weight that scores best (its best case).
-    The prior's figure is the joint NLL in the order it draws (Timbre given the context, then Detail given
-    Timbre too); in brackets every hidden cell scored alone, given only the visible cells;
+    The prior's figure is the joint NLL in the order its sampler draws (Timbre given the context, then Detail
+    given Timbre too, and within a level each step's cells given the cells drawn before them, in a seeded
+    random order cut into the sampler's steps: evaluate_bits(steps=...)), and (b) copies the nearest column
+    visible at that moment; in brackets the chain over levels only, and every hidden cell scored alone,
+    given only the visible cells;
   - decoded plausibility of a redrawn Timbre+Detail span (surgical render), regenerate vs randomize:
     (i) frame-to-frame log-mel change inside the span and across its two edges, summed over the clips,
     relative to the recordings' own change there (1.0 = as smooth as the real audio), and per span how far
@@ -41,6 +44,7 @@ from distill.prior import (  # noqa: E402
     CodeCorpus,
     CodePrior,
     PriorTrainer,
+    drawing_stages,
     edit_mask,
     encode_corpus,
     evaluate_bits,
@@ -51,14 +55,23 @@ from distill.prior import (  # noqa: E402
 from distill.session import clip_from_source  # noqa: E402
 
 
-def baseline_bits(codes: torch.Tensor, pad: torch.Tensor, hide: torch.Tensor, freq: np.ndarray, k: int) -> dict:
-    """Bits/code of the hidden cells under (a) frequencies and (b) nearest-column copy mixed with (a)."""
+def baseline_bits(codes: torch.Tensor, pad: torch.Tensor, hide: torch.Tensor, freq: np.ndarray, k: int,
+                  steps: int = 0) -> dict:
+    """Bits/code of the hidden cells under (a) frequencies and (b) nearest-column copy mixed with (a). With
+    `steps`, (b) copies the nearest column visible when the prior's drawing order (drawing_stages, the same
+    seeds as evaluate_bits) reaches the cell, as the prior is scored; (a) does not depend on the order."""
     c, h = codes.numpy(), hide.numpy()
     n, q, b, _ = np.nonzero(h)
     pf = freq[q, b, c[h]]
-    left, right, gl, gr = (x.numpy() for x in nearest_visible(codes.masked_fill(hide, k), k, pad))
-    near = np.where(gl[h] <= gr[h], left[h], right[h])   # the nearest visible column's code (k = none)
-    hit = near == c[h]
+    near = np.full(h.shape, k)
+    for i in range(0, len(codes), 32):   # evaluate_bits' batches and seeds
+        stages = drawing_stages(hide[i:i + 32], steps, i) if steps else [(None, hide[i:i + 32], hide[i:i + 32])]
+        for _, shown, scored in stages:
+            left, right, gl, gr = (x.numpy() for x in nearest_visible(codes[i:i + 32].masked_fill(shown, k), k,
+                                                                      pad[i:i + 32]))
+            s = scored.numpy()
+            near[i:i + 32][s] = np.where(gl[s] <= gr[s], left[s], right[s])   # the nearest visible code (k = none)
+    hit = near[h] == c[h]
     best = min(float(-np.log2((1 - a) * pf + a * hit).mean()) for a in np.linspace(0.05, 0.95, 19))
     return {"frequencies": float(-np.log2(pf).mean()), "copy_nearest": best}
 
@@ -133,7 +146,7 @@ def per_file_bits(prior: CodePrior, held: CodeCorpus, freq: np.ndarray, k: int) 
                                           mask_fn=lambda L, B, T, rng: edit_mask(L, B, T, rng, keep_levels=1))
         f = baseline_bits(codes, pad, hide, freq, k)["frequencies"]
         out.append({"file": name, "columns": int(held.grids[i].shape[2]), "cells": int(hide.sum()),
-                    "prior": evaluate_bits(prior, codes, pad, hide), "frequencies": f})
+                    "prior": evaluate_bits(prior, codes, pad, hide, steps=RegenerateSettings().steps), "frequencies": f})
     return out
 
 
@@ -176,30 +189,34 @@ def run_group(root: str, group: str, codec_minutes: float, prior_minutes: float,
     held = encode_corpus(codec, [(c.name, codec.logmel(c.wave)) for c in test_clips])
     codes, pad, hide = fixed_eval_set(held, codec.prior.cfg.window, k, seed=7,
                                       mask_fn=lambda L, B, T, rng: edit_mask(L, B, T, rng, keep_levels=1))
-    prior_bits = evaluate_bits(codec.prior, codes, pad, hide)                      # coarse to fine, as drawn
+    steps = RegenerateSettings().steps
+    prior_bits = evaluate_bits(codec.prior, codes, pad, hide, steps=steps)         # in the order the sampler draws
+    level_bits = evaluate_bits(codec.prior, codes, pad, hide)                      # coarse to fine, levels only
     marginal_bits = evaluate_bits(codec.prior, codes, pad, hide, by_level=False)   # every hidden cell alone
     freq = np.exp(log_frequencies(pt.corpus, k))   # what randomize draws from, add-one
-    base = baseline_bits(codes, pad, hide, freq, k)
+    base = baseline_bits(codes, pad, hide, freq, k, steps)
+    base["copy_nearest_alone"] = baseline_bits(codes, pad, hide, freq, k)["copy_nearest"]
     usage = [[int(x) for x in np.bincount(np.concatenate([g[q].ravel() for g in pt.corpus.grids]), minlength=k)]
              for q in range(len(codec.level_names))]
     longest = max(test_clips, key=lambda c: c.grid.num_samples)
     extra = {"per_file": per_file_bits(codec.prior, held, freq, k)} if by_file else {}
     return {**extra, "group": group, "files": len(paths), "train": len(train), "test": len(test_clips),
             "prior_steps": pt.result.meta["steps"], "prior_seconds": round(prior_seconds, 1),
-            "bits": {"prior": prior_bits, "prior_marginal": marginal_bits, **base},
+            "bits": {"prior": prior_bits, "prior_levels": level_bits, "prior_marginal": marginal_bits, **base},
             "plausibility": plausibility(codec, test_clips, usage),
             "speed_4x2s": speed(codec, longest), "speed_clip_s": round(longest.grid.duration_s, 2)}
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| corpus | files (train/test) | prior (steps, s) | bits/code prior (each cell alone) | frequencies (a) "
-             "| copy nearest (b) | prior vs (a) | smooth regen / randomize | per-span |log ratio| regen / randomize "
-             "| re-encode regen / randomize | 4 x 2 s candidates |",
+    lines = ["| corpus | files (train/test) | prior (steps, s) | bits/code prior as drawn (levels only; each cell alone) "
+             "| frequencies (a) | copy nearest (b) as drawn (alone) | prior vs (a) | smooth regen / randomize "
+             "| per-span |log ratio| regen / randomize | re-encode regen / randomize | 4 x 2 s candidates |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         b, p = r["bits"], r["plausibility"]
         lines.append(f"| {r['group']} | {r['train']}/{r['test']} | {r['prior_steps']}, {r['prior_seconds']} | "
-                     f"{b['prior']:.3f} ({b['prior_marginal']:.3f}) | {b['frequencies']:.3f} | {b['copy_nearest']:.3f} | "
+                     f"{b['prior']:.3f} ({b['prior_levels']:.3f}; {b['prior_marginal']:.3f}) | {b['frequencies']:.3f} | "
+                     f"{b['copy_nearest']:.3f} ({b['copy_nearest_alone']:.3f}) | "
                      f"{100 * (1 - b['prior'] / b['frequencies']):.1f}% lower | "
                      f"{p['regenerate']['smooth']:.2f} / {p['randomize']['smooth']:.2f} | "
                      f"{p['regenerate']['smooth_off']:.3f} / {p['randomize']['smooth_off']:.3f} | "

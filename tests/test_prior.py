@@ -26,11 +26,13 @@ from distill.prior import (
     PriorTrainer,
     build_prior,
     calibrate_latent,
+    drawing_stages,
     edit_mask,
     evaluate_bits,
     fit_context,
     fixed_eval_set,
     initial_prior,
+    level_stages,
     regenerate_region,
     sample_cells,
     training_mask,
@@ -228,23 +230,88 @@ def test_the_context_part_hears_a_hit_redrawn_whole_from_the_structure_around_it
         PriorConfig(levels=2, bands=4, codebook_size=32, context_width=8)
 
 
-def test_the_samplers_once_per_level_context_is_the_context_the_prior_computes_itself():
-    """The sampler computes the context part once per level (it reads only coarser levels, which stay fixed while
-    a level is drawn); the logits with that cached part are the prior's own, to the bit."""
+def column_corpus(files: int, k: int = 32, dim: int = 4, bands: int = 4, seed: int = 0) -> tuple[CodeCorpus, torch.Tensor]:
+    """Hits whose finer codes across the bands of a column are one spectral shape (one latent per column, a little
+    noise per band) and whose Structure codes say nothing about it: only the finer codes already drawn in a
+    column tell the others. -> (corpus of 2-level grids, codewords [2, k, dim])."""
+    rng = np.random.default_rng(seed)
+    books = rng.normal(0, 1.0, (2, k, dim)).astype(np.float32)
+    grids = []
+    for _ in range(files):
+        T = int(rng.integers(3, 8))
+        shape = rng.normal(0, 1.0, (1, T, dim)) + rng.normal(0, 0.15, (bands, T, dim))
+        fine = ((shape[..., None, :] - books[1]) ** 2).sum(-1).argmin(-1)
+        grids.append(np.stack([rng.integers(0, k, size=(bands, T)), fine]).astype(np.int64))
+    return CodeCorpus(tuple(f"col{i}.wav" for i in range(files)), tuple(grids)), torch.from_numpy(books)
+
+
+def test_the_context_part_hears_the_codes_already_drawn_in_the_column():
+    """A hit's finer codes hidden whole, Structure telling nothing: scored in the order the sampler draws, each
+    code drawn tells the cells still hidden in its column what to expect. The prior whose context part reads
+    them (context_same) scores held-out hits far better than the one without; scored with nothing drawn yet
+    (levels only) it gains nothing."""
+    corpus, books = column_corpus(300)
+    train, val, test = corpus.subset(range(200)), corpus.subset(range(200, 250)), corpus.subset(range(250, 300))
+    data = fixed_eval_set(test, TINY["window"], 32, per_file=1, limit=50, seed=5,
+                          mask_fn=lambda L, B, T, rng: edit_mask(L, B, T, rng))
+    drawn, levels = {}, {}
+    for same in (0, 1):
+        model = initial_prior(PriorConfig(levels=2, bands=4, codebook_size=32, latent_dim=4, context_width=32,
+                                          context_same=same, **TINY), train, books)
+        fit_context(model, train, val, steps=400)
+        calibrate_latent(model, val)
+        drawn[same], levels[same] = evaluate_bits(model, *data, steps=8), evaluate_bits(model, *data)
+    assert drawn[1] < 0.8 * drawn[0], drawn          # measured 3.17 vs 4.80 bits
+    assert levels[1] > 0.95 * levels[0], levels      # the gain is the drawn codes' (5.20 vs 4.81 with none drawn)
+    with pytest.raises(PriorError, match="context part"):
+        PriorConfig(levels=2, bands=4, codebook_size=32, latent_dim=4, context_same=1)
+
+
+@pytest.mark.parametrize("same", [0, 1])
+def test_the_samplers_once_per_level_context_is_the_context_the_prior_computes_itself(same):
+    """The sampler computes the context part's share of the coarser levels once per level (they stay fixed while a
+    level is drawn) and adds the share of the codes drawn so far at each step; the logits it gets are the
+    prior's own, to the bit, part-way through drawing a level."""
     corpus, books = one_shot_corpus(40)
-    model = initial_prior(PriorConfig(levels=2, bands=4, codebook_size=32, latent_dim=4, context_width=8, **TINY),
-                          corpus, books)
+    model = initial_prior(PriorConfig(levels=2, bands=4, codebook_size=32, latent_dim=4, context_width=8,
+                                      context_same=same, **TINY), corpus, books)
     fit_context(model, corpus.subset(range(30)), corpus.subset(range(30, 40)), steps=50)
     codes = torch.from_numpy(np.stack([np.pad(g, ((0, 0), (0, 0), (0, 6 - g.shape[2]))) for g in corpus.grids[:3]]))
-    cells = torch.zeros(3, 4, 6, dtype=torch.bool)
-    cells[:, :, 1:4] = True
+    span = torch.zeros(3, 4, 6, dtype=torch.bool)
+    span[:, :, 1:4] = True
     x = codes.clone()
-    x[:, 1][cells] = 32                                   # the finer level hidden in a span, Structure known
+    x[:, 1][span] = 32                                    # the finer level hidden in a span, Structure known
+    base = torch.zeros(3, 4, 6, model.cfg.context_members * 8)
+    base[span] = model.context_base(x, 1, span.nonzero().unbind(1))      # once, before the level is drawn
+    x[:, 1, :2, 2] = codes[:, 1, :2, 2]                   # part-way: a few of the span's codes drawn
+    cells = x[:, 1] == 32
+    where = cells.nonzero().unbind(1)
     with torch.no_grad():
         f = model.features(x)
-        cached = model.logits(f, 1, cells, model.context_at(x, 1, cells))
+        cached = model.logits(f, 1, cells, model.context_from(base[cells], x, 1, where))
         assert torch.equal(cached, model.logits(f, 1, cells))
         assert not torch.equal(cached, model.logits(f, 1, cells, torch.zeros_like(cached)))   # the part is used
+
+
+def test_scoring_in_drawing_order_scores_each_hidden_cell_once_coarse_to_fine():
+    """drawing_stages: every hidden cell is scored exactly once, after every coarser level and given only the
+    cells of its level drawn before it; one step per level is the level-by-level chain."""
+    rng = np.random.default_rng(3)
+    hide = torch.from_numpy(rng.random((3, 3, 4, 10)) < 0.5)
+    hide[0, 0] = False                                    # one crop keeps Structure: its Timbre is drawn first
+    stages = drawing_stages(hide, 12, seed=1)
+    count = torch.zeros(hide.shape, dtype=torch.int)
+    last_level = 0
+    for q, shown, scored in stages:
+        assert q >= last_level and not (scored & ~shown).any() and (shown[:, :q] == False).all()   # noqa: E712
+        assert (shown[:, q + 1:] == hide[:, q + 1:]).all()                                         # finer: hidden
+        count += scored.int()
+        last_level = q
+    assert torch.equal(count, hide.int())
+    assert 4 < len([s for s in stages if s[0] == 1]) <= 12   # crop 0's Timbre is drawn first: 12 steps, not 4
+    one = [(q, shown, scored) for q, shown, scored in drawing_stages(hide, 1)]
+    assert [(q, sh.tolist(), sc.tolist()) for q, sh, sc in one] == \
+        [(q, sh.tolist(), sc.tolist()) for q, sh, sc in level_stages(hide)]
 
 
 def test_the_recall_through_the_kernel_lends_codes_whose_codewords_are_near_the_recalled_one():
@@ -267,6 +334,22 @@ def test_the_recall_through_the_kernel_lends_codes_whose_codewords_are_near_the_
     assert p.sum() == pytest.approx(1.0, abs=1e-4)
 
 
+def test_a_draw_keeps_to_the_nucleus_and_its_odds():
+    """top_p keeps the smallest set of codes holding that much probability, renormalised: the least likely code
+    here is never drawn, the others as often as their odds within the set; top_p 1 draws every code."""
+    from distill.prior import draw_top_p
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).expand(100000, 4).contiguous()
+    p = logits[0].softmax(-1)                                             # 0.64, 0.24, 0.09, 0.03
+    codes, logp = draw_top_p(logits, 0.9, torch.Generator().manual_seed(0))
+    share = torch.bincount(codes, minlength=4).float() / len(codes)
+    assert share[3] == 0 and torch.allclose(share[:3], p[:3] / p[:3].sum(), atol=0.01)
+    assert torch.allclose(logp.exp(), (p[:3] / p[:3].sum())[codes], atol=1e-5)
+    every = draw_top_p(logits, 1.0, torch.Generator().manual_seed(0))[0]
+    assert torch.allclose(torch.bincount(every, minlength=4).float() / len(every), p, atol=0.01)
+    assert torch.equal(draw_top_p(logits, 0.01, torch.Generator().manual_seed(0))[0], torch.zeros(100000, dtype=torch.long))
+
+
 def test_a_checkpoint_must_beat_the_kept_one_by_more_than_noise():
     from distill.prior import MIN_VAL_GAIN, improves
 
@@ -281,8 +364,10 @@ def test_every_cell_gets_a_distribution_even_without_any_context():
     padding, at every level."""
     corpus, books = flicker_corpus(4, 12, seed=1)
     model = initial_prior(PriorConfig(levels=2, bands=4, codebook_size=32, latent_dim=4, context_width=8,
-                                      recall_kernel=1, **TINY), corpus, books)
+                                      recall_kernel=1, context_same=1, product=1, **TINY), corpus, books)
     fit_context(model, corpus, None)
+    with torch.no_grad():
+        model.latent_product.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))   # a product, not a mixture
     codes = torch.from_numpy(np.stack([g for g in corpus.grids]))[:, :, :, :12]
     codes = torch.nn.functional.pad(codes, (0, 4), value=32)             # 4 columns of padding
     pad = torch.zeros(4, 16, dtype=torch.bool)
@@ -410,19 +495,47 @@ def test_a_stopped_run_trains_no_prior_and_says_how_to_add_one(corpus_dir, tiny_
     assert [e.kind for e in events] == ["warning"] and "distill prior" in events[0].message
 
 
+def test_the_context_part_also_learns_from_the_training_clips_shifted_by_parts_of_a_column(codec, corpus_dir):
+    """The training clips are encoded again, starting a third and two thirds of a column later (silence before),
+    for the context part; the held-out clips never are, and a budget too small for them gets none."""
+    from distill import load_audio
+    from distill.prior import context_shifts, shifted_items, silence_frame
+
+    mel = torch.rand(codec.mel_cfg.n_mels, 40)
+    silence = silence_frame(codec)
+    out = shifted_items([("a.wav", mel)], 2, 16, silence)
+    assert [(name, m.shape[1]) for name, m in out] == [("a.wav", 45), ("a.wav", 51)]
+    assert torch.equal(out[0][1][:, 5:], mel) and torch.equal(out[1][1][:, :11], silence.expand(-1, 11))
+    assert context_shifts(2.0, 60.0, 1000) == 2                      # 4 s of 60: affordable
+    assert context_shifts(10.0, 60.0, 1000) == 1 and context_shifts(20.0, 60.0, 1000) == 0
+    assert context_shifts(2.0, 60.0, 10**6) == 0                      # the clips already give it all it takes
+    items = [(p.name, codec.logmel(load_audio(p, codec.sample_rate)[0])) for p in sorted(corpus_dir.iterdir())]
+    trainer = PriorTrainer.from_audio(codec, items, 1.0)
+    train, val = trainer._split()
+    assert trainer.shifted is not None and val is not None and "shifted" in trainer.encode_note
+    assert sorted(trainer.shifted.names) == sorted(2 * list(train.names))
+    assert not set(trainer.shifted.names) & set(val.names)
+
+
 @pytest.mark.parametrize("levels, columns", [(2, 1), (4, 3), (3, 200)])
-@pytest.mark.parametrize("latent_dim, context_width, recall_kernel", [(0, 0, 0), (6, 0, 0), (6, 8, 1)])
-def test_any_grid_size_regenerates_whole_with_kept_cells_exact(levels, columns, latent_dim, context_width, recall_kernel):
+@pytest.mark.parametrize("latent_dim, context_width, recall_kernel, newest", [(0, 0, 0, 0), (6, 0, 0, 0), (6, 8, 1, 0),
+                                                                             (6, 8, 1, 1)])
+def test_any_grid_size_regenerates_whole_with_kept_cells_exact(levels, columns, latent_dim, context_width, recall_kernel,
+                                                                newest):
     """A one-column clip (20 ms), a 4-level model, a clip far longer than the window, with the latent path and
     its context part, and without them (priors saved before them): every selected cell is drawn, nothing else
     moves."""
     from distill import CodeGrid
 
     cfg = PriorConfig(levels=levels, bands=4, codebook_size=16, latent_dim=latent_dim, context_width=context_width,
-                      recall_kernel=recall_kernel, **TINY)
+                      recall_kernel=recall_kernel, context_same=newest, product=newest, **TINY)
     model = CodePrior(cfg)
     if latent_dim:
         model.books.normal_(generator=torch.Generator().manual_seed(levels))
+    with torch.no_grad():   # the drawn codes' taps and the product start at 0: give them a say
+        for name, p in model.named_parameters():
+            if "same" in name or "product" in name:
+                p.normal_(0, 0.3, generator=torch.Generator().manual_seed(levels))
     model = build_prior(cfg, model.state_dict())   # and back through the loader, as from a file
     rng = np.random.default_rng(levels)
     grid = CodeGrid(rng.integers(0, 16, size=(levels, 4, columns)), tuple(f"L{q}" for q in range(levels)), 0.171,

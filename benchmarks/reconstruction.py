@@ -2,11 +2,14 @@
 
     python benchmarks/reconstruction.py DATA_DIR --minutes 4 [--holdout-every 5]    # trains, then scores
     python benchmarks/reconstruction.py DATA_DIR --model M.distill                 # scores an existing model
+    python benchmarks/reconstruction.py DATA_DIR --model M.distill --folders drums,beats --mel-nnls-steps 0 5
 
 Every `holdout-every`-th accepted file (sorted) is held out of training. Prints, over the held-out
 files: model-domain log1p-mel L1, and DAC-style log-mel L1 / MR-STFT of the decoded audio for three
 decode paths (the clip's own phase, Griffin-Lim 32 from random phase, surgical render of the unedited
-grid), training steps/s, and seconds to decode a 10 s clip.
+grid), training steps/s, and seconds to decode a 10 s clip. `--mel-nnls-steps A B ...` scores the decode paths
+once per number of non-negative least-squares steps after the mel pseudo-inverse (MEL_NNLS_STEPS; 0 = the
+clipped pseudo-inverse alone), side by side in one run.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from metrics import AudioMetrics, Distances  # noqa: E402
 from quality import MAX_EVAL_SECONDS, holdout_split, select_files, ten_second_clip  # noqa: E402
 
+import distill.spectrogram as spectrogram  # noqa: E402
 from distill import Codec, Trainer, load_audio  # noqa: E402
 from distill.render import render_edit  # noqa: E402
 
@@ -75,9 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=4.0)
     p.add_argument("--holdout-every", type=int, default=5)
     p.add_argument("--save", help="where to keep the trained model")
+    p.add_argument("--folders", default="", help="comma-joined top-level folders (default: all)")
+    p.add_argument("--mel-nnls-steps", type=int, nargs="+", default=[spectrogram.MEL_NNLS_STEPS])
     args = p.parse_args(argv)
 
-    train, test = holdout_split(select_files(args.data, [], None), args.holdout_every)
+    folders = [f for f in args.folders.split(",") if f]
+    train, test = holdout_split(select_files(args.data, folders, None), args.holdout_every)
     if args.model:
         codec = Codec.load(args.model)
     else:
@@ -93,13 +100,20 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()}")
     if ds.get("train_seconds"):
         print(f"training: {ds['steps']} steps in {ds['train_seconds']} s = {ds['steps'] / ds['train_seconds']:.2f} steps/s")
-    print("\n| held-out metric | value |\n|---|---|")
-    for k, v in score(codec, test).items():
-        print(f"| {k} | {v:.4f} |")
+    steps = args.mel_nnls_steps
+    scores, times = [], []
     clip = ten_second_clip(test, codec.sample_rate)
-    print("\n| 10 s clip, 1 s Timbre edit -> waveform | median seconds |\n|---|---|")
-    for k, v in decode_seconds(codec, clip).items():
-        print(f"| {k} | {v:.3f} |")
+    for n in steps:
+        spectrogram.MEL_NNLS_STEPS = n
+        scores.append(score(codec, test))
+        times.append(decode_seconds(codec, clip))
+    head = " | ".join(f"mel NNLS steps {n}" for n in steps)
+    print(f"\n| held-out metric | {head} |\n|---|{'---|' * len(steps)}")
+    for k in scores[0]:
+        print(f"| {k} | " + " | ".join(f"{s[k]:.4f}" for s in scores) + " |")
+    print(f"\n| 10 s clip, 1 s Timbre edit -> waveform, median seconds | {head} |\n|---|{'---|' * len(steps)}")
+    for k in times[0]:
+        print(f"| {k} | " + " | ".join(f"{t[k]:.3f}" for t in times) + " |")
     return 0
 
 

@@ -59,6 +59,9 @@ class MelConfig:
         return [(float(hz[r]), float(hz[r + 1])) for r in range(bands)]
 
 
+MEL_NNLS_STEPS = 5   # non-negative least-squares steps after the pseudo-inverse (10 gained 0.001-0.002 more)
+
+
 class MelFrontEnd:
     """Waveform <-> log-mel at one fixed configuration. Stateless after construction (thread-safe).
 
@@ -75,6 +78,7 @@ class MelFrontEnd:
                                 cfg.sample_rate, norm=None, mel_scale="htk")
         self.fbank = fb.T.contiguous()  # [n_mels, n_freqs]
         self.fbank_pinv = torch.linalg.pinv(self.fbank)  # [n_freqs, n_mels]; 3x faster than lstsq, same result
+        self.fbank_t = self.fbank.T.contiguous()          # [n_freqs, n_mels]
 
     @property
     def window(self) -> torch.Tensor:
@@ -103,9 +107,20 @@ class MelFrontEnd:
 
     # ---------------------------------------------------------------- synthesis
     def logmel_to_magnitude(self, logmel: torch.Tensor) -> torch.Tensor:
-        """log1p power mel [.., n_mels, F] -> linear magnitude [.., n_freqs, F] via the pseudo-inverse."""
+        """log1p power mel [.., n_mels, F] -> linear magnitude [.., n_freqs, F]: the pseudo-inverse, then
+        MEL_NNLS_STEPS multiplicative non-negative least-squares steps (p <- p * F'm / F'Fp).
+
+        A model's mel is seldom exactly the mel of any spectrum; the pseudo-inverse's negative ripples,
+        clipped to 0, add power (a decoded drum tail came back at 3.4x its power and the render put audible
+        noise there). Five steps bring the synthesised magnitude's mel back to the one asked for: decoded
+        log-mel L1 on held-out lmms clips 0.433 -> 0.328 (drums) and 0.600 -> 0.499 (tonal) for ~15% more
+        decode time (benchmarks/README.md). A real spectrum's mel comes back as before."""
         power_mel = torch.expm1(logmel.clamp(min=0))
-        return torch.matmul(self.fbank_pinv, power_mel).clamp(min=0).sqrt()
+        power = torch.matmul(self.fbank_pinv, power_mel).clamp(min=0)
+        for _ in range(MEL_NNLS_STEPS):
+            fitted = torch.matmul(self.fbank_t, torch.matmul(self.fbank, power))
+            power = power * torch.matmul(self.fbank_t, power_mel) / fitted.clamp(min=1e-12)
+        return power.sqrt()
 
     def istft(self, spec: torch.Tensor, num_samples: int) -> torch.Tensor:
         """complex [n_freqs, F] -> [num_samples], exact inverse of `stft` (same framing)."""

@@ -406,6 +406,15 @@ def test_adding_a_prior_keeps_the_fingerprint_and_codes_stay_valid(codec, prior_
         assert k == k2 and torch.equal(v, v2)
 
 
+def test_info_says_when_a_prior_predates_the_newest_parts(prior_codec, capsys):
+    """A prior made before its context part read the codes drawn around a cell still works; `distill info` says
+    a retrain would give it the newest parts."""
+    assert main(["info", str(prior_codec[1])]) == 0
+    out = capsys.readouterr().out
+    assert "an older context part (`distill prior MODEL FOLDER` retrains it with the newest)" in out
+    assert "regenerate is available" in out
+
+
 def test_a_model_without_a_prior_says_how_to_add_one(codec, grid):
     assert codec.prior is None
     with pytest.raises(EditError, match="distill prior"):

@@ -312,7 +312,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  prior       unusable ({pr['error']}); retrain it with `distill prior MODEL FOLDER`")
     elif pr:
         cfg = pr.get("config") or {}
-        latent = (("with the latent path and its context part" if cfg.get("context_width") else
+        latent = (("with the latent path and its context part" if cfg.get("context_same") else
+                   "with the latent path and an older context part (`distill prior MODEL FOLDER` retrains it with "
+                   "the newest)" if cfg.get("context_width") else
                    "with the latent path, no context part (`distill prior MODEL FOLDER` retrains it with one)")
                   if cfg.get("latent_dim") else
                   "no latent path (made before it: `distill prior MODEL FOLDER` retrains it with one)")

@@ -152,4 +152,4 @@ def test_a_decoded_mel_comes_back_at_its_own_level():
     error = np.apply_along_axis(np.convolve, 0, np.random.default_rng(0).normal(0, 1, mel.shape), kernel, "same")
     decoded = mel * torch.from_numpy(np.exp(error * 0.3 / error.std())).float()
     back = front.power_to_logmel(front.logmel_to_magnitude(decoded).square())
-    assert float((back - decoded).abs().mean()) < 0.3                        # measured 0.24 (0.87 before)
+    assert float((back - decoded).abs().mean()) < 0.35                       # measured 0.28 (0.87 before)

@@ -59,7 +59,7 @@ class MelConfig:
         return [(float(hz[r]), float(hz[r + 1])) for r in range(bands)]
 
 
-MEL_NNLS_STEPS = 5   # non-negative least-squares steps after the pseudo-inverse (10 gained 0.001-0.002 more)
+MEL_NNLS_STEPS = 1   # non-negative least-squares steps after the pseudo-inverse (5 gained 0.0006-0.002 more, 4x the time)
 
 
 class MelFrontEnd:
@@ -112,9 +112,10 @@ class MelFrontEnd:
 
         A model's mel is seldom exactly the mel of any spectrum; the pseudo-inverse's negative ripples,
         clipped to 0, add power (a decoded drum tail came back at 3.4x its power and the render put audible
-        noise there). Five steps bring the synthesised magnitude's mel back to the one asked for: decoded
-        log-mel L1 on held-out lmms clips 0.433 -> 0.328 (drums) and 0.600 -> 0.499 (tonal) for ~15% more
-        decode time (benchmarks/README.md). A real spectrum's mel comes back as before."""
+        noise there). One step brings the synthesised magnitude's mel most of the way back to the one asked
+        for: own-phase decoded log1p-mel L1 on held-out lmms clips 0.385 -> 0.296 (drums codec) and 0.506 ->
+        0.452 (tonal), ~14 ms more for a 10 s clip (benchmarks/README.md). A real spectrum's mel comes back
+        as before."""
         power_mel = torch.expm1(logmel.clamp(min=0))
         power = torch.matmul(self.fbank_pinv, power_mel).clamp(min=0)
         for _ in range(MEL_NNLS_STEPS):

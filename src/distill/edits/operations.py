@@ -59,7 +59,7 @@ class EditResult:
         return EditResult(self.other, self.label, self.other_region, self.clipped, self.other_donors)
 
 
-DEFAULT_STEPS = 12               # regenerate: decoding steps for the coarsest redrawn level; finer levels take fewer
+DEFAULT_STEPS = 10               # regenerate: decoding steps for the coarsest redrawn level; finer levels take fewer (12: 0.1% lower NLL, 9% slower)
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_TOP_P = 0.9
 DEFAULT_CANDIDATES = 4           # what the studio offers to audition

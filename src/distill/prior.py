@@ -268,7 +268,7 @@ class CodePrior(nn.Module):
         With the latent path they are log-probabilities (the mixture); without, the network's logits.
 
         Scoring only the cells a loss or a draw needs keeps training and sampling cheap with 256 codes. `context`
-        [M, K]: the context part's log-probabilities at those cells when the caller has them (context_at)."""
+        [M, K]: the context part's log-probabilities at those cells when the caller has them (context_from)."""
         out = self.network_logits(f, q, cells)
         if not self.cfg.latent_dim:
             return out
@@ -330,14 +330,6 @@ class CodePrior(nn.Module):
             context = None
         return LatentParts(torch.stack(near, 1), torch.stack(gaps, 1), b, dist, row, visible, rest, structure,
                            context, context_ok)
-
-    def context_at(self, codes: torch.Tensor, q: int, cells: torch.Tensor, pad: torch.Tensor | None = None
-                   ) -> torch.Tensor | None:
-        """The context part's log-probabilities [M, K] of level q at the cells (bool [N, B, T]) of codes long
-        [N, L, B, T]; None without the part or at Structure."""
-        where = cells.nonzero().unbind(1)
-        base = self.context_base(codes, q, where, pad)
-        return None if base is None else self.context_from(base, codes, q, where, pad)
 
     def context_base(self, codes: torch.Tensor, q: int, where: tuple[torch.Tensor, ...],
                      pad: torch.Tensor | None = None) -> torch.Tensor | None:

@@ -118,9 +118,10 @@ class MelFrontEnd:
         as before."""
         power_mel = torch.expm1(logmel.clamp(min=0))
         power = torch.matmul(self.fbank_pinv, power_mel).clamp(min=0)
+        wanted = torch.matmul(self.fbank_t, power_mel) if MEL_NNLS_STEPS else None   # F'm, the same every step
         for _ in range(MEL_NNLS_STEPS):
             fitted = torch.matmul(self.fbank_t, torch.matmul(self.fbank, power))
-            power = power * torch.matmul(self.fbank_t, power_mel) / fitted.clamp(min=1e-12)
+            power = power * wanted / fitted.clamp(min=1e-12)
         return power.sqrt()
 
     def istft(self, spec: torch.Tensor, num_samples: int) -> torch.Tensor:

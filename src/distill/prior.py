@@ -804,7 +804,6 @@ def drawing_stages(hide: torch.Tensor, steps: int, seed: int = 0) -> list[tuple[
     gen = torch.Generator().manual_seed(int(seed))
     N, L = hide.shape[:2]
     redrawn = hide.flatten(2).any(-1)                                               # [N, L]
-    levels = torch.arange(L)[None, :, None, None]
     out = []
     for q in range(L):
         cells = hide[:, q]                                                          # [N, B, T]
@@ -819,13 +818,21 @@ def drawing_stages(hide: torch.Tensor, steps: int, seed: int = 0) -> list[tuple[
             after = torch.tensor([n - hidden_after(n, t, s) if t < s else n for n, s in zip(total, level_count, strict=True)])
             now = cells & (order >= before[:, None, None]) & (order < after[:, None, None])
             if bool(now.any()):
-                shown = hide & (levels > q)
-                shown[:, q] = cells & (order >= before[:, None, None])
-                scored = torch.zeros_like(hide)
-                scored[:, q] = now
-                out.append((q, shown, scored))
+                out.append(stage_of(hide, q, cells & (order >= before[:, None, None]), now))
             before = after
     return out
+
+
+def stage_of(hide: torch.Tensor, q: int, undrawn: torch.Tensor, now: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """One scoring pass at level q of hide bool [N, L, B, T]: (q, shown, scored), where `shown` hides the level's
+    cells not drawn yet (undrawn bool [N, B, T]) and every finer level's hidden cells, and `scored` is `now`
+    [N, B, T] (the cells this pass scores) at level q."""
+    levels = torch.arange(hide.shape[1])[None, :, None, None]
+    shown = hide & (levels > q)
+    shown[:, q] = undrawn
+    scored = torch.zeros_like(hide)
+    scored[:, q] = now
+    return q, shown, scored
 
 
 def level_stages(hide: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -1041,7 +1048,6 @@ def part_drawn_stages(hide: torch.Tensor, gen: torch.Generator) -> list[tuple[in
     r ~ U(0, 1) of the level's hidden cells is drawn already (visible, true codes) and the rest is scored.
     That is where the sampler's steps find a level, so the mixture is fitted for it in one pass per level
     (drawing_stages' every step would cost ~8x as long)."""
-    levels = torch.arange(hide.shape[1])[None, :, None, None]
     out = []
     for q in range(hide.shape[1]):
         cells = hide[:, q]
@@ -1049,11 +1055,7 @@ def part_drawn_stages(hide: torch.Tensor, gen: torch.Generator) -> list[tuple[in
         scored_q = cells & (torch.rand(cells.shape, generator=gen) >= r)
         if not bool(scored_q.any()):
             continue
-        shown = hide & (levels > q)
-        shown[:, q] = scored_q
-        scored = torch.zeros_like(hide)
-        scored[:, q] = scored_q
-        out.append((q, shown, scored))
+        out.append(stage_of(hide, q, scored_q, scored_q))
     return out
 
 

@@ -166,6 +166,30 @@ def test_a_render_failure_is_said_and_logged(codec, work, monkeypatch, caplog):
     assert r.mode == "plain" and "the render exploded" in r.note and "the render exploded" in caplog.text
 
 
+def test_versions_previewed_together_sound_as_each_alone_and_say_why_when_they_fall_back(codec, work, monkeypatch):
+    a = clip_from_source(codec, SourceAudio("A", sf.read(work["A_wav"], dtype="float32")[0], SR), search_steps=0)
+    s = EditSession(codec, a)
+    s.apply("set Detail@0.2-0.4=5")
+    before = (s.history.to_json(), s.current)
+    results = [apply_operation(codec, s.current, f"set Timbre@1.0-1.3={v}") for v in (2, 9, 17)]
+    span = (1000, a.grid.num_samples - 1000)
+    together = s.preview_many(results, span=span)
+    for r, t in zip(results, together, strict=True):
+        alone = s.preview(r, span=span)
+        assert t.mode == "surgical" and t.start == alone.start == 1000
+        np.testing.assert_allclose(t.wave, alone.wave, atol=1e-6)
+    assert not np.allclose(together[0].wave, together[1].wave, atol=1e-4)
+    assert (s.history.to_json(), s.current) == before   # previews never touch the history
+
+    def broken(*args, **kwargs):
+        raise ValueError("the render exploded")
+
+    monkeypatch.setattr("distill.session.render_edits", broken)
+    monkeypatch.setattr("distill.session.render_edit", broken)
+    fallen = s.preview_many(results, span=span)
+    assert [r.mode for r in fallen] == ["plain"] * 3 and all("the render exploded" in r.note for r in fallen)
+
+
 def test_studio_status_names_a_demo_clip_that_failed(codec, tmp_path):
     good = _write(tmp_path / "good.wav", tone(1.0, 220.0))
     bad = tmp_path / "bad.wav"

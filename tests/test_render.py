@@ -7,7 +7,8 @@ import pytest
 import torch
 from conftest import tone
 
-from distill.render import DEFAULT_DETAIL, Donor, RenderError, render_edit, render_spectrum
+from distill import render as render_mod
+from distill.render import DEFAULT_DETAIL, Donor, RenderError, render_edit, render_edits, render_spectrum
 
 TILE = 16  # frames per column
 
@@ -255,3 +256,26 @@ def test_export_of_far_apart_edits_resamples_each_alone_and_keeps_the_samples_be
     np.testing.assert_allclose(outs[2] - src.samples, (outs[0] - src.samples) + (outs[1] - src.samples), atol=1e-6)
     mid = slice(int(1.5 * 44100), int(6.0 * 44100))   # between the two edits
     np.testing.assert_array_equal(outs[2][mid], src.samples[mid])
+
+
+def test_candidates_rendered_together_sound_as_each_alone_and_share_one_source_decode(codec, monkeypatch):
+    x = _mix(8.0)
+    grid = codec.encode(x)
+    # four versions of one span (as regenerate draws them), one of them also edited far away
+    edits = [_edit(codec, grid, level=1 + i % 2, c0=3, c1=6 + i % 2, r0=i, r1=i + 2) for i in range(3)]
+    edits.append(_edit(codec, edits[0], level=2, c0=grid.num_columns - 2, c1=grid.num_columns))
+    span = (2000, len(x) - 1000)
+    alone = [render_edit(codec, e, x, grid, span=span) for e in edits]
+    windows = []
+    real = render_mod._decode_window
+    monkeypatch.setattr(render_mod, "_decode_window", lambda c, w: windows.append(len(w)) or real(c, w))
+    together = render_edits(codec, edits, x, grid, span=span)
+    for a, t in zip(alone, together, strict=True):
+        np.testing.assert_allclose(t, a, atol=1e-6)
+    assert not np.array_equal(together[0], together[1])
+    # versions 0, 2 and 3's near patch decode the same columns: one batch with the source's codes there;
+    # version 1 (a column longer) and version 3's far patch each decode their own window, with the source's
+    assert sorted(windows) == [2, 2, 4]   # 8 windows; one by one: 10, the source decoded again for every patch
+    assert render_edits(codec, [], x, grid) == []
+    with pytest.raises(RenderError, match="donor lists"):
+        render_edits(codec, edits, x, grid, donors=[()])

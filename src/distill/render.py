@@ -226,19 +226,45 @@ def render_edit(codec: Codec, edited: CodeGrid, source_audio: np.ndarray, source
     render's samples there; only the edits that reach it are rendered, so the cost of hearing one
     place of a long recording follows the edits near it, not the length of the clip.
     """
+    return render_edits(codec, [edited], source_audio, source_grid, detail, [donors], gl_iters, feather, span)[0]
+
+
+def render_edits(codec: Codec, edits: Sequence[CodeGrid], source_audio: np.ndarray,
+                 source_grid: CodeGrid | None = None, detail: float = DEFAULT_DETAIL,
+                 donors: Sequence[Sequence[Donor]] | None = None, gl_iters: int = EDIT_GL_ITERS,
+                 feather: float = DEFAULT_FEATHER, span: tuple[int, int] | None = None) -> list[np.ndarray]:
+    """`render_edit` of several edited grids of one source (e.g. regenerate's candidates) -> one wave each.
+
+    The same as rendering each alone (to float rounding), but the source's side of a patch (its STFT,
+    its decode, its residual) is computed once per window, and the windows the edits share are decoded
+    in one batch: four candidates of one region cost one source decode, not four.
+    `donors[i]` are edit i's donors (None: none for any).
+    """
     source = _as_wave(source_audio)
     _check_args(detail, gl_iters, feather)
-    source_grid = check_grids(codec, edited, source, source_grid)
+    donors = [()] * len(edits) if donors is None else list(donors)
+    if len(donors) != len(edits):
+        raise RenderError(f"{len(donors)} donor lists for {len(edits)} edited grids")
+    if not edits:
+        return []
+    source_grid = check_grids(codec, edits[0], source, source_grid)
+    for edited in edits[1:]:
+        check_grids(codec, edited, source, source_grid)
     start, stop = check_span(span, len(source))
-    changed = _changed_with_donors(codec, edited, source, source_grid, donors, None)
-    out = source[start:stop].copy()
-    for cells in _clusters(changed):  # far-apart edits are rendered separately: cost follows the edits
-        if not _reaches(codec, cells, feather, len(source), start, stop):
-            continue
-        patch = _render_patch(codec, edited, source, source_grid, cells, detail, donors, gl_iters, feather)
-        out += dsp.synthesize_span(codec.front.framing, patch.spectrum - patch.source_spectrum, patch.frame0,
-                                   start, stop, len(source))
-    return out
+    jobs = []   # (edit index, changed cells of one cluster, its window)
+    for i, (edited, ds) in enumerate(zip(edits, donors, strict=True)):
+        changed = _changed_with_donors(codec, edited, source, source_grid, ds, None)
+        for cells in _clusters(changed):  # far-apart edits are rendered separately: cost follows the edits
+            if _reaches(codec, cells, feather, len(source), start, stop):
+                jobs.append((i, cells, _window(codec, cells, len(source), feather)))
+    sides, decoded = _prepare(codec, [(edits[i], w) for i, _, w in jobs], source, source_grid)
+    outs = [source[start:stop].copy() for _ in edits]
+    for (i, cells, w), dec_edit in zip(jobs, decoded, strict=True):
+        patch = _render_patch(codec, edits[i], source, source_grid, cells, detail, donors[i], gl_iters, feather,
+                              (w, sides[w], dec_edit))
+        outs[i] += dsp.synthesize_span(codec.front.framing, patch.spectrum - patch.source_spectrum, patch.frame0,
+                                       start, stop, len(source))
+    return outs
 
 
 def check_span(span: tuple[int, int] | None, num_samples: int) -> tuple[int, int]:
@@ -338,39 +364,85 @@ def _clusters(changed: np.ndarray, gap: int = 2 * DECODE_CONTEXT_COLUMNS) -> lis
     return out
 
 
-def _render_patch(codec: Codec, edited: CodeGrid, source: np.ndarray, source_grid: CodeGrid, changed: np.ndarray,
-                  detail: float, donors: Sequence[Donor], gl_iters: int, feather: float) -> RenderedPatch:
-    """Render the span of columns holding `changed` (non-empty)."""
-    front, cfg = codec.front, codec.mel_cfg
-    n_frames = cfg.num_frames(len(source))
-    n_cols = edited.num_columns
+@dataclass(frozen=True)
+class _Window:
+    """Where a patch works: frames f0..f1-1 are rewritten, columns d0..d1-1 are decoded (with the
+    decoder's receptive field and the feather, so the window's decode equals the whole clip's)."""
+
+    f0: int
+    f1: int
+    d0: int
+    d1: int
+
+
+@dataclass(frozen=True)
+class _SourceSide:
+    """The source's part of a patch window: the same for every edit rendered over that window."""
+
+    spec: torch.Tensor      # complex [n_freqs, f1 - f0]: the source's STFT
+    phase: torch.Tensor     # complex [n_freqs, f1 - f0]: its unit phase
+    residual: torch.Tensor  # [n_mels, f1 - f0]: source log-mel minus the decode of the source's codes
+    fine: torch.Tensor      # [n_freqs, f1 - f0]: linear-bin detail the mel pinv cannot give back
+
+
+def _window(codec: Codec, changed: np.ndarray, num_samples: int, feather: float) -> _Window:
+    """The window of a patch for `changed` (bool [bands, columns], not empty) in a clip of `num_samples`."""
     cols = np.flatnonzero(changed.any(axis=0))
     c_lo, c_hi = int(cols[0]), int(cols[-1]) + 1
+    f0, f1 = _patch_frames(codec, c_lo, c_hi, feather, codec.mel_cfg.num_frames(num_samples))
+    fw = int(round(feather * DOWNSAMPLE))
+    ctx = max(2, -(-(decoder_reach(codec.model) + fw) // DOWNSAMPLE))  # window decode == whole-clip decode
+    return _Window(f0, f1, max(0, c_lo - ctx), min(changed.shape[1], c_hi + ctx))
+
+
+def _prepare(codec: Codec, jobs: Sequence[tuple[CodeGrid, _Window]], source: np.ndarray, source_grid: CodeGrid
+             ) -> tuple[dict[_Window, _SourceSide], list[torch.Tensor]]:
+    """The source side of each window and each job's decode log-mel [n_mels, f1 - f0], cropped to its frames.
+
+    Jobs decoding the same columns go in one batch with the source's codes there (decoded once)."""
+    front = codec.front
+    groups: dict[tuple[int, int], list[int]] = {}
+    for j, (_, w) in enumerate(jobs):
+        groups.setdefault((w.d0, w.d1), []).append(j)
+    decoded: list[torch.Tensor] = [torch.empty(0)] * len(jobs)
+    sides: dict[_Window, _SourceSide] = {}
+    for (d0, d1), members in groups.items():
+        mels = _decode_window(codec, [source_grid.codes[:, :, d0:d1]] + [jobs[j][0].codes[:, :, d0:d1]
+                                                                         for j in members])
+        for j, mel in zip(members, mels[1:], strict=True):
+            w = jobs[j][1]
+            crop = slice(w.f0 - d0 * DOWNSAMPLE, w.f1 - d0 * DOWNSAMPLE)
+            decoded[j] = mel[:, crop]
+            if w not in sides:
+                spec = dsp.stft(front.framing, source, w.f0, w.f1)
+                logmel = front.power_to_logmel(spec.abs().square())
+                sides[w] = _SourceSide(spec, dsp.unit_phase(spec), logmel - mels[0][:, crop],
+                                       spec.abs() - front.logmel_to_magnitude(logmel))
+    return sides, decoded
+
+
+def _render_patch(codec: Codec, edited: CodeGrid, source: np.ndarray, source_grid: CodeGrid, changed: np.ndarray,
+                  detail: float, donors: Sequence[Donor], gl_iters: int, feather: float,
+                  prepared: tuple[_Window, _SourceSide, torch.Tensor] | None = None) -> RenderedPatch:
+    """Render the span of columns holding `changed` (non-empty); `prepared` = (window, source side, the
+    edit's decode there) when `render_edits` has computed them for several edits at once."""
+    front, cfg = codec.front, codec.mel_cfg
     fw = int(round(feather * DOWNSAMPLE))  # frames
     fws = (int(round(feather * cfg.n_mels / codec.num_bands)), fw)  # (mel bins, frames): half a tile each way
-    f0, f1 = _patch_frames(codec, c_lo, c_hi, feather, n_frames)
-
-    # source STFT and log-mel over the span only
-    src_spec = dsp.stft(front.framing, source, f0, f1)
-    src_logmel = front.power_to_logmel(src_spec.abs().square())
-
-    # model decodes of the edited and the source codes over the span (+ receptive-field context)
-    ctx = max(2, -(-(decoder_reach(codec.model) + fw) // DOWNSAMPLE))  # window decode == whole-clip decode
-    d0 = max(0, c_lo - ctx)
-    d1 = min(n_cols, c_hi + ctx)
-    dec_edit, dec_src = _decode_window(codec, [edited.codes[:, :, d0:d1], source_grid.codes[:, :, d0:d1]])
-    crop = slice(f0 - d0 * DOWNSAMPLE, f1 - d0 * DOWNSAMPLE)
-    dec_edit, dec_src = dec_edit[:, crop], dec_src[:, crop]
-    residual = src_logmel - dec_src
+    if prepared is None:
+        w = _window(codec, changed, len(source), feather)
+        sides, (dec_edit,) = _prepare(codec, [(edited, w)], source, source_grid)
+        prepared = (w, sides[w], dec_edit)
+    w, side, dec_edit = prepared
+    f0, f1 = w.f0, w.f1
+    src_spec, phase, residual, fine = side.spec, side.phase, side.residual, side.fine
 
     hard = _cells_to_mel(changed, f0, f1, cfg.n_mels)
-    phase = dsp.unit_phase(src_spec)
     donor_hard = torch.zeros_like(hard)
     donor_res_w = torch.zeros_like(hard)
     donor_phase = torch.zeros_like(src_spec)
     donor_res = torch.zeros_like(residual)
     src_mag = src_spec.abs()
-    fine = src_mag - front.logmel_to_magnitude(src_logmel)  # linear-bin detail the mel pinv cannot give back
     donor_fine = torch.zeros_like(fine)
     for d in donors:
         cells = _donor_cells(codec, d, changed.shape) & changed

@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from .render import (
     decoder_reach,
     donors_from_active,
     render_edit,
+    render_edits,
     to_source_rate,
 )
 
@@ -279,6 +280,32 @@ class EditSession:
             trial._mel_cache = self._mel_cache
             trial.apply(result)
             return trial.render(span=span)
+
+    def preview_many(self, results: Sequence[EditResult], span: tuple[int, int] | None = None) -> list[Rendered]:
+        """`preview` of each result (e.g. regenerate's candidates), rendered together: a surgical render
+        decodes the source's side of the windows they share once (render.render_edits), not once each.
+
+        Anything the joint render cannot do falls back to `preview` one by one, which says why."""
+        with self.lock:
+            trials = []
+            for result in results:
+                trial = EditSession(self.codec, self.clip, self.partner, self.history.fork(), self.render_mode,
+                                    self.detail)
+                trial._mel_cache = self._mel_cache
+                trial.apply(result)
+                trials.append(trial)
+            if self.render_mode == "surgical" and self.clip.has_audio and trials:
+                t0 = time.perf_counter()
+                try:
+                    waves = render_edits(self.codec, [t.current for t in trials], self.clip.wave, self.original,
+                                         self.detail, [t.donors() for t in trials], span=span)
+                    seconds = (time.perf_counter() - t0) / len(trials)
+                    start = check_span(span, self.current.num_samples)[0]
+                    return [Rendered(np.asarray(w, np.float32), seconds, "surgical", start=start) for w in waves]
+                except (RenderError, CodesError, ValueError) as exc:
+                    log.warning("%s: rendering %d versions together failed (%s); one by one", self.clip.name,
+                                len(trials), exc)
+            return [t.render(span=span) for t in trials]
 
     def donors(self) -> tuple:
         """render.Donor regions for the cells that still hold codes copied from A or from the open B."""

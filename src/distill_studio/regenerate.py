@@ -68,7 +68,7 @@ def draw(s: Session | None, strength: float | None, temperature: float | None, s
     a, b = _span(s) if whole else audition_span(s, region)   # "whole" on a long clip: the viewport is heard
     try:
         results = codec.regenerate(grid, region, settings)
-        renders = [session.preview(r, span=(a, b)) for r in results]
+        renders = session.preview_many(results, span=(a, b))
         now = session.render(span=(a, b))
     except (EditError, CodesError, ValueError) as exc:
         raise fail(str(exc)) from exc

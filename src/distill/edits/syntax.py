@@ -55,17 +55,20 @@ OPERATIONS: dict[str, OperationSpec] = {
 }
 
 
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)"   # 2, 2.5, .5: one way to match each, so no backtracking
+# Each part matches in one way only: nested repeats over the same characters (a level name that may hold spaces,
+# then spaces, then "+") made a long malformed region take exponential time (6 levels: 4.5 s; 7: over a minute).
 _REGION_RE = re.compile(
-    r"^\s*(?P<levels>[A-Za-z0-9_ ]+(?:\s*\+\s*[A-Za-z0-9_ ]+)*)\s*@\s*(?P<t0>[0-9]*\.?[0-9]+)\s*-\s*(?P<t1>[0-9]*\.?[0-9]+)"
-    r"\s*(?:/\s*(?P<b0>[0-9]+)\s*(?:-\s*(?P<b1>[0-9]+))?)?\s*$")
+    rf"(?P<levels>[A-Za-z0-9_ \t+]+)@\s*(?P<t0>{_NUMBER})\s*-\s*(?P<t1>{_NUMBER})"
+    r"\s*(?:/\s*(?P<b0>[0-9]+)\s*(?:-\s*(?P<b1>[0-9]+))?)?")
 
 
 def parse_region(text: str, grid: CodeGrid) -> Region:
     """'LEVELS@START-END[/BANDLO-BANDHI]' (levels by name joined with +, seconds, bands inclusive) -> Region."""
-    m = _REGION_RE.match(str(text))
-    if not m:
+    m = _REGION_RE.fullmatch(str(text).strip())
+    levels = tuple(p.strip() for p in m["levels"].split("+")) if m else ()
+    if not m or not all(levels):
         raise EditError(f"cannot read region {text!r}; write {REGION_SYNTAX}")
-    levels = tuple(p.strip() for p in m["levels"].split("+"))
     resolved: list[int | str] = [_digits(p, "level") if p.isdigit() else p for p in levels]
     bands = None
     if m["b0"] is not None:

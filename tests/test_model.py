@@ -154,8 +154,9 @@ def test_rotation_trick_transform_is_the_librarys_with_the_same_gradients():
 
     import distill.model as model_mod
 
-    assert lib.efficient_rotation_trick_transform is model_mod.rotation_trick_transform  # installed at import
-    library = model_mod._LIBRARY_ROTATION
+    model_mod.vq_library()
+    assert lib.efficient_rotation_trick_transform is model_mod.rotation_trick_transform  # installed on first use
+    library = model_mod.vq_library().rotation
     assert library is not None and library is not model_mod.rotation_trick_transform
     g = torch.Generator().manual_seed(0)
     u = torch.nn.functional.normalize(torch.randn(300, 128, generator=g), dim=1).requires_grad_()
@@ -177,6 +178,21 @@ def test_rotation_trick_transform_is_the_librarys_with_the_same_gradients():
     finally:
         model_mod.use_fast_rotation(True)
     assert lib.efficient_rotation_trick_transform is model_mod.rotation_trick_transform
+
+
+def test_commands_that_only_read_files_do_not_import_the_quantizer_library(trained):
+    """`distill info` and `--help` do not pay the quantizer library's ~3 s import; building a model does."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom distill.cli import main\ntry:\n    main({args})\nexcept SystemExit:\n    pass\n"
+             "print('LOADED' if 'vector_quantize_pytorch' in sys.modules else 'NOT LOADED')")
+    for args in (["info", str(trained[1])], ["--help"]):
+        run = subprocess.run([sys.executable, "-c", probe.format(args=args)], capture_output=True, text=True,
+                             timeout=120)
+        assert run.stdout.strip().splitlines()[-1] == "NOT LOADED", (args, run.stdout, run.stderr)
+    build = "import sys; from distill import ConvVQVAE, VQVAEConfig; ConvVQVAE(VQVAEConfig()); print('vector_quantize_pytorch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", build], capture_output=True, text=True, timeout=120).stdout.strip() == "True"
 
 
 def test_training_step_with_the_fast_rotation_matches_the_library():

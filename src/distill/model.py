@@ -10,13 +10,14 @@ several threads at once.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from types import ModuleType
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-import vector_quantize_pytorch.vector_quantize_pytorch as _vq_lib
 from torch import nn
-from vector_quantize_pytorch import ResidualVQ
 
 from .config import VQVAEConfig
 
@@ -25,7 +26,23 @@ LOG_POWER_SCALE = 4.0  # with power_floor > 0: natural-log units of output power
 OUT_SHIFT = -4.0       # an untrained decoder starts at log power -4 (near silence), not at log1p 0.69
 
 
-_LIBRARY_ROTATION = getattr(_vq_lib, "efficient_rotation_trick_transform", None)
+class VQLibrary(NamedTuple):
+    module: ModuleType                 # vector_quantize_pytorch.vector_quantize_pytorch
+    rotation: Callable | None          # the library's own rotation-trick transform (None: it has none)
+
+
+@functools.cache
+def vq_library() -> VQLibrary:
+    """The quantizer library, imported on first use, with `rotation_trick_transform` installed in it.
+
+    Importing it costs ~3 s (einx, torch._dynamo), which `distill info`, `--help` and every command that
+    fails on its arguments would otherwise pay before doing anything; a model's construction imports it."""
+    import vector_quantize_pytorch.vector_quantize_pytorch as module
+
+    lib = VQLibrary(module, getattr(module, "efficient_rotation_trick_transform", None))
+    if lib.rotation is not None:
+        module.efficient_rotation_trick_transform = rotation_trick_transform
+    return lib
 
 
 def rotation_trick_transform(u: torch.Tensor, q: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
@@ -33,19 +50,17 @@ def rotation_trick_transform(u: torch.Tensor, q: torch.Tensor, e: torch.Tensor) 
     e - 2 (e.w) w + 2 (e.u) q with w = unit(u + q), u and q held constant. The same values and gradients
     as the library's version, with per-row dot products in place of its N batched [1 x D] @ [D x 1] @
     [1 x D] matrix products, which were ~4% of a CPU training step (benchmarks/train_speed.py)."""
-    w = _vq_lib.l2norm(u + q, dim=1).detach()
+    w = vq_library().module.l2norm(u + q, dim=1).detach()
     u, q = u.detach(), q.detach()
     return e - 2 * (e * w).sum(-1, keepdim=True) * w + 2 * (e * u).sum(-1, keepdim=True) * q
 
 
 def use_fast_rotation(enabled: bool = True) -> None:
-    """Route the library's rotation trick through `rotation_trick_transform` (on at import), or back to
-    its own (for benchmarks). Nothing changes if the library no longer has that function."""
-    if _LIBRARY_ROTATION is not None:
-        _vq_lib.efficient_rotation_trick_transform = rotation_trick_transform if enabled else _LIBRARY_ROTATION
-
-
-use_fast_rotation()
+    """Route the library's rotation trick through `rotation_trick_transform` (on from the library's first use),
+    or back to its own (for benchmarks). Nothing changes if the library no longer has that function."""
+    lib = vq_library()
+    if lib.rotation is not None:
+        lib.module.efficient_rotation_trick_transform = rotation_trick_transform if enabled else lib.rotation
 
 
 class ChannelNorm(nn.Module):
@@ -187,6 +202,9 @@ class ConvVQVAE(nn.Module):
         self.cfg = cfg
         self.n_mels = n_mels
         self.encoder = VQEncoder(cfg, n_mels)
+        vq_library()   # imported here (with the fast rotation trick), not when this module is
+        from vector_quantize_pytorch import ResidualVQ
+
         self.quantizer = ResidualVQ(
             dim=cfg.codebook_dim,
             num_quantizers=cfg.num_quantizers,

@@ -18,6 +18,7 @@ in this run. Metrics on the held-out files:
   - decoded plausibility of a redrawn span in the middle of each clip (surgical render), regenerate vs
     randomize, for two regions: Timbre+Detail (Structure kept, as the NLL above) and all three levels
     (a span regenerated outright):
+    next to the span re-rendered from the recording's own codes (the nearest drawn codes can come);
     (i) frame-to-frame log-mel change inside the span and across its two edges, summed over the clips,
     relative to the recordings' own change there (1.0 = as smooth as the real audio), and per span how far
     it is from the recording's, the mean |log ratio| (0 = each span as smooth as its recording); (ii) decode -> re-encode agreement,
@@ -40,7 +41,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import holdout_split, select_files  # noqa: E402
 
-from distill import Clip, Codec, EditSession, RegenerateSettings, Region, Trainer, load_audio, load_source  # noqa: E402
+from distill import (  # noqa: E402
+    Clip,
+    Codec,
+    EditSession,
+    RegenerateSettings,
+    Region,
+    Trainer,
+    dsp,
+    load_audio,
+    load_source,
+)
 from distill.edits.operations import randomize_region  # noqa: E402
 from distill.prior import (  # noqa: E402
     CodeCorpus,
@@ -54,6 +65,7 @@ from distill.prior import (  # noqa: E402
     log_frequencies,
     nearest_visible,
 )
+from distill.render import render_spectrum  # noqa: E402
 from distill.session import clip_from_source  # noqa: E402
 
 
@@ -86,8 +98,11 @@ def smoothness(logmel: np.ndarray, f0: int, f1: int) -> float:
 
 def plausibility(codec: Codec, clips: list[Clip], usage: list[list[int]], levels: tuple[int, ...] = (1, 2),
                  seed: int = 0) -> dict:
-    """Regenerate vs randomize of a span of `levels` in each held-out clip of >= 8 columns, decoded surgically."""
-    out = {"regenerate": {"smooth": [], "agree": []}, "randomize": {"smooth": [], "agree": []}}
+    """Regenerate vs randomize of a span of `levels` in each held-out clip of >= 8 columns, decoded surgically;
+    "own codes": the span re-rendered from the recording's own codes (render_spectrum with those cells forced),
+    the nearest any drawn codes can come to the recording through the codec and the render."""
+    out = {"regenerate": {"smooth": [], "agree": []}, "randomize": {"smooth": [], "agree": []},
+           "own codes": {"smooth": [], "agree": []}}
     bases = []
     fpc = codec.frames_per_column
     for clip in clips:
@@ -107,13 +122,21 @@ def plausibility(codec: Codec, clips: list[Clip], usage: list[list[int]], levels
         session = EditSession(codec, clip)
         drawn = {"regenerate": codec.regenerate(grid, region, RegenerateSettings(seed=seed))[0],
                  "randomize": randomize_region(grid, region, usage, seed)}
-        for name, result in drawn.items():
-            wave = session.preview(result).wave
+        changed = np.zeros(grid.codes.shape[1:], bool)
+        changed[:, c0:c0 + width] = True
+        patch = render_spectrum(codec, grid, clip.wave, grid, changed=changed)
+        own = clip.wave + dsp.synthesize_span(codec.front.framing, patch.spectrum - patch.source_spectrum,
+                                              patch.frame0, 0, len(clip.wave), len(clip.wave))
+        renders = {name: session.preview(result).wave for name, result in drawn.items()}
+        drawn["own codes"], renders["own codes"] = None, own
+        for name, wave in renders.items():
+            result = drawn[name]
+            codes = grid.codes if result is None else result.grid.codes
             out[name]["smooth"].append(smoothness(codec.logmel(wave).numpy(), f0, f1))
             again = codec.encode(wave).codes
             cells = np.zeros(grid.codes.shape, bool)
             cells[region.index()] = True
-            out[name]["agree"].append(float((again[cells] == result.grid.codes[cells]).mean()))
+            out[name]["agree"].append(float((again[cells] == codes[cells]).mean()))
     # pooled: summed change over all spans / the recordings' summed change (a near-silent span's tiny
     # change would otherwise dominate a mean of ratios)
     # and per span: how far each span's change is from the recording's, |log(ratio)| (0 = as smooth as the
@@ -221,16 +244,18 @@ def table(results: list[dict]) -> str:
                      f"{b['prior']:.3f} ({b['prior_levels']:.3f}; {b['prior_marginal']:.3f}) | {b['frequencies']:.3f} | "
                      f"{b['copy_nearest']:.3f} ({b['copy_nearest_alone']:.3f}) | "
                      f"{100 * (1 - b['prior'] / b['frequencies']):.1f}% lower | {r['speed_4x2s']:.2f} s |")
-    lines += ["", "| corpus | region redrawn | spans | smooth, pooled: regen / randomize (1 = the recording) "
-              "| per-span |log ratio|: regen / randomize (0 = the recording) | re-encode agreement: regen / randomize |",
+    lines += ["", "| corpus | region redrawn | spans | smooth, pooled: regen / randomize / own codes (1 = the recording) "
+              "| per-span |log ratio|: regen / randomize / own codes (0 = the recording) "
+              "| re-encode agreement: regen / randomize / own codes |",
               "|---|---|---|---|---|---|"]
     for r in results:
         for key, what in (("plausibility", "Timbre+Detail"), ("plausibility_all_levels", "all levels")):
             p = r[key]
+            trio = ("regenerate", "randomize", "own codes")
             lines.append(f"| {r['group']} | {what} | {p['regenerate']['n']} | "
-                         f"{p['regenerate']['smooth']:.2f} / {p['randomize']['smooth']:.2f} | "
-                         f"{p['regenerate']['smooth_off']:.3f} / {p['randomize']['smooth_off']:.3f} | "
-                         f"{p['regenerate']['agree']:.2f} / {p['randomize']['agree']:.2f} |")
+                         + " / ".join(f"{p[k]['smooth']:.2f}" for k in trio) + " | "
+                         + " / ".join(f"{p[k]['smooth_off']:.3f}" for k in trio) + " | "
+                         + " / ".join(f"{p[k]['agree']:.2f}" for k in trio) + " |")
     return "\n".join(lines)
 
 

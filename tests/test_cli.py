@@ -81,3 +81,24 @@ def test_errors_are_one_line_and_exit_2(cli_model, capsys, tmp_path):
     assert err.count("\n") == 1 and "notes.wav: not a Distill model" in err
     assert main(["decode", str(root / "m.distill"), str(data / "notes.wav"), "-o", str(tmp_path / "o.wav")]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_a_missing_input_file_is_named_before_any_model_loads(trained, tmp_path, capsys, monkeypatch):
+    """Loading a model takes seconds; a mistyped path is said at once, naming the file and what it was for."""
+    from distill import Codec
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the missing file was noticed")
+
+    monkeypatch.setattr(Codec, "load", no_load)
+    model, out = str(trained[1]), str(tmp_path / "out")
+    for argv, path, what in ((["decode", model, "gone.codes.json", "-o", out + ".wav"], "gone.codes.json", "codes"),
+                             (["regenerate", model, "gone.json", "-o", out, "--region", "Timbre@0-1"], "gone.json", "codes"),
+                             (["edit", model, "gone.json", "-o", out, "--set", "Timbre@0-1=1"], "gone.json", "codes"),
+                             (["encode", model, "gone.wav", "-o", out], "gone.wav", "audio"),
+                             (["info", "gone.distill"], "gone.distill", "model"),
+                             (["decode", "gone.distill", "gone.codes.json", "-o", out], "gone.distill", "model")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{path}: no such file or folder (the {what} to read)" in err, argv
+    assert not list(tmp_path.iterdir())   # nothing written

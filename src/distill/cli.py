@@ -576,8 +576,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+INPUT_ARGS = ("model", "codes", "audio")   # the files a command reads; named before any model is loaded
+
+
+def missing_input(args: argparse.Namespace) -> str:
+    """The error for the first input file that does not exist ('' if all do): said at once, not after the
+    seconds a model takes to load."""
+    for name in INPUT_ARGS:
+        path = getattr(args, name, None)
+        if isinstance(path, str) and not os.path.exists(path):
+            return f"{path}: no such file or folder (the {name} to read)"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if missing := missing_input(args):
+        return fatal(missing)
     try:
         return args.func(args)
     except (CliError, AudioError, BundleError, CodesError, TrainingError, ValueError, OSError) as exc:

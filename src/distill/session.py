@@ -276,10 +276,14 @@ class EditSession:
         Rendered on a fork of the history (a plain render starts from this session's decode cache), so the
         real history, its redo steps and the cache stay as they are."""
         with self.lock:
-            trial = EditSession(self.codec, self.clip, self.partner, self.history.fork(), self.render_mode, self.detail)
-            trial._mel_cache = self._mel_cache
-            trial.apply(result)
-            return trial.render(span=span)
+            return self._trial(result).render(span=span)
+
+    def _trial(self, result: EditResult) -> EditSession:
+        """A fork of this session with `result` applied (its history, redo steps and cache stay as they are)."""
+        trial = EditSession(self.codec, self.clip, self.partner, self.history.fork(), self.render_mode, self.detail)
+        trial._mel_cache = self._mel_cache
+        trial.apply(result)
+        return trial
 
     def preview_many(self, results: Sequence[EditResult], span: tuple[int, int] | None = None) -> list[Rendered]:
         """`preview` of each result (e.g. regenerate's candidates), rendered together: a surgical render
@@ -287,13 +291,7 @@ class EditSession:
 
         Anything the joint render cannot do falls back to `preview` one by one, which says why."""
         with self.lock:
-            trials = []
-            for result in results:
-                trial = EditSession(self.codec, self.clip, self.partner, self.history.fork(), self.render_mode,
-                                    self.detail)
-                trial._mel_cache = self._mel_cache
-                trial.apply(result)
-                trials.append(trial)
+            trials = [self._trial(result) for result in results]
             if self.render_mode == "surgical" and self.clip.has_audio and trials:
                 t0 = time.perf_counter()
                 try:

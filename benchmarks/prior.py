@@ -17,8 +17,8 @@ in this run. Metrics on the held-out files:
     given only the visible cells;
   - decoded plausibility of a redrawn span in the middle of each clip (surgical render), regenerate vs
     randomize, for two regions: Timbre+Detail (Structure kept, as the NLL above) and all three levels
-    (a span regenerated outright):
-    next to the span re-rendered from the recording's own codes (the nearest drawn codes can come);
+    (a span regenerated outright), next to the span re-rendered from the recording's own codes (the nearest
+    drawn codes can come):
     (i) frame-to-frame log-mel change inside the span and across its two edges, summed over the clips,
     relative to the recordings' own change there (1.0 = as smooth as the real audio), and per span how far
     it is from the recording's, the mean |log ratio| (0 = each span as smooth as its recording); (ii) decode -> re-encode agreement,
@@ -129,13 +129,13 @@ def plausibility(codec: Codec, clips: list[Clip], usage: list[list[int]], levels
                                               patch.frame0, 0, len(clip.wave), len(clip.wave))
         renders = {name: session.preview(result).wave for name, result in drawn.items()}
         drawn["own codes"], renders["own codes"] = None, own
+        cells = np.zeros(grid.codes.shape, bool)
+        cells[region.index()] = True
         for name, wave in renders.items():
             result = drawn[name]
             codes = grid.codes if result is None else result.grid.codes
             out[name]["smooth"].append(smoothness(codec.logmel(wave).numpy(), f0, f1))
             again = codec.encode(wave).codes
-            cells = np.zeros(grid.codes.shape, bool)
-            cells[region.index()] = True
             out[name]["agree"].append(float((again[cells] == codes[cells]).mean()))
     # pooled: summed change over all spans / the recordings' summed change (a near-silent span's tiny
     # change would otherwise dominate a mean of ratios)

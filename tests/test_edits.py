@@ -37,6 +37,20 @@ def make_grid(columns: int = 12, offset: int = 0, model: str = "m1") -> CodeGrid
 
 
 # ---------------------------------------------------------------------- regions
+@pytest.mark.parametrize("columns, num_samples", [(11, 81920), (12, 12 * 8192 - 100), (3, 16384), (1, 300)])
+def test_region_of_the_whole_clip_reaches_its_last_column(columns, num_samples):
+    """0 .. duration covers every column, as Select all does: a clip of exactly k * 8192 samples has k + 1
+    columns (the encoder's last frame starts on the clip's end), and "Vary whole clip" must reach it too."""
+    q, r, c = np.meshgrid(np.arange(3), np.arange(8), np.arange(columns), indexing="ij")
+    grid = CodeGrid(q * 1000 + r * 100 + c, NAMES, SPC, 48000, num_samples, "m1")
+    region = Region.from_seconds(grid, "Timbre", 0.0, grid.duration_s)
+    assert (region.c0, region.c1) == (0, columns - 1)
+    assert parse_region(region.to_text(grid), grid) == region          # the text form says the same cells
+    if columns > 3:       # an end before the clip's end still stops where it says
+        inner = Region.from_seconds(grid, "Timbre", 0.0, 2 * SPC)
+        assert inner.c1 == 1
+
+
 def test_region_from_seconds_snaps_outward_and_describes():
     g = make_grid()
     r = Region.from_seconds(g, "Timbre", 0.2, 0.5)  # 0.2 s is inside column 1, 0.5 s inside column 2

@@ -36,6 +36,15 @@ def end_column_of(seconds: float, seconds_per_column: float) -> int:
     return int(math.ceil(_columns(seconds, seconds_per_column) - SNAP_EPS)) - 1
 
 
+def last_column_of(seconds: float, grid: CodeGrid) -> int:
+    """The end of a span of `grid` -> its last column (end_column_of), except that a span reaching the clip's
+    end covers every column up to the grid's last: a clip of exactly k columns' samples has one more (the
+    encoder's last frame starts on its final sample), and "the whole clip" must include it as Select all does."""
+    if seconds >= grid.duration_s - SNAP_EPS * grid.seconds_per_column:
+        return grid.num_columns - 1
+    return min(end_column_of(seconds, grid.seconds_per_column), grid.num_columns - 1)
+
+
 def columns_in(seconds: float, seconds_per_column: float) -> int:
     """A distance in time (--by) -> the nearest whole number of columns (sign kept)."""
     return int(round(_columns(seconds, seconds_per_column)))
@@ -104,7 +113,7 @@ class Region:
     @classmethod
     def from_seconds(cls, grid: CodeGrid, levels: tuple[int | str, ...] | list[int | str] | int | str,
                      t0: float, t1: float, bands: tuple[int, int] | None = None) -> Region:
-        """Time range in seconds -> whole columns covering it (column_of start .. end_column_of end), validated."""
+        """Time range in seconds -> whole columns covering it (column_of start .. last_column_of end), validated."""
         if isinstance(levels, (int, str, np.integer)):
             levels = (levels,)
         try:
@@ -118,7 +127,7 @@ class Region:
             raise EditError(f"time {t1:g} s is past the clip's end ({grid.duration_s:.3f} s)")
         spc = grid.seconds_per_column
         c0 = column_of(t0, spc)
-        c1 = min(end_column_of(t1, spc), grid.num_columns - 1)
+        c1 = last_column_of(t1, grid)
         r0, r1 = (0, grid.num_bands - 1) if bands is None else bands
         region = cls(idx, r0, r1, c0, max(c0, c1))
         region.validate(grid)

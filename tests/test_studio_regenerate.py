@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 import numpy as np
 import pytest
@@ -107,6 +109,23 @@ def test_api_regenerate_writes_one_codes_file_per_candidate(prior_codec, trained
     with pytest.raises(gr.Error, match="strength"):
         api.api_regenerate(str(model), str(codes), "Timbre@0.5-1.5", 3.0)
 
+
+
+def test_api_regenerate_keeps_every_version_for_a_long_input_name(prior_codec, clips, tmp_path):
+    """A 150-character file name: the name is cut in its stem, never in `.regen.K.codes.json`, so three
+    versions come back as three files (the cut used to land in the suffix: one file, the last version)."""
+    codec, model = prior_codec
+    from distill import load_audio
+
+    wave, sr = load_audio(clips["low"])
+    codes = tmp_path / ("kick_" + "x" * 140 + ".codes.json")
+    codec.encode(wave, sr, search_steps=0).save(codes)
+    paths = api.api_regenerate(str(model), str(codes), "Timbre+Detail@0.5-1.5", 1.0, 1.0, 4, 3)
+    names = [p.split("/")[-1] for p in paths]
+    assert len(set(paths)) == 3 and all(Path(p).is_file() for p in paths)
+    assert [n[-len(".regen.1.codes.json"):] for n in names] == [f".regen.{i}.codes.json" for i in (1, 2, 3)]
+    assert all(n.startswith("kick_xxx") and len(n.encode()) <= 120 for n in names)
+    assert len({CodeGrid.load(p).codes.tobytes() for p in paths}) == 3   # three different versions kept
 
 @pytest.mark.e2e
 def test_regenerate_over_http(prior_codec, clips, tmp_path):

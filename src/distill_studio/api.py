@@ -44,10 +44,11 @@ from .training import (
 ERRORS = (AudioError, BundleError, CodesError, EditError, TrainingError, ValueError, OSError)
 
 
-def _out(name: str) -> Path:
+def _out(name: str, suffix: str = "") -> Path:
     """A new file in a fresh temp folder of its own; `name` (built from an uploaded file's name) is
-    reduced to a plain file name, so `../../x`, an absolute path or a NUL byte never leaves the folder."""
-    return Path(tempfile.mkdtemp(prefix="distill-api-")) / safe_filename(name, "output")
+    reduced to a plain file name, so `../../x`, an absolute path or a NUL byte never leaves the folder.
+    With `suffix`, `name` is a stem: a long one is cut there and the suffix is kept whole."""
+    return Path(tempfile.mkdtemp(prefix="distill-api-")) / safe_filename(name, "output", suffix)
 
 
 CODEC_CACHE_SIZE = 2   # recently used models kept loaded (a Codec is stateless, so callers can share one)
@@ -126,7 +127,7 @@ def api_encode(model_file: str, audio_file: str) -> str:
         grid = codec.encode(wave, sr)  # records the file's rate and length: /decode gives them back
     except ERRORS as exc:
         raise fail(str(exc)) from exc
-    path = _out(Path(audio_file).stem + ".codes.json")
+    path = _out(Path(audio_file).stem, ".codes.json")
     grid.save(path)
     return str(path)
 
@@ -147,7 +148,7 @@ def api_edit(model_file: str, codes_file: str, operation: str, other_codes_file:
         session.apply(operation or "")
     except (EditError, CodesError, ValueError, OSError) as exc:
         raise fail(f"{name}: {exc}") from exc
-    path = _out(name.replace(".codes.json", "").removesuffix(".json") + ".edited.codes.json")
+    path = _out(name.replace(".codes.json", "").removesuffix(".json"), ".edited.codes.json")
     session.current.save(path)
     return str(path)
 
@@ -178,7 +179,7 @@ def api_regenerate(model_file: str, codes_file: str, region: str, strength: floa
     for i, result in enumerate(results, start=1):   # every candidate continues the same history
         session = EditSession(codec, Clip(name, original, None), history=history.fork())
         session.apply(result)
-        path = folder / safe_filename(f"{stem}.regen.{i}.codes.json", "output")
+        path = folder / safe_filename(stem, "output", f".regen.{i}.codes.json")
         session.current.save(path)
         paths.append(str(path))
     return paths

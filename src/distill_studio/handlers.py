@@ -107,19 +107,28 @@ class View:
 SAFE_NAME_BYTES = 120
 
 
-def safe_filename(name: str | None, default: str = "clip") -> str:
+def safe_filename(name: str | None, default: str = "clip", suffix: str = "") -> str:
     """A name from a user (an upload's file name, a clip's label) -> one plain file name to write under
     Distill's own temp folder: only its last path part (after / or \\), any character other than a
     letter, digit, '.', '-', '_' or space replaced by '_', no leading or trailing dots or spaces, at most
-    120 bytes with its extension kept; `default` when nothing is left. `../../x.wav` -> `x.wav`."""
+    120 bytes; `default` when nothing is left. `../../x.wav` -> `x.wav`.
+
+    The cut falls in the stem, never in the ending: the name's own extension, or `suffix` when given (the
+    name then is a stem: `safe_filename(stem, suffix=".regen.2.codes.json")`), is always kept whole, so
+    names that differ only there stay different."""
     base = re.split(r"[\\/]", str(name or ""))[-1]
     base = re.sub(r"[^\w.\- ]", "_", base).strip(" .")
-    stem, ext = os.path.splitext(base)
-    stem, ext = stem[:SAFE_NAME_BYTES], ext[:16]
+    if suffix:
+        stem, ext = base, re.sub(r"[^\w.\- ]", "_", suffix)[:SAFE_NAME_BYTES // 2]
+    else:
+        stem, ext = os.path.splitext(base)
+        ext = ext[:16]
+    stem = stem[:SAFE_NAME_BYTES]
     while stem and len((stem + ext).encode("utf-8")) > SAFE_NAME_BYTES:
         stem = stem[:-1]
-    base = (stem.rstrip(" .") + ext) if stem.strip(" ._") else ""
-    return base or default
+    if not stem.strip(" ._"):
+        return (default + ext) if suffix else default
+    return stem.rstrip(" .") + ext
 
 
 def fail(message: str) -> gr.Error:

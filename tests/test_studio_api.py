@@ -91,3 +91,22 @@ def test_the_api_loads_each_model_file_once(trained, tmp_path, monkeypatch):
     os.replace(tmp_path / "tmp.distill", model)          # a new version of the file at the same path
     os.utime(model, ns=(1, 1))
     assert api._codec(str(model)) is not first and len(loads) == 2
+
+
+def test_the_endpoints_refuse_an_hour_long_upload_at_once(client, trained, tmp_path):
+    """Issue 25.2: /encode accepted a two-hour FLAC (3.1 MB) and spent 341 s and 5.5 GB on it. Through the launched
+    app the header check answers within seconds, naming the limit; the endpoints keep their parameter names."""
+    import time
+
+    from test_length_limits import write_silence
+
+    hour = write_silence(tmp_path / "hour.flac", 3600, 24000, format="FLAC", subtype="PCM_16")
+    t0 = time.perf_counter()
+    with pytest.raises(Exception, match=r"hour\.flac: 3600 s long, over the limit of 1800 s .*DISTILL_MAX_CLIP_SECONDS"):
+        client.predict(model_file=handle_file(str(trained[1])), audio_file=handle_file(str(hour)), api_name="/encode")
+    assert time.perf_counter() - t0 < 10
+    params = {e: [p["parameter_name"] for p in v["parameters"]]
+              for e, v in client.view_api(print_info=False, return_format="dict")["named_endpoints"].items()}
+    assert params["/encode"] == ["model_file", "audio_file"]
+    assert params["/decode"] == ["model_file", "codes_file", "phase_audio"]
+    assert params["/edit"] == ["model_file", "codes_file", "operation", "other_codes_file"]

@@ -228,3 +228,46 @@ def test_the_training_status_says_how_many_warnings_it_does_not_show(sabotaged_r
     during = [u.status for u in updates[:-1]]
     assert during and all("… and 3 more warnings" in text for text in during[5:])
     assert sum(name in during[-1] for name in bad) == 2           # the two latest warnings are still shown
+
+
+def _folder(root: Path, names: list[str]) -> list[str]:
+    import soundfile as sf
+    from conftest import tone
+
+    root.mkdir()
+    for i, name in enumerate(names):
+        sf.write(root / name, tone(0.6, 150 + 60 * i, seed=i), SR)
+    return [str(root / n) for n in names]
+
+
+def test_a_dataset_uploaded_during_training_is_for_the_next_run(tmp_path):
+    """Issue 25.8: a folder uploaded while training runs used to replace the run's report, so the clip list came
+    out empty and the status named the new folder's files as skipped. The run keeps the report it started with;
+    the new one waits for the next run."""
+    limits = Limits(preset="tiny")
+    first = _folder(tmp_path / "first", ["a1.wav", "a2.wav", "a3.wav"])
+    second = _folder(tmp_path / "second", ["b1.wav", "b2.wav"])
+    s, _, _, _ = training.scan(None, first, None, limits)
+    gen = training.train_stream(s, training.Settings(levels=2, budget="epochs", amount=1, batch_size=4), limits)
+    next(gen)                                                   # training has started
+    training.scan(s, second, None, limits)                      # another upload meanwhile
+    last = list(gen)[-1]
+    assert "Model ready" in last.status and "Not in the clip list" not in last.status
+    assert sorted(s.clips) == ["a1.wav", "a2.wav", "a3.wav"]
+    assert not any(name in last.status for name in ("b1.wav", "b2.wav"))
+    assert sorted(v.name for v in s.report.accepted) == ["b1.wav", "b2.wav"]   # kept for the next run
+
+
+def test_a_scan_changes_the_session_under_the_tabs_lock(tmp_path):
+    """The report and the settings it implies change together, while no other event of the tab holds its lock."""
+    limits = Limits(preset="tiny")
+    s, _, _, _ = training.scan(None, _folder(tmp_path / "first", ["a1.wav"]), None, limits)
+    before = s.report
+    second = _folder(tmp_path / "second", ["b1.wav", "b2.wav"])
+    with s.lock:
+        worker = threading.Thread(target=training.scan, args=(s, second, None, limits))
+        worker.start()
+        worker.join(timeout=3)
+        assert worker.is_alive() and s.report is before          # waiting for the lock
+    worker.join(timeout=30)
+    assert not worker.is_alive() and len(s.report.accepted) == 2 and s.config is not None

@@ -25,6 +25,17 @@ class AudioError(ValueError):
     """A file could not be used as audio; the message names the file and says why."""
 
 
+class TooLong(AudioError):
+    """A file longer than a limit, found out before its samples were decoded; `reason` is the message without
+    the file's name (a scan verdict names the file itself)."""
+
+    def __init__(self, name: str, seconds: float, max_seconds: float, variable: str, counted: bool = False):
+        self.seconds, self.max_seconds, self.counted = float(seconds), float(max_seconds), counted
+        self.reason = (f"longer than the limit of {max_seconds:g} s (decoding stopped there; set by {variable})"
+                       if counted else f"{seconds:.0f} s long, over the limit of {max_seconds:g} s (set by {variable})")
+        super().__init__(f"{name}: {self.reason}")
+
+
 @dataclass(frozen=True)
 class FileVerdict:
     """What the folder scan decided about one file."""
@@ -35,6 +46,9 @@ class FileVerdict:
     duration_s: float = 0.0
     sample_rate: int = 0
     channels: int = 0
+    # rejected for its length (inspect_file's max_seconds) before a full decode: "header" when its header said so,
+    # "decoded" when decoding passed the limit (duration_s is then only how far it got); "" otherwise
+    over_limit: str = ""
 
     @property
     def name(self) -> str:
@@ -212,6 +226,65 @@ class SourceAudio:
         return resample(self.samples, self.rate, rate)
 
 
+# Containers whose length libsndfile takes from a field it checks against the data (WAV and kin are cut to the
+# bytes present; FLAC never decodes past its STREAMINFO count): their header answers "how long" without a decode.
+# Ogg (last page's granule) and MP3 (a tag or a bitrate estimate) may say anything: those are counted.
+TRUSTED_HEADERS = frozenset({"WAV", "WAVEX", "RF64", "W64", "AIFF", "CAF", "AU", "FLAC"})
+UNKNOWN_FRAMES = 1 << 62      # libsndfile's "length not known" (a streamed FLAC says 2**63 - 1)
+COUNT_BLOCK = 1 << 16         # frames decoded at a time while counting (256 KB per channel)
+
+
+def header_frames(container: str, frames: int) -> int | None:
+    """The length a header states when it can be trusted (TRUSTED_HEADERS, a known length); None otherwise."""
+    return int(frames) if container in TRUSTED_HEADERS and 0 <= frames < UNKNOWN_FRAMES else None
+
+
+def _count_frames(f: sf.SoundFile, stop: int | None) -> int:
+    """Frames `f` decodes to, counted a block at a time into one reused buffer; stops once past `stop`."""
+    buf = np.empty((COUNT_BLOCK, f.channels), np.float32)
+    frames = 0
+    while stop is None or frames <= stop:
+        n = f.buffer_read_into(buf, dtype="float32")
+        frames += n
+        if n < COUNT_BLOCK:
+            break
+    return frames
+
+
+def probe(path: str | os.PathLike, max_seconds: float | None = None) -> tuple[int, int, int, bool]:
+    """(frames, rate, channels, counted) of a file without decoding it when its header can be trusted; otherwise
+    its blocks are counted, stopping once past `max_seconds` (then frames is only a lower bound).
+
+    Raises AudioError naming the file for anything soundfile cannot open or decode."""
+    name = os.path.basename(os.fspath(path))
+    try:
+        with sf.SoundFile(os.fspath(path)) as f:
+            rate, channels = int(f.samplerate), int(f.channels)
+            if rate <= 0:
+                raise AudioError(f"{name}: unreadable or corrupt audio (sample rate 0)")
+            frames = header_frames(f.format, f.frames)
+            if frames is not None:
+                return frames, rate, channels, False
+            stop = None if max_seconds is None else int(max_seconds * rate)
+            return _count_frames(f, stop), rate, channels, True
+    except AudioError:
+        raise
+    except Exception as exc:  # soundfile raises several types for corrupt input
+        raise AudioError(f"{name}: {unreadable_reason(path, exc)}") from exc
+
+
+def check_length(path: str | os.PathLike, max_seconds: float, variable: str,
+                 name: str | None = None) -> tuple[int, int, int]:
+    """The one check every entry point makes before decoding a file: (frames, rate, channels) when it is at most
+    `max_seconds` long; TooLong naming the file (as `name`, default its file name), its length, the limit and the
+    `variable` that sets it otherwise (AudioError when it cannot be read). Costs a header read, or for Ogg / MP3
+    a decode of at most the limit."""
+    frames, rate, channels, counted = probe(path, max_seconds)
+    if frames > max_seconds * rate:
+        raise TooLong(name or os.path.basename(os.fspath(path)), frames / rate, max_seconds, variable, counted)
+    return frames, rate, channels
+
+
 def load_source(path: str | os.PathLike, name: str | None = None) -> SourceAudio:
     """Read a file at its own rate (AudioError naming the file when it cannot be decoded)."""
     wave, sr = load_audio(path)
@@ -293,11 +366,13 @@ def content_problem(frames: int, sr: int, peak: float) -> str:
     return ""
 
 
-def inspect_file(path: str | os.PathLike) -> FileVerdict:
+def inspect_file(path: str | os.PathLike, max_seconds: float | None = None, variable: str = "") -> FileVerdict:
     """Decide whether one file is usable training audio, with a reason a person understands.
 
     The length is what decodes, not what the header claims (a header may promise an hour and hold a
-    second); NaN and inf samples are read as silence, and an accepted verdict's reason says so."""
+    second); NaN and inf samples are read as silence, and an accepted verdict's reason says so.
+    With `max_seconds`, a longer file is rejected (over_limit, the reason naming the limit and `variable`)
+    from its header when check_length would trust it, else once decoding passes the limit."""
     p = Path(path)
     if p.name.startswith("."):
         return FileVerdict(str(p), False, "hidden file (names starting with '.' are skipped, e.g. .DS_Store)")
@@ -311,12 +386,20 @@ def inspect_file(path: str | os.PathLike) -> FileVerdict:
         return FileVerdict(str(p), False, unreadable_reason(p))
     if size == 0:
         return FileVerdict(str(p), False, "empty file (0 bytes)")
+    stop = None
     try:
         info = sf.info(str(p))
-        peak, frames, nonfinite = _peak(p)
+        sr, channels = int(info.samplerate), int(info.channels)
+        if max_seconds is not None and sr > 0:
+            stop = int(max_seconds * sr)
+            header = header_frames(info.format, info.frames)
+            if header is not None and header > stop:
+                return _too_long(p, header, sr, channels, max_seconds, variable, counted=False)
+        peak, frames, nonfinite = _peak(p, stop)
     except Exception as exc:
         return FileVerdict(str(p), False, unreadable_reason(p, exc))
-    sr, channels = int(info.samplerate), int(info.channels)
+    if stop is not None and frames > stop:
+        return _too_long(p, frames, sr, channels, max_seconds, variable, counted=True)
     duration = frames / float(sr) if sr > 0 else 0.0
     problem = content_problem(frames, sr, peak) if sr > 0 else "unreadable or corrupt audio (sample rate 0)"
     if problem:
@@ -325,12 +408,20 @@ def inspect_file(path: str | os.PathLike) -> FileVerdict:
     return FileVerdict(str(p), True, note, duration, sr, channels)
 
 
-def _peak(path: Path) -> tuple[float, int, int]:
+def _too_long(p: Path, frames: int, sr: int, channels: int, max_seconds: float, variable: str,
+              counted: bool) -> FileVerdict:
+    reason = TooLong(p.name, frames / sr, max_seconds, variable, counted).reason
+    return FileVerdict(str(p), False, reason, frames / sr, sr, channels, over_limit="decoded" if counted else "header")
+
+
+def _peak(path: Path, stop: int | None = None) -> tuple[float, int, int]:
     """(peak absolute sample, frames decoded, non-finite samples), read in blocks so a 30-minute file
-    never sits in memory twice."""
+    never sits in memory twice; decoding ends once past `stop` frames (a file over a limit)."""
     peak, frames, nonfinite = 0.0, 0, 0
     with sf.SoundFile(str(path)) as f:
         for block in f.blocks(blocksize=1 << 18, dtype="float32", always_2d=True):
+            if stop is not None and frames > stop:
+                break
             if block.size:
                 finite = np.isfinite(block)
                 if not finite.all():
@@ -353,21 +444,26 @@ def find_audio_candidates(root: str | os.PathLike) -> list[Path]:
     return found
 
 
-def scan_paths(paths: Iterable[str | os.PathLike]) -> ScanReport:
-    """Verdict for each given file; warns outside the designed 5-500 file range."""
-    verdicts = tuple(inspect_file(p) for p in paths)
-    n = sum(v.accepted for v in verdicts)
-    warnings: list[str] = []
+def scan_warnings(accepted: int) -> tuple[str, ...]:
+    """What to say about a dataset of this many usable files: outside the designed 5-500 range, a warning."""
     lo, hi = DESIGNED_FILE_RANGE
-    if 0 < n < lo:
-        warnings.append(f"only {n} usable files; Distill is designed for {lo}-{hi}, expect a less general model")
-    elif n > hi:
-        warnings.append(f"{n} usable files; Distill is designed for {lo}-{hi}, training will be slower per epoch")
-    return ScanReport(verdicts, tuple(warnings))
+    if 0 < accepted < lo:
+        return (f"only {accepted} usable files; Distill is designed for {lo}-{hi}, expect a less general model",)
+    if accepted > hi:
+        return (f"{accepted} usable files; Distill is designed for {lo}-{hi}, training will be slower per epoch",)
+    return ()
 
 
-def scan_folder(root: str | os.PathLike) -> ScanReport:
+def scan_paths(paths: Iterable[str | os.PathLike], max_seconds: float | None = None,
+               variable: str = "") -> ScanReport:
+    """Verdict for each given file (files over `max_seconds` rejected before a full decode: inspect_file);
+    warns outside the designed 5-500 file range."""
+    verdicts = tuple(inspect_file(p, max_seconds, variable) for p in paths)
+    return ScanReport(verdicts, scan_warnings(sum(v.accepted for v in verdicts)))
+
+
+def scan_folder(root: str | os.PathLike, max_seconds: float | None = None, variable: str = "") -> ScanReport:
     """Scan a folder (recursively) and give every file a verdict. Never raises for a bad file."""
     if not Path(root).exists():
         raise AudioError(f"{root}: no such file or folder")
-    return scan_paths(find_audio_candidates(root))
+    return scan_paths(find_audio_candidates(root), max_seconds, variable)

@@ -484,11 +484,16 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
         # API endpoints: files in, files out, for gradio_client
         api_btns[0].click(lambda f, m: api.api_train(f, m, limits), [api_files, api_minutes], [api_model_out, api_summary],
                           api_name="train", concurrency_limit=limits.train_concurrency, concurrency_id="train")
-        api_btns[1].click(api.api_encode, [api_model, api_audio], [api_codes_out], api_name="encode")
-        api_btns[2].click(api.api_edit, [api_model, api_codes, api_op, api_other], [api_codes_out], api_name="edit")
-        api_btns[3].click(api.api_decode, [api_model, api_codes, api_phase], [api_wave], api_name="decode")
-        api_btns[4].click(api.api_regenerate, [api_model, api_codes, api_region, api_strength, api_temperature, api_seed,
-                                               api_candidates], [api_codes_list], api_name="regenerate")
+        # partial keeps each endpoint's parameter names (gradio_client's keywords) and adds the Space's limits
+        api_btns[1].click(partial(api.api_encode, limits=limits), [api_model, api_audio], [api_codes_out],
+                          api_name="encode")
+        api_btns[2].click(partial(api.api_edit, limits=limits), [api_model, api_codes, api_op, api_other],
+                          [api_codes_out], api_name="edit")
+        api_btns[3].click(partial(api.api_decode, limits=limits), [api_model, api_codes, api_phase], [api_wave],
+                          api_name="decode")
+        api_btns[4].click(partial(api.api_regenerate, limits=limits), [api_model, api_codes, api_region, api_strength,
+                                                                      api_temperature, api_seed, api_candidates],
+                          [api_codes_list], api_name="regenerate")
 
     demo.queue(max_size=limits.queue_size, default_concurrency_limit=4)
     explain_queue_full(demo, limits)

@@ -194,7 +194,9 @@ def new_session(codec: Codec | None, label: str, model_path: str | None, clips: 
 
 def read_clip(codec: Codec, path: str, name: str, limits: Limits, progress: Progress | None = None) -> Clip:
     """Load, check length and encode one clip; AudioError / ValueError name the file and the problem.
-    `progress(fraction)` as the encode goes (a 10-minute recording takes most of a minute)."""
+    `progress(fraction)` as the encode goes (a 10-minute recording takes most of a minute). The length is checked
+    from the header first: an hour of FLAC silence (673 KB) took 9.8 s and 2 GB to decode before it was refused."""
+    limits.check_clip(path, name)
     source = load_source(path, name)
     return encode_source(codec, source, limits, progress)
 
@@ -957,12 +959,14 @@ def export(s: Session | None) -> tuple[Session, list[str], View]:
         status=f"Exported {wav.name} ({rate} Hz, {len(wave)} samples), {codes.name} and {hist.name}.{note}")
 
 
-def _candidate_sources(s: Session) -> Iterator[SourceAudio | None]:
-    """Audio that imported codes may have come from: the open clips first, then the clip list (read lazily)."""
+def _candidate_sources(s: Session, limits: Limits) -> Iterator[SourceAudio | None]:
+    """Audio that imported codes may have come from: the open clips first, then the clip list (read lazily;
+    clips the studio would not open are not decoded for it)."""
     yield s.a.source if s.a is not None else None
     yield s.b.source if s.b is not None else None
     for name, path in sorted(s.clips.items()):
         try:
+            limits.check_clip(path, name)
             yield load_source(path, name)
         except AudioError as exc:
             log.warning("while matching imported codes: %s", exc)
@@ -973,19 +977,29 @@ def import_codes(s: Session | None, path: str | None, limits: Limits) -> tuple[S
     """Load a codes JSON (or a history JSON) as A to continue editing.
 
     Its audio is found by the hash the codes record (the open clips, then the clip list); without
-    a match the clip opens without audio, decoded plainly, and the status line says why.
+    a match the clip opens without audio, decoded plainly, and the status line says why. The file's size
+    (DISTILL_MAX_JSON_MB) is checked before it is read, the clip's length (DISTILL_MAX_CLIP_SECONDS) before
+    anything decodes it: its audio would be refused, so its codes are too.
     """
     codec = _need_codec(s)
     if not path:
         raise fail("Choose a codes (.json) file to import.")
     name = os.path.basename(path)
     try:
+        limits.check_json(path)
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise fail(f"{name}: not a Distill codes or history file ({exc.__class__.__name__}).") from exc
+    except ValueError as exc:   # over the size limit
+        raise fail(str(exc)) from exc
     try:
-        session, note = EditSession.from_document(codec, text, f"{name} (imported)", _candidate_sources(s),
+        session, note = EditSession.from_document(codec, text, f"{name} (imported)", _candidate_sources(s, limits),
                                                   render_mode=s.render_mode, detail=s.detail)
+        # no clip at hand can match codes longer than the limit (each was checked), so none was decoded for them
+        for grid in (session.history.original, session.current):
+            limits.check_codes(grid, name)
+    except AudioError as exc:
+        raise fail(str(exc)) from exc
     except (EditError, CodesError, ValueError) as exc:
         raise fail(f"{name}: {exc}") from exc
     _open_a(s, session.clip, session)

@@ -20,8 +20,10 @@ from distill import (
     Region,
     Rendered,
     ScanReport,
+    TooLong,
     Trainer,
     VQVAEConfig,
+    check_length,
 )
 
 from .viewport import VIEW_SECONDS, Viewport
@@ -45,7 +47,9 @@ class Limits:
         max_files (int): files per dataset upload (DISTILL_MAX_FILES).
         max_total_minutes (float): total accepted audio per dataset (DISTILL_MAX_TOTAL_MINUTES).
         max_train_minutes (float): longest training budget (DISTILL_MAX_TRAIN_MINUTES).
-        max_clip_seconds (float): longest clip opened for editing (DISTILL_MAX_CLIP_SECONDS).
+        max_clip_seconds (float): longest clip opened for editing, encoded, decoded or imported as codes, in the
+            studio and every API endpoint (DISTILL_MAX_CLIP_SECONDS).
+        max_json_mb (float): largest codes or history JSON read, in the studio and the API (DISTILL_MAX_JSON_MB).
         queue_size (int): queue max_size (DISTILL_QUEUE_SIZE).
         train_concurrency (int): trainings at once across all users (DISTILL_TRAIN_CONCURRENCY).
         preset (str): "tiny" trains a very small network (tests, smoke checks) (DISTILL_STUDIO_PRESET).
@@ -58,6 +62,7 @@ class Limits:
     max_total_minutes: float = 120.0
     max_train_minutes: float = 30.0
     max_clip_seconds: float = 1800.0
+    max_json_mb: float = 32.0      # a 30-minute clip's edited codes are ~3 MB; 32 MB of JSON parse to ~200 MB
     queue_size: int = 32
     train_concurrency: int = 1
     preset: str = ""
@@ -73,6 +78,7 @@ class Limits:
             max_total_minutes=_env_float("DISTILL_MAX_TOTAL_MINUTES", d.max_total_minutes),
             max_train_minutes=_env_float("DISTILL_MAX_TRAIN_MINUTES", d.max_train_minutes),
             max_clip_seconds=_env_float("DISTILL_MAX_CLIP_SECONDS", d.max_clip_seconds),
+            max_json_mb=_env_float("DISTILL_MAX_JSON_MB", d.max_json_mb),
             queue_size=int(_env_float("DISTILL_QUEUE_SIZE", d.queue_size)),
             train_concurrency=int(_env_float("DISTILL_TRAIN_CONCURRENCY", d.train_concurrency)),
             preset=os.environ.get("DISTILL_STUDIO_PRESET", d.preset),
@@ -99,6 +105,33 @@ class Limits:
     def over_total_minutes(self) -> str:
         return (f"over this Space's total of {self.max_total_minutes:g} minutes of audio per dataset "
                 "(set by DISTILL_MAX_TOTAL_MINUTES when the studio starts)")
+
+    def over_total_left(self, seconds: float, left: float | None = None) -> str:
+        """Why one file does not fit in what is left of the dataset's total: its length (or, when decoding was
+        stopped at what was `left`, that it is longer), then the limit."""
+        length = f"longer than the {left / 60:.1f} min left" if left is not None else f"{seconds / 60:.1f} min long"
+        return f"{length}: {self.over_total_minutes()}"
+
+    # Checks made before any work, wherever a file enters (studio uploads and imports, every API endpoint).
+    def check_clip(self, path: str | os.PathLike, name: str | None = None) -> None:
+        """Refuse audio longer than max_clip_seconds from its header, before decoding (TooLong says so)."""
+        check_length(path, self.max_clip_seconds, "DISTILL_MAX_CLIP_SECONDS", name)
+
+    def check_json(self, path: str | os.PathLike) -> None:
+        """Refuse a codes or history file over max_json_mb before it is read (parsing costs ~6x its size)."""
+        try:
+            mb = os.path.getsize(path) / 2**20
+        except OSError:
+            return   # reading it says what is wrong
+        if mb > self.max_json_mb:
+            raise ValueError(f"{os.path.basename(os.fspath(path))}: {mb:.2f} MB is over this Space's limit of "
+                             f"{self.max_json_mb:g} MB per codes or history file (set by DISTILL_MAX_JSON_MB when "
+                             "the studio starts)")
+
+    def check_codes(self, grid: CodeGrid, name: str) -> None:
+        """Refuse codes of a clip longer than max_clip_seconds, as its audio would be (before any decode)."""
+        if grid.duration_s > self.max_clip_seconds:
+            raise TooLong(name, grid.duration_s, self.max_clip_seconds, "DISTILL_MAX_CLIP_SECONDS")
 
     def train_minutes_capped(self, asked: float) -> str:
         return (f"Training budget capped at {self.max_train_minutes:g} minutes ({asked:g} asked for): this Space's "

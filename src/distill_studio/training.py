@@ -27,10 +27,10 @@ from distill import (
     TrainResult,
     VQVAEConfig,
     adaptive_config,
-    scan_paths,
     split_budget,
     train_prior_after,
 )
+from distill.audio import inspect_file, scan_warnings
 
 from . import handlers, threads
 from .handlers import fail
@@ -114,28 +114,30 @@ def distinct_names(paths: list[str]) -> list[str]:
 def limited_scan(paths: list[str], limits: Limits) -> ScanReport:
     """scan_paths plus the Space's limits: files past max_files, files over max_file_mb (Gradio's upload limit
     already refuses them from a browser; files reaching here by other routes are checked too) and audio past the
-    total duration are rejected with a reason that names the limit and its environment variable."""
+    total duration are rejected with a reason that names the limit and its environment variable.
+
+    Each file's length is checked against what is left of the total before it is decoded (from its header;
+    Ogg / MP3 stop decoding there): an hour of FLAC silence, 0.7 MB, is refused without decoding an hour."""
     over_count = [FileVerdict(p, False, limits.too_many_files()) for p in paths[limits.max_files:]]
-    too_big, sized = [], []
+    too_big, kept, total = [], [], 0.0
+    budget = limits.max_total_minutes * 60
     for p in paths[:limits.max_files]:
         try:
             mb = os.path.getsize(p) / 2**20
         except OSError:
-            mb = 0.0  # unreadable: scan_paths says why
+            mb = 0.0  # unreadable: inspect_file says why
         if mb > limits.max_file_mb:
             too_big.append(FileVerdict(p, False, limits.file_too_big(mb)))
-        else:
-            sized.append(p)
-    report = scan_paths(sized)
-    budget = limits.max_total_minutes * 60
-    kept, total = [], 0.0
-    for v in report.verdicts:
-        if v.accepted and total + v.duration_s > budget:
-            kept.append(FileVerdict(v.path, False, limits.over_total_minutes(), v.duration_s, v.sample_rate, v.channels))
             continue
+        left = budget - total
+        v = inspect_file(p, left, "DISTILL_MAX_TOTAL_MINUTES")
+        if v.over_limit:
+            reason = limits.over_total_left(v.duration_s, left if v.over_limit == "decoded" else None)
+            v = FileVerdict(v.path, False, reason, v.duration_s, v.sample_rate, v.channels, v.over_limit)
         total += v.duration_s if v.accepted else 0.0
         kept.append(v)
-    return ScanReport(tuple(kept) + tuple(too_big) + tuple(over_count), report.warnings)
+    return ScanReport(tuple(kept) + tuple(too_big) + tuple(over_count),
+                      scan_warnings(sum(v.accepted for v in kept)))
 
 
 def report_table(report: ScanReport) -> pd.DataFrame:
@@ -165,10 +167,10 @@ def scan(s: Session | None, folder: list | None, files: list | None, limits: Lim
     if not paths:
         raise fail("The upload is empty: choose a folder or some audio files.")
     report = limited_scan(paths, limits)
-    s.report = report
     n = len(report.accepted)
     cfg = adaptive_config(n, **limits.preset_overrides()) if n else None
-    s.config = cfg
+    with s.lock:   # a running training took its own report at its start (train_stream): this is for the next
+        s.report, s.config = report, cfg
     settings = Settings() if cfg is None else Settings(levels=cfg.num_quantizers, codebook_dim=cfg.codebook_dim,
                                                       commitment_weight=cfg.commitment_weight, batch_size=cfg.batch_size)
     return s, report_table(report), report_summary(report, cfg), settings
@@ -283,11 +285,16 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
 
     Stop (stop()) creates the run's stop file, which the Trainer polls every step, in this process or in a
     ZeroGPU worker; the loop still ends with the best model so far.
+
+    The dataset report is taken once, here: a folder uploaded during the run (scan) is for the next one, and
+    must not become the clip list or the "skipped" files of this one.
     """
-    if s.report is None or not s.report.accepted:
+    with s.lock:
+        report = s.report
+    if report is None or not report.accepted:
         raise fail("Upload a folder (or files) with at least one usable audio clip first.")
     try:
-        cfg = build_config(len(s.report.accepted), st, limits)
+        cfg = build_config(len(report.accepted), st, limits)
         minutes, epochs = budget(st, limits)
     except ValueError as exc:
         raise fail(str(exc)) from exc
@@ -300,8 +307,8 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
     holder: list[Trainer] = []
     run_dir = tempfile.mkdtemp(prefix="distill-train-")
     stop_file = s.stop_file = os.path.join(run_dir, "stop")
-    events = (train_events_gpu(s.report, cfg, minutes, epochs, stop_file) if on_zero_gpu()
-              else train_events(s.report, cfg, minutes, epochs, holder, stop_file))
+    events = (train_events_gpu(report, cfg, minutes, epochs, stop_file) if on_zero_gpu()
+              else train_events(report, cfg, minutes, epochs, holder, stop_file))
     try:
         for ev in threads.each_step(iter(events), threads.TRAIN_THREADS):
             if holder and s.trainer is None:
@@ -340,7 +347,7 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
     done += (f"; prior for Regenerate: held-out {prior_info.get('best_val_bits')} bits/code" if prior_info else
              "; no prior (training was stopped before it): Regenerate needs one")
     label = f"trained here ({result.steps} steps{', stopped early' if result.cancelled else ''})"
-    clips = trained_clips(s.report, result)
+    clips = trained_clips(report, result)
     try:
         offer_model(s, result.codec, label, str(path), clips, fresh_clips=True)
         if s.pending_model is not None and s.pending_model.path == str(path):
@@ -350,7 +357,7 @@ def train_stream(s: Session, st: Settings, limits: Limits) -> Iterator[Progress]
             done += ". Download it below, or go to **Edit & Listen**."
     except gr.Error as exc:   # saved but not usable here: say so, keep the download
         done += f". It is saved (download it below) but could not be opened here: {html.escape(exc.message)}"
-    left_out = [v.name for v in s.report.accepted if v.name not in clips]
+    left_out = [v.name for v in report.accepted if v.name not in clips]
     if left_out:   # the run skipped them (changed since the scan) or they are gone: the clip list cannot offer them
         more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
         done += (f"  \nNot in the clip list (skipped during training or gone since): "

@@ -182,7 +182,7 @@ def test_clip_length_limit_is_thirty_minutes_by_default(codec, tmp_path):
     path = tmp_path / "long.wav"
     sf.write(path, np.zeros(SR * 61, np.float32), SR)
     s = handlers.new_session(codec, "tiny", None, {})
-    with pytest.raises(gr.Error, match=r"longer than this studio opens \(60 s; DISTILL_MAX_CLIP_SECONDS\)"):
+    with pytest.raises(gr.Error, match=r"over the limit of 60 s \(set by DISTILL_MAX_CLIP_SECONDS\)"):
         handlers.open_clip(s, "A", None, str(path), Limits(max_clip_seconds=60))
 
 

@@ -455,9 +455,7 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
         def after_model(s):
             if s is not None and s.pending_model is not None:  # A has edits: leave the Edit tab as it is
                 return [s, *[gr.skip()] * (len(edit_outputs) - 1), *pending_updates(s)]
-            s = handlers.open_defaults(s, limits)
-            view = dataclasses.replace(handlers.full_view(s), status=handlers.open_status(s))
-            return [*emit((s, view)), *pending_updates(s)]
+            return [*emit(handlers.model_changed(s, limits)), *pending_updates(s)]
 
         train_evt = train_btn.click(on_train, [session, *settings_in],
                                     [session, loss_plot, parts_plot, health, train_status, model_file, prior_plot],

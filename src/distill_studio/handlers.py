@@ -6,6 +6,7 @@ the page's events into its calls and its results into what the page shows.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import html
@@ -168,8 +169,11 @@ def model_summary(codec: Codec | None, label: str) -> str:
             f"codebook {cfg.codebook_size} × dim {cfg.codebook_dim}{files} · {regen} · fingerprint `{codec.fingerprint}`")
 
 
-def open_status(s: Session) -> str:
-    """The status line after a model change: which model is in use and which clips are open now."""
+def open_status(s: Session, kept: bool = False) -> str:
+    """The status line after a model change: which model is in use, which clips are open now and why.
+
+    `kept`: A (and B) were open before the change and were re-encoded with the new model; otherwise they were
+    opened because none was (open_defaults: the longest clips in the list that open)."""
     if s.codec is None:
         return model_summary(None, "")
     if s.a is None:
@@ -177,8 +181,18 @@ def open_status(s: Session) -> str:
     def one(clip) -> str:
         return f"**{html.escape(clip.name)}** ({clip.grid.duration_s:.1f} s)"
     b = one(s.b) if s.b is not None else "-"
-    return (f"Now using **{html.escape(s.model_label)}**. Open: A = {one(s.a)}, B = {b} (the longest clips "
-            "of the dataset). Drag on a heatmap to select, then edit.")
+    why = ("kept open, re-encoded with this model" if kept
+           else "the longest clips in the clip list")
+    return (f"Now using **{html.escape(s.model_label)}**. Open: A = {one(s.a)}, B = {b} ({why}). "
+            "Drag on a heatmap to select, then edit.")
+
+
+@guarded
+def model_changed(s: Session, limits: Limits) -> tuple[Session, View]:
+    """After a model switch: open the longest clips when none is open, and say which clips are open and why."""
+    kept = s.a is not None
+    s = open_defaults(s, limits)
+    return s, View(**{**full_view(s).fields(), "status": open_status(s, kept)})
 
 
 def demo_clips(folder: str) -> dict[str, str]:
@@ -233,9 +247,40 @@ def _need_edit(s: Session | None) -> EditSession:
     return s.edit
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Two paths hold the same bytes (one path, or the same upload saved twice)."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+        if os.path.getsize(a) != os.path.getsize(b):
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while True:
+                x, y = fa.read(1 << 20), fb.read(1 << 20)
+                if x != y:
+                    return False
+                if not x:
+                    return True
+    except OSError:
+        return False
+
+
+def upload_label(clips: dict[str, str], path: str) -> str:
+    """The clip-list name for an uploaded file: its file name, or 'name (2).wav', 'name (3).wav', ... when the
+    list already holds other audio under that name (the same bytes again reuse their entry), so picking a name
+    always opens the audio uploaded under it."""
+    base = os.path.basename(path)
+    stem, ext = os.path.splitext(base)
+    label, n = base, 1
+    while label in clips and not _same_file(clips[label], path):
+        n += 1
+        label = f"{stem} ({n}){ext}"
+    return label
+
+
 def _resolve(s: Session, name: str | None, upload: str | None) -> tuple[str, str]:
     if upload:
-        return os.path.basename(upload), upload
+        return upload_label(s.clips, upload), upload
     if name and name in s.clips:
         return name, s.clips[name]
     raise fail("Pick a clip from the list or upload an audio file.")
@@ -313,7 +358,7 @@ def open_clip(s: Session | None, which: str, name: str | None, upload: str | Non
         clip = read_clip(codec, path, label, limits, encoding)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from exc
-    if upload and label not in s.clips:
+    if upload:
         s.clips[label] = path
     if which == "A":
         dt = _open_a(s, clip)
@@ -390,10 +435,14 @@ def _overview(s: Session, grid_id: str) -> str:
     view = _view(s, grid_id, grid)
     if view.covers(grid.num_columns):
         return ""
-    if clip.key not in s.peaks:
-        s.peaks[clip.key] = viewport.envelope(clip.wave if clip.wave is not None else np.zeros(1, np.float32))
+    if clip.wave is None:     # codes without their audio: a flat strip, never cached under the clip's key
+        peaks = viewport.envelope(np.zeros(1, np.float32))   # (its audio may be opened next, with that key)
+    else:
+        peaks = s.peaks.get(clip.key)
+        if peaks is None:
+            peaks = s.peaks[clip.key] = viewport.envelope(clip.wave)
     edited = viewport.edited_bins(np.any(grid.codes != clip.grid.codes, axis=(0, 1)))
-    return viewport.overview_html(grid_id, s.peaks[clip.key], view, grid, edited)
+    return viewport.overview_html(grid_id, peaks, view, grid, edited)
 
 
 def _heatmaps_empty(grid_id: str) -> tuple:
@@ -762,7 +811,13 @@ def _operation(s: Session, operation: str, params: dict) -> EditResult:
             raise fail("Nothing copied yet: select a region and press Copy (or Copy from B).")
         dst = _need_sel(s)
         c = s.clipboard
-        return copy_region(c.grid, c.region, grid, dst.c0, dst.r0, same_clip=c.same_clip)
+        result = copy_region(c.grid, c.region, grid, dst.c0, dst.r0, same_clip=c.same_clip)
+        if not c.same_clip and (s.b is None or s.b.key != c.clip_key):
+            # The copied clip B is no longer the open B: its cells keep their codes but take no phase from
+            # the B open now (another recording); the label says so.
+            result = dataclasses.replace(result, donors=(), label=f"{result.label} ({c.clip_name} is no longer "
+                                         "open as B: the pasted cells are rendered without its phase)")
+        return result
     raise fail(f"Unknown edit {operation!r}.")
 
 
@@ -792,7 +847,8 @@ def copy(s: Session | None, source: str) -> tuple[Session, View]:
             raise fail("Select a region on clip B first: drag on one of its heatmaps.")
     else:
         grid, region = s.grid, _need_sel(s)
-    s.clipboard = Clipboard(grid, region, source == "A")
+    clip = s.b if source == "B" else s.a
+    s.clipboard = Clipboard(grid, region, source == "A", clip.key, clip.name)
     return s, render(s, status=f"Copied {html.escape(region.describe(grid))} from clip {source}. "
                                "Select where it goes on A and press Paste.")
 

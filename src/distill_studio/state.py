@@ -155,6 +155,8 @@ class Clipboard:
     grid: CodeGrid
     region: Region
     same_clip: bool   # copied from A itself (its own audio lends the phase) rather than from B
+    clip_key: str = ""    # Clip.key of the clip copied from: only that clip's audio may lend the paste its phase
+    clip_name: str = ""
 
 
 @dataclass(frozen=True)

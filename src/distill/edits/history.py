@@ -1,10 +1,10 @@
-"""Undo/redo history of one clip's grid: sparse diffs, with the donor records and partner grid of each step."""
+"""Undo/redo history of one clip's grid: sparse diffs, with the donor records and clip B's changes of each step."""
 
 from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from .regions import EditError
 HISTORY_FORMAT = "distill-edit-history"
 HISTORY_VERSION = 1
 MIN_HISTORY = 200   # at least this many undo steps are promised
+# Largest history JSON from_json reads. A 500-step history of a 30-minute clip with 2 s edits is ~10 MB of
+# JSON; parsing costs ~6x the text, so this keeps one file under ~1.5 GB (the studio's own cap is lower).
+MAX_HISTORY_JSON_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,17 +51,27 @@ class Diff:
 
 @dataclass(frozen=True, eq=False)
 class Step:
-    """One undoable edit: what changed, where copied content came from, and clip B after it.
+    """One undoable edit: what changed, where copied content came from, and what it did to clip B.
 
-    `partner` names the clip B this step's "other" donors and `partner_grid` refer to, so a step
-    made with one B never lends its phase to another B opened later.
+    `partner` names the clip B this step's "other" donors and B record refer to, so a step made with
+    one B never lends its phase to another B opened later. A step that changed B (a cross-clip swap)
+    keeps B whole only when it starts a chain (`partner_start`: B after it, the first such step of
+    that B, or one whose B differs in anything but its codes); the steps after it keep only the cells
+    they changed (`partner_change`, against B as the earlier steps of the chain left it), so 500 swaps
+    with a 30-minute B hold B once, not 500 times (EditHistory.partner_grid puts B back together).
     """
 
     label: str
     diff: Diff
     donors: tuple[DonorPatch, ...] = ()
     partner: str = ""
-    partner_grid: CodeGrid | None = None
+    partner_change: Diff | None = None
+    partner_start: CodeGrid | None = None
+
+    @property
+    def changes_partner(self) -> bool:
+        """True when this step changed clip B (it has a B record)."""
+        return self.partner_start is not None or self.partner_change is not None
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,6 +99,7 @@ class EditHistory:
         self._steps: list[Step] = []
         self._position = 0
         self.limit = int(limit)
+        self._partner_cache: dict[str, tuple[Step, CodeGrid]] = {}  # partner -> (its latest step, B after it)
 
     # ------------------------------------------------------------------ state
     @property
@@ -127,10 +141,14 @@ class EditHistory:
     def _add(self, step: Step, grid: CodeGrid) -> CodeGrid:
         del self._steps[self._position:]
         self._steps.append(step)
-        if len(self._steps) > self.limit:
-            for old in self._steps[: len(self._steps) - self.limit]:
+        drop = len(self._steps) - self.limit
+        if drop > 0:
+            self._restart_partner_chains(drop)
+            for old in self._steps[:drop]:
                 self._base = old.diff.apply(self._base)
-            del self._steps[: len(self._steps) - self.limit]
+            del self._steps[:drop]
+            kept = {id(s) for s in self._steps}
+            self._partner_cache = {p: hit for p, hit in self._partner_cache.items() if id(hit[0]) in kept}
         self._position = len(self._steps)
         self._current = grid
         return grid
@@ -138,15 +156,20 @@ class EditHistory:
     def push(self, result: EditResult, partner: str = "") -> CodeGrid:
         """Apply an edit (the grid it returned) as the next step; `partner` names clip B when the edit used it."""
         self._check_same_clip(result.grid)
+        change, start = self._partner_record(result.other, partner)
         step = Step(result.label, Diff.between(self._current, result.grid), tuple(result.donors), partner,
-                    result.other)
-        return self._add(step, result.grid)
+                    change, start)
+        grid = self._add(step, result.grid)
+        if result.other is not None and self._steps[-1] is step:
+            self._partner_cache[partner] = (step, result.other)
+        return grid
 
     def fork(self) -> EditHistory:
         """An independent copy to try an edit on (steps are immutable and shared; pushing to the fork never
         touches this history or its redo steps)."""
         twin = copy.copy(self)
         twin._steps = list(self._steps)
+        twin._partner_cache = dict(self._partner_cache)
         return twin
 
     def undo(self) -> CodeGrid:
@@ -176,30 +199,94 @@ class EditHistory:
 
         A later step that changes any of a record's levels in a cell takes that cell away from it, so
         phase is never transplanted onto codes that no longer came from the donor; undo/redo move
-        `position`, which restores exactly the records of that step.
+        `position`, which restores exactly the records of that step. A record that lost every cell is
+        left out (one of the last applied step is always kept).
+
+        One pass from the newest applied step back, carrying the cells [levels, bands, columns] the
+        steps after the one at hand changed: each step costs its own changed cells and records, so a
+        render after 450 steps on a 30-minute grid pays milliseconds, not seconds (issue 25).
         """
         shape = self._current.codes.shape
+        applied = self._steps[: self._position]
+        later = np.zeros(shape, dtype=bool)  # [levels, bands, columns]: changed by a step after this one
         active: list[ActiveDonor] = []
-        for step in self._steps[: self._position]:
-            touched = step.diff.touched(shape)
-            kept = []
-            for a in active:
-                cells = a.cells & ~touched[list(a.patch.levels) or slice(None)].any(axis=0)
-                if cells.any():
-                    kept.append(ActiveDonor(a.patch, a.partner, cells))
-            active = kept
-            for p in step.donors:
-                cells = np.zeros(shape[1:], dtype=bool)
-                cells[p.r0:p.r1 + 1, p.dst_c0:p.dst_c0 + p.n_cols] = True
-                active.append(ActiveDonor(p, step.partner, cells))
+        for i in range(len(applied) - 1, -1, -1):
+            step = applied[i]
+            for p in reversed(step.donors):
+                cells = _cells_kept(p, later)
+                if i == len(applied) - 1 or cells.any():
+                    active.append(ActiveDonor(p, step.partner, cells))
+            later.reshape(-1)[step.diff.index] = True
+        active.reverse()
         return active
 
     def partner_grid(self, partner: str) -> CodeGrid | None:
         """Clip B (named `partner`) as the applied steps left it; None when no applied step changed it."""
-        for step in reversed(self._steps[: self._position]):
-            if step.partner_grid is not None and step.partner == partner:
-                return step.partner_grid
+        for i in range(self._position - 1, -1, -1):
+            step = self._steps[i]
+            if step.partner == partner and step.changes_partner:
+                hit = self._partner_cache.get(partner)
+                if hit is not None and hit[0] is step:
+                    return hit[1]
+                grid = self._partner_after(i)
+                self._partner_cache[partner] = (step, grid)
+                return grid
         return None
+
+    def _partner_after(self, i: int) -> CodeGrid:
+        """Clip B after step i (a step that changed it): its chain's start with the later steps' changes applied."""
+        partner = self._steps[i].partner
+        chain: list[Step] = []
+        for step in reversed(self._steps[: i + 1]):
+            if step.partner == partner and step.changes_partner:
+                chain.append(step)
+                if step.partner_start is not None:
+                    break
+        start = chain.pop().partner_start
+        if start is None:
+            raise EditError(f"edit history lost clip B ({partner!r}) before step {i + 1}")  # never: see _add
+        if not chain:
+            return start
+        codes = start.codes.copy()
+        for step in reversed(chain):
+            codes.reshape(-1)[step.partner_change.index] = step.partner_change.after
+        return replace(start, codes=codes)
+
+    def _partner_record(self, other: CodeGrid | None, partner: str) -> tuple[Diff | None, CodeGrid | None]:
+        """What a new step keeps of B after it, (change, start): the cells it changed in B as the applied
+        steps leave it, or B whole when no applied step changed this B or B differs in more than its codes."""
+        if other is None:
+            return None, None
+        before = self.partner_grid(partner)
+        if before is not None and _same_but_codes(before, other):
+            return Diff.between(before, other), None
+        return None, other
+
+    def _restart_partner_chains(self, drop: int) -> None:
+        """Before the oldest `drop` steps go: the first kept step that changed each B keeps that B whole."""
+        seen: set[str] = set()
+        for i in range(drop, len(self._steps)):
+            step = self._steps[i]
+            if step.changes_partner and step.partner not in seen:
+                seen.add(step.partner)
+                if step.partner_start is None:
+                    self._steps[i] = replace(step, partner_change=None, partner_start=self._partner_after(i))
+
+    def nbytes(self) -> int:
+        """Bytes of the code arrays this history holds (A's grids, every step's changes, each clip B once per
+        chain), each array counted once: what one tab's undo costs, for the studio to report or bound."""
+        arrays: dict[int, np.ndarray] = {}
+        grids = [self._original, self._base, self._current, *(g for _, g in self._partner_cache.values())]
+        grids += [s.partner_start for s in self._steps if s.partner_start is not None]
+        for g in grids:
+            for a in (g.codes, g.original):
+                if a is not None:
+                    arrays[id(a)] = a
+        for s in self._steps:
+            for d in (s.diff, s.partner_change):
+                if d is not None:
+                    arrays.update((id(a), a) for a in (d.index, d.before, d.after))
+        return sum(a.nbytes for a in arrays.values())
 
     # ------------------------------------------------------------------ JSON
     def to_json(self) -> str:
@@ -219,9 +306,14 @@ class EditHistory:
 
         Refuses one made with another model (fingerprint mismatch), one whose steps do not replay
         from its base grid to its current grid and on through its redo steps, one whose donor records
-        lie outside the grid, and (given `codebook_size`) one whose steps hold codes outside the
-        codebook: a damaged or hand-edited file. Only EditError is raised.
+        lie outside the grid, one with more steps than its own `limit`, one over MAX_HISTORY_JSON_BYTES,
+        and (given `codebook_size`) one whose steps hold codes outside the codebook: a damaged or
+        hand-edited file. Only EditError is raised.
         """
+        size = _json_size(text)
+        if size > MAX_HISTORY_JSON_BYTES:
+            raise EditError(f"edit history is {size} bytes, over the limit of {MAX_HISTORY_JSON_BYTES} bytes "
+                            "for one history (MAX_HISTORY_JSON_BYTES)")
         try:
             d = parse_json(text, EditError)
         except EditError as exc:
@@ -243,6 +335,9 @@ class EditHistory:
             steps = []
             if not isinstance(d["steps"], list):
                 raise EditError("edit history's \"steps\" must be a list")
+            if len(d["steps"]) > hist.limit:
+                raise EditError(f"edit history has {len(d['steps'])} steps, more than its limit of {hist.limit} "
+                                "(a damaged or hand-edited file)")
             for n, s in enumerate(d["steps"], 1):
                 idx, before, after = (_ints(s[k], f"step {n} {k}") for k in ("index", "before", "after"))
                 if not (idx.shape == before.shape == after.shape) or (idx.size and (idx.min() < 0 or idx.max() >= size)):
@@ -282,6 +377,44 @@ class EditHistory:
             grid = step.diff.apply(grid)
         hist._base, hist._current, hist._steps, hist._position = base, current, steps, position
         return hist
+
+
+def _cells_kept(p: DonorPatch, later: np.ndarray) -> np.ndarray:
+    """bool [bands, columns]: the cells record `p` filled that no later step changed on its levels (all levels
+    when it names none); `later` is bool [levels, bands, columns]. Only p's own rectangle is read."""
+    cells = np.zeros(later.shape[1:], dtype=bool)
+    rows, cols = slice(p.r0, p.r1 + 1), slice(p.dst_c0, p.dst_c0 + p.n_cols)
+    levels = list(p.levels) or slice(None)
+    cells[rows, cols] = ~later[levels, rows, cols].any(axis=0)
+    return cells
+
+
+def _same_but_codes(a: CodeGrid, b: CodeGrid) -> bool:
+    """True when grids a and b differ in nothing but their codes (same shape, provenance and original codes)."""
+    if a.codes.shape != b.codes.shape:
+        return False
+    for f in fields(CodeGrid):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if f.name == "codes" or x is y:
+            continue
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            if x is None or y is None or not np.array_equal(x, y):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def _json_size(text: str | bytes) -> int:
+    """Bytes of a JSON text (UTF-8), encoding only when it must: the history JSON Distill writes is ASCII.
+    0 for what is not text (parse_json says what is wrong with it)."""
+    if isinstance(text, (bytes, bytearray)):
+        return len(text)
+    if not isinstance(text, str):
+        return 0
+    if len(text) > MAX_HISTORY_JSON_BYTES or text.isascii():
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _patch_to_dict(p: DonorPatch) -> dict:

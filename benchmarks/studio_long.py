@@ -34,27 +34,7 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def active_donors_before(h) -> list:
-    """EditHistory.active_donors as it was before issue 25 (every step trims every live record: quadratic)."""
-    from distill.edits import ActiveDonor
-
-    shape = h.current.codes.shape
-    active: list = []
-    for step in h.steps[: h.position]:
-        touched = step.diff.touched(shape)
-        kept = []
-        for a in active:
-            cells = a.cells & ~touched[list(a.patch.levels) or slice(None)].any(axis=0)
-            if cells.any():
-                kept.append(ActiveDonor(a.patch, a.partner, cells))
-        active = kept
-        for p in step.donors:
-            cells = np.zeros(shape[1:], dtype=bool)
-            cells[p.r0:p.r1 + 1, p.dst_c0:p.dst_c0 + p.n_cols] = True
-            active.append(ActiveDonor(p, step.partner, cells))
-    return active
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def push_history(edit, steps: int, seed: int = 0) -> None:
@@ -86,13 +66,15 @@ def push_history(edit, steps: int, seed: int = 0) -> None:
 def history_costs(edit) -> dict:
     """What the history costs each render: active_donors (new and the replaced algorithm, same results), the
     session's donors (active_donors + render.donors_from_active), and what it holds."""
+    from test_history_long import reference_active_donors  # the replaced algorithm, kept once, in its test
+
     h = edit.history
     h.active_donors()
     t0 = time.perf_counter()
     new = h.active_donors()
     new_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    old = active_donors_before(h)
+    old = reference_active_donors(h)
     old_s = time.perf_counter() - t0
     same = [(a.patch, a.partner) for a in new] == [(a.patch, a.partner) for a in old] and all(
         np.array_equal(a.cells, b.cells) for a, b in zip(new, old, strict=True))

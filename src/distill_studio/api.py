@@ -90,7 +90,7 @@ def _grid(codec: Codec, codes_file: str | None, limits: Limits, what: str = "cod
         grid = CodeGrid.load(codes_file)
         codec.check(grid)
         limits.check_codes(grid, Path(codes_file).name)
-    except (CodesError, ValueError) as exc:
+    except (CodesError, ValueError, OSError) as exc:
         raise fail(f"{what}: {exc}") from exc
     return grid
 

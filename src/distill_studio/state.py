@@ -118,11 +118,9 @@ class Limits:
         check_length(path, self.max_clip_seconds, "DISTILL_MAX_CLIP_SECONDS", name)
 
     def check_json(self, path: str | os.PathLike) -> None:
-        """Refuse a codes or history file over max_json_mb before it is read (parsing costs ~6x its size)."""
-        try:
-            mb = os.path.getsize(path) / 2**20
-        except OSError:
-            return   # reading it says what is wrong
+        """Refuse a codes or history file over max_json_mb before it is read (parsing costs ~6x its size).
+        A file that cannot be reached raises OSError here, as reading it would, for the caller to name."""
+        mb = os.path.getsize(path) / 2**20
         if mb > self.max_json_mb:
             raise ValueError(f"{os.path.basename(os.fspath(path))}: {mb:.2f} MB is over this Space's limit of "
                              f"{self.max_json_mb:g} MB per codes or history file (set by DISTILL_MAX_JSON_MB when "

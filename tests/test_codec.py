@@ -211,3 +211,25 @@ def test_cli_encode_search_flag(trained, tmp_path):
     assert records["--search 0"]["encoder"] == {"search_steps": 0}
     assert len({json.dumps(r["codes"]) for r in records.values()}) >= 2  # the searches change codes
     assert codec_mod.keep_freed_memory() is (platform.libc_ver()[0] == "glibc")  # what `distill encode` asks
+
+
+@pytest.mark.parametrize("field", ["levels", "bands", "codebook_size"])
+def test_a_prior_for_another_grid_is_refused_at_load_with_the_reason(codec, tmp_path, field):
+    """Issue 25: a model file whose prior was made for another grid (a hand-assembled file, or one from before
+    priors recorded their codec) loaded, and regenerate then failed deep inside the network. The codec still
+    loads; the prior is left out and prior_note names the mismatch."""
+    from dataclasses import replace
+
+    from distill.bundle import save_bundle
+    from distill.prior import PriorConfig, build_prior, prior_tensors
+
+    geometry = dict(levels=len(codec.level_names), bands=codec.num_bands, codebook_size=codec.codebook_size)
+    geometry[field] += 1
+    cfg = PriorConfig(**geometry, width=16, layers=1, heads=2, cell_dim=4, band_width=16, window=8)
+    info = replace(codec.info, prior={"config": cfg.to_dict(), "codec": ""})
+    path = tmp_path / "mismatched.distill"
+    save_bundle(path, codec.model, info, prior_tensors(build_prior(cfg)))
+    loaded = Codec.load(path)
+    assert loaded.prior is None
+    assert field.replace("_", " ") in loaded.prior_note or field in loaded.prior_note
+    assert np.array_equal(loaded.encode(tone(0.5)).codes, codec.encode(tone(0.5)).codes)  # the codec itself is fine

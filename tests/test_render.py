@@ -279,3 +279,45 @@ def test_candidates_rendered_together_sound_as_each_alone_and_share_one_source_d
     assert render_edits(codec, [], x, grid) == []
     with pytest.raises(RenderError, match="donor lists"):
         render_edits(codec, edits, x, grid, donors=[()])
+
+
+def test_copy_from_an_edited_region_takes_no_phase_from_the_recording_there(codec):
+    """Issue 25: copying cells whose codes an earlier edit replaced carries codes the recording never held
+    there, so its phase at the source means nothing for them: those cells get Griffin-Lim, exactly as if
+    the codes had been written directly; the untouched part of a partly edited source still lends its phase."""
+    from distill.session import Clip, EditSession
+
+    x = _mix(3.0)
+    grid = codec.encode(x)
+    spc = grid.seconds_per_column
+    s = EditSession(codec, Clip("x", grid, x))
+    s.apply(f"set Structure+Timbre+Detail@{2 * spc:.4f}-{5.5 * spc:.4f}=3")      # columns 2..5
+    s.apply(f"copy Structure+Timbre+Detail@{2 * spc:.4f}-{5.5 * spc:.4f} --to {12 * spc:.4f}")  # -> 12..15
+    assert np.array_equal(s.current.codes[:, :, 12:16], s.current.codes[:, :, 2:6])
+    donors = s.donors()
+    plain = render_edit(codec, s.current, x, grid, detail=1.0)                       # no donor anywhere
+    copied = render_edit(codec, s.current, x, grid, detail=1.0, donors=donors)
+    core = slice(12 * TILE, 16 * TILE)
+    assert (codec.logmel(copied)[:, core] - codec.logmel(plain)[:, core]).abs().max() < 1e-4
+
+    # only columns 2..3 edited, copy 0..5 -> 12..17: 12..13 come from unedited 0..1 and keep the recording's
+    # phase and detail (away from the seam with 14..15, which came from the set cells and get none)
+    s2 = EditSession(codec, Clip("x", grid, x))
+    s2.apply(f"set Structure+Timbre+Detail@{2 * spc:.4f}-{3.5 * spc:.4f}=3")      # columns 2..3
+    s2.apply(f"copy Structure+Timbre+Detail@0-{5.5 * spc:.4f} --to {12 * spc:.4f}")  # 0..5 -> 12..17
+    kept = render_edit(codec, s2.current, x, grid, detail=1.0, donors=s2.donors())
+    moved = codec.logmel(x)[:, 4:TILE + 2]
+    assert (codec.logmel(kept)[:, 12 * TILE + 4:13 * TILE + 2] - moved).abs().mean() < 0.05
+
+
+@pytest.mark.parametrize("num_samples", [10 * 8192, 10 * 8192 - 700])
+def test_a_donor_span_reaching_bs_end_takes_bs_last_column_as_the_copy_did(codec, num_samples):
+    """`--donor B.wav:0-END@0` names the cells `copy B:...@0-END --to 0` wrote; for a B of exactly k columns'
+    samples the copy (Region.from_seconds) takes its extra last column, and so must the donor."""
+    from distill.edits import Region
+
+    b = tone(num_samples / codec.sample_rate, 330, sr=codec.sample_rate)[:num_samples]
+    gb = codec.encode(b)
+    region = Region.from_seconds(gb, (0, 1, 2), 0.0, num_samples / codec.sample_rate)
+    donor = render_mod.donor_from_seconds(codec, b, 0.0, num_samples / codec.sample_rate, 0.0)
+    assert (donor.src_c0, donor.n_cols) == (region.c0, region.num_columns) == (0, gb.num_columns)

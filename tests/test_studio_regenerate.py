@@ -144,3 +144,22 @@ def test_regenerate_over_http(prior_codec, clips, tmp_path):
         out = client.predict(handle_file(str(model)), handle_file(str(codes)), "Detail@0.2-1.0", 1.0, 1.0, 1, 3,
                              api_name="/regenerate")
         assert len(out) == 3 and all(CodeGrid.load(p).model == codec.fingerprint for p in out)
+
+
+def test_the_versions_on_the_page_are_read_under_the_tabs_lock(rsession):
+    """Issue 25: the page's versions were read after the event released the tab's lock, so another event of
+    the tab (a Regenerate finishing, an edit dropping them) could change them halfway through the read."""
+    import threading
+
+    s = rsession
+    s, _ = regenerate.draw(s, 1.0, 1.0, 0, 2)
+    got: list = []
+    with s.lock:                                   # another event of this tab is mid-change
+        reader = threading.Thread(target=lambda: got.append(regenerate.version_updates(s, True)))
+        reader.start()
+        reader.join(0.3)
+        assert reader.is_alive() and not got       # it waits for the lock
+        s.candidates = None                        # ... which the change ends by dropping the versions
+    reader.join(5)
+    assert [u.get("visible") for u in got[0][1:]] == [False] * (2 * regenerate.SLOTS)
+    assert regenerate.version_updates(s, False) is None   # nothing stale, nothing drawn: the page is left alone

@@ -98,7 +98,9 @@ class Codec:
                                 "with `distill prior`")
         elif info.prior:
             try:
-                codec.prior = build_prior(PriorConfig.from_dict(info.prior["config"]), load_prior_tensors(path, info))
+                cfg = PriorConfig.from_dict(info.prior["config"])
+                codec.check_prior_grid(cfg)  # before its weights are read: a prior for another grid is no prior
+                codec.prior = build_prior(cfg, load_prior_tensors(path, info))
                 codec.prior_note = ""
             except (BundleError, PriorError) as exc:
                 codec.prior_note = f"the prior in this model file cannot be used ({exc}); retrain it with `distill prior`"
@@ -107,11 +109,17 @@ class Codec:
     def with_prior(self, prior: CodePrior, record: dict) -> Codec:
         """This codec with a (new) prior; `record` is what the model file keeps about it (settings, training).
         The fingerprint does not change: codes and histories made before stay valid."""
-        if (prior.cfg.levels, prior.cfg.bands, prior.cfg.codebook_size) != (
-                len(self.level_names), self.num_bands, self.codebook_size):
-            raise PriorError("the prior's grid does not match this codec's")
+        self.check_prior_grid(prior.cfg)
         info = replace(self.info, prior={**record, "config": prior.cfg.to_dict(), "codec": self.fingerprint})
         return Codec(self.model, self.mel_cfg, info, prior.eval())
+
+    def check_prior_grid(self, cfg: PriorConfig) -> None:
+        """PriorError naming what differs when a prior's grid (levels, bands, codebook size) is not this codec's."""
+        ours = {"levels": len(self.level_names), "bands": self.num_bands, "codebook size": self.codebook_size}
+        theirs = {"levels": cfg.levels, "bands": cfg.bands, "codebook size": cfg.codebook_size}
+        wrong = [f"{k} {theirs[k]} vs {v}" for k, v in ours.items() if theirs[k] != v]
+        if wrong:
+            raise PriorError(f"the prior was made for another grid ({', '.join(wrong)} in this codec)")
 
     def regenerate(self, grid: CodeGrid, region: Region, settings: RegenerateSettings | None = None
                    ) -> list[EditResult]:

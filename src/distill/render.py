@@ -14,7 +14,7 @@ import torch
 from . import dsp
 from .audio import SourceAudio, resample
 from .codes import CodeGrid
-from .edits import ActiveDonor, column_of, end_column_of
+from .edits import ActiveDonor, column_of, last_column_in
 from .model import DOWNSAMPLE, grid_width
 
 if TYPE_CHECKING:
@@ -52,12 +52,14 @@ class Donor:
     r1: int
     src_r0: int | None = None  # first source band when the copy also moved in frequency
     codes: np.ndarray | None = None  # int64 [levels, bands, columns]: the donor clip's own codes, when known
+    levels: tuple[int, ...] = ()  # the levels the copy wrote (all when empty): they must match the recording
 
     def __post_init__(self) -> None:
         audio = np.asarray(self.audio, dtype=np.float32)
         if audio.ndim != 1:
             raise RenderError(f"donor audio must be mono [samples], got shape {audio.shape}")
         object.__setattr__(self, "audio", audio)
+        object.__setattr__(self, "levels", tuple(int(v) for v in self.levels))
         for name in ("src_c0", "dst_c0", "n_cols", "r0", "r1"):
             object.__setattr__(self, name, int(getattr(self, name)))
         if self.src_c0 < 0 or self.dst_c0 < 0 or self.n_cols < 1:
@@ -101,7 +103,8 @@ def donors_from_active(active: Sequence[ActiveDonor], source_audio: np.ndarray,
         for key, rows in runs.items():
             for r0, r1 in _consecutive(rows):
                 src_r0 = None if p.src_r0 is None else p.src_r0 + (r0 - p.r0)
-                out += [Donor(audio, p.src_c0 + (c0 - p.dst_c0), c0, c1 - c0, r0, r1, src_r0, codes) for c0, c1 in key]
+                out += [Donor(audio, p.src_c0 + (c0 - p.dst_c0), c0, c1 - c0, r0, r1, src_r0, codes, p.levels)
+                        for c0, c1 in key]
     return tuple(out)
 
 
@@ -154,13 +157,15 @@ def parse_donor_spec(text: str) -> tuple[str, tuple[float, float, float] | None]
 def donor_from_seconds(codec: Codec, audio: np.ndarray, start: float, end: float, dst: float) -> Donor:
     """A donor copying [start, end) seconds of `audio` to `dst` seconds, all bands.
 
-    Seconds become columns by the same rule as `distill edit` (edits.column_of / end_column_of):
-    `--donor B.wav:0-0.5@1.0` describes exactly the cells `--copy B:...@0-0.5 --to 1.0` wrote.
+    Seconds become columns by the same rule as `distill edit` (edits.column_of / last_column_in):
+    `--donor B.wav:0-0.5@1.0` describes exactly the cells `--copy B:...@0-0.5 --to 1.0` wrote, and a span
+    reaching B's end takes B's last column as the copy did.
     """
+    wave = _as_wave(audio)
     spc = codec.seconds_per_column
     c0 = column_of(start, spc)
-    n_cols = max(1, end_column_of(end, spc) - c0 + 1)
-    return Donor(_as_wave(audio), c0, column_of(dst, spc), n_cols, 0, codec.num_bands - 1)
+    last = last_column_in(end, len(wave) / codec.sample_rate, grid_width(codec.mel_cfg.num_frames(len(wave))), spc)
+    return Donor(wave, c0, column_of(dst, spc), max(1, last - c0 + 1), 0, codec.num_bands - 1)
 
 
 def to_source_rate(rendered: np.ndarray, model_wave: np.ndarray, source: SourceAudio, model_rate: int) -> np.ndarray:
@@ -637,6 +642,13 @@ def _donor_window(codec: Codec, donor: Donor, cells: np.ndarray, edited: CodeGri
         d_spec = dsp.stft(codec.front.framing, donor.audio, e0 * DOWNSAMPLE, min(e1 * DOWNSAMPLE, d_frames))
         window = codec.encode_mel(codec.front.power_to_logmel(d_spec.abs().square()))
         d_codes = window[:, :, donor.src_c0 - e0:donor.src_c0 - e0 + donor.n_cols]
+    # phase is lent only where the copied levels hold what the recording holds at the source: a copy out of
+    # cells an earlier edit replaced carries codes the recording never had there (issue 25), so those get
+    # Griffin-Lim like any other new codes
+    levels = list(donor.levels) or slice(None)
+    held = np.zeros_like(cells)
+    held[:, dst] = np.all(edited.codes[levels, :, dst] == d_codes[levels], axis=0)
+    cells = cells & held
     same = np.zeros_like(cells)
     same[:, dst] = np.all(edited.codes[:, :, dst] == d_codes, axis=0)
     same &= cells

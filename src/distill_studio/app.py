@@ -328,10 +328,8 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
             """The session, the view's updates, then the Regenerate versions: re-sent when drawn or kept
             (`candidates`), cleared once an edit, undo or new clip made them stale, else left as they are."""
             s, view = pair
-            sr = s.codec.sample_rate if s is not None and s.codec is not None else 1
-            rg = (regenerate.candidate_updates(s, sr) if candidates or regenerate.drop_stale(s)
-                  else [gr.skip()] * len(rg_outputs))
-            return [s, *to_updates(view), *rg]
+            rg = regenerate.version_updates(s, candidates)
+            return [s, *to_updates(view), *(rg if rg is not None else [gr.skip()] * len(rg_outputs))]
 
         quiet = dict(show_progress="hidden", api_visibility="undocumented")
 

@@ -100,6 +100,18 @@ def keep(s: Session | None, index: int) -> tuple[Session, View]:
     return commit(s, c.results[index])
 
 
+def version_updates(s: Session | None, candidates: bool) -> list | None:
+    """The candidate area's updates after an event: re-sent when versions were drawn or kept (`candidates`),
+    cleared once they went stale, None to leave the page as it is. Reads the versions under the tab's lock,
+    so a Regenerate of the same tab finishing meanwhile never shows half of its versions."""
+    if s is None:
+        return candidate_updates(None, 1) if candidates else None
+    with s.lock:
+        if candidates or drop_stale(s):
+            return candidate_updates(s, s.codec.sample_rate if s.codec is not None else 1)
+    return None
+
+
 def drop_stale(s: Session | None) -> bool:
     """Forget versions drawn on a grid that is no longer A's (an edit, undo, reset or another clip came since);
     True when some were dropped, so the page clears them instead of offering Keep buttons that would refuse."""

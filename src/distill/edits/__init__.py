@@ -27,6 +27,8 @@ from .regions import (
     column_start,
     columns_in,
     end_column_of,
+    last_column_in,
+    last_column_of,
 )
 from .syntax import OPERATION_SYNTAX, OPERATIONS, REGION_SYNTAX, OperationSpec, apply_operation, parse_region
 
@@ -34,6 +36,6 @@ __all__ = [
     "HISTORY_FORMAT", "HISTORY_VERSION", "MIN_HISTORY", "OPERATIONS", "OPERATION_SYNTAX", "REGION_SYNTAX", "SNAP_EPS",
     "ActiveDonor", "DonorPatch", "EditError", "EditHistory", "EditResult", "OperationSpec", "Region", "Step",
     "apply_operation", "blend_region", "column_at", "column_of", "column_start", "columns_in", "copy_region",
-    "end_column_of", "parse_region", "randomize_region", "repeat_region", "reverse_region", "set_codes",
+    "end_column_of", "last_column_in", "last_column_of", "parse_region", "randomize_region", "repeat_region", "reverse_region", "set_codes",
     "shift_region", "swap_regions",
 ]

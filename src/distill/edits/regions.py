@@ -40,9 +40,14 @@ def last_column_of(seconds: float, grid: CodeGrid) -> int:
     """The end of a span of `grid` -> its last column (end_column_of), except that a span reaching the clip's
     end covers every column up to the grid's last: a clip of exactly k columns' samples has one more (the
     encoder's last frame starts on its final sample), and "the whole clip" must include it as Select all does."""
-    if seconds >= grid.duration_s - SNAP_EPS * grid.seconds_per_column:
-        return grid.num_columns - 1
-    return min(end_column_of(seconds, grid.seconds_per_column), grid.num_columns - 1)
+    return last_column_in(seconds, grid.duration_s, grid.num_columns, grid.seconds_per_column)
+
+
+def last_column_in(seconds: float, duration_s: float, num_columns: int, seconds_per_column: float) -> int:
+    """last_column_of for a clip known by its length and column count (a donor's audio, which has no grid)."""
+    if seconds >= duration_s - SNAP_EPS * seconds_per_column:
+        return num_columns - 1
+    return min(end_column_of(seconds, seconds_per_column), num_columns - 1)
 
 
 def columns_in(seconds: float, seconds_per_column: float) -> int:

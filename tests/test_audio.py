@@ -173,3 +173,17 @@ def test_long_clips_resample_in_pieces_exactly_as_in_one_pass(monkeypatch, rates
     pieces = audio.resample(wave, sr, target)
     assert len(seen) > 5 and max(seen) < len(wave) / 5      # never the whole clip at once
     assert pieces.shape == whole.shape and np.allclose(pieces, whole, atol=1e-6)
+
+
+def test_seconds_from_env_reads_a_length_limit():
+    """The one parser of DISTILL_MAX_CLIP_SECONDS-style limits (the CLI's; the studio may share it)."""
+    from distill.audio import CLIP_LIMIT_VARIABLE, seconds_from_env
+
+    assert CLIP_LIMIT_VARIABLE == "DISTILL_MAX_CLIP_SECONDS"
+    assert seconds_from_env("X", environ={}) is None
+    assert seconds_from_env("X", 1800.0, environ={"X": "  "}) == 1800.0
+    assert seconds_from_env("X", 1800.0, environ={"X": "90.5"}) == 90.5
+    assert seconds_from_env("X", 1800.0, environ={"X": "inf"}) is None
+    for bad in ("abc", "0", "-1", "nan"):
+        with pytest.raises(ValueError, match=rf"X={bad!r} is not a length in seconds"):
+            seconds_from_env("X", environ={"X": bad})

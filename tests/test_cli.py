@@ -102,3 +102,117 @@ def test_a_missing_input_file_is_named_before_any_model_loads(trained, tmp_path,
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"{path}: no such file or folder (the {what} to read)" in err, argv
     assert not list(tmp_path.iterdir())   # nothing written
+
+
+# ---------------------------------------------------------------------- DISTILL_MAX_CLIP_SECONDS
+CLIP_LIMIT = "DISTILL_MAX_CLIP_SECONDS"
+
+
+def _long_silence(path, seconds: float = 600, rate: int = 8000):
+    """`seconds` of silence as FLAC, written a block at a time (ten minutes: 10 KB of file)."""
+    block = np.zeros(1 << 20, np.float32)
+    with sf.SoundFile(path, "w", rate, 1, format="FLAC", subtype="PCM_16") as f:
+        left = int(seconds * rate)
+        while left > 0:
+            f.write(block[:min(left, len(block))])
+            left -= min(left, len(block))
+    return path
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """Names of the files soundfile decodes samples from from now on."""
+    names = []
+    read, read_into = sf.SoundFile.read, sf.SoundFile.buffer_read_into
+
+    def counting_read(self, *args, **kwargs):
+        names.append(str(self.name).rsplit("/", 1)[-1])
+        return read(self, *args, **kwargs)
+
+    def counting_read_into(self, *args, **kwargs):
+        names.append(str(self.name).rsplit("/", 1)[-1])
+        return read_into(self, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", counting_read)
+    monkeypatch.setattr(sf.SoundFile, "buffer_read_into", counting_read_into)
+    return names
+
+
+def test_the_clip_limit_variable_refuses_long_audio_before_it_is_decoded(trained, tmp_path, capsys, monkeypatch,
+                                                                          decodes):
+    """No limit by default (a local CLI); with DISTILL_MAX_CLIP_SECONDS set, encode refuses a longer file from its
+    header, before the model loads, naming the file, the limit and the variable."""
+    from distill import Codec
+
+    model = str(trained[1])
+    long = _long_silence(tmp_path / "long.flac")
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, tone(2.0), 48000)
+    monkeypatch.delenv(CLIP_LIMIT, raising=False)
+    assert main(["encode", model, str(clip), "-o", str(tmp_path / "c.codes.json")]) == 0   # no limit by default
+    capsys.readouterr()
+    monkeypatch.setenv(CLIP_LIMIT, "60")
+    real_load = Codec.load
+    monkeypatch.setattr(Codec, "load", lambda *a, **k: pytest.fail("the model loaded before the refusal"))
+    decodes.clear()
+    assert main(["encode", model, str(long), "-o", str(tmp_path / "l.codes.json")]) == 2
+    err = capsys.readouterr().err
+    assert err == ("distill: error: long.flac: 600 s long, over the limit of 60 s (set by DISTILL_MAX_CLIP_SECONDS)"
+                   "\n"), err
+    assert "long.flac" not in decodes and not (tmp_path / "l.codes.json").exists()
+    monkeypatch.setattr(Codec, "load", real_load)
+    monkeypatch.setenv(CLIP_LIMIT, "1")
+    assert main(["encode", model, str(clip), "-o", str(tmp_path / "d.codes.json")]) == 2
+    assert "clip.wav: 2 s long, over the limit of 1 s (set by DISTILL_MAX_CLIP_SECONDS)" in capsys.readouterr().err
+
+
+def test_decode_keeps_the_clip_limit_for_its_audio_and_its_codes(trained, tmp_path, capsys, monkeypatch, decodes):
+    model = str(trained[1])
+    long = _long_silence(tmp_path / "long.flac")
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, tone(2.0), 48000)
+    codes = tmp_path / "clip.codes.json"
+    monkeypatch.delenv(CLIP_LIMIT, raising=False)
+    assert main(["encode", model, str(clip), "-o", str(codes)]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv(CLIP_LIMIT, "60")
+    out = str(tmp_path / "o.wav")
+    decodes.clear()
+    for extra in (["--phase-from", str(long)], ["--source", str(long)], ["--source", str(clip), "--donor", str(long)]):
+        assert main(["decode", model, str(codes), "-o", out, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert "long.flac: 600 s long, over the limit of 60 s (set by DISTILL_MAX_CLIP_SECONDS)" in err, (extra, err)
+    assert "long.flac" not in decodes
+    monkeypatch.setenv(CLIP_LIMIT, "1")   # the codes of a 2 s clip are refused as its audio would be
+    for argv in (["decode", model, str(codes), "-o", out],
+                 ["edit", model, str(codes), "-o", str(tmp_path / "e.codes.json"), "--reverse", "Structure@0-1"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "clip.codes.json: 2 s long, over the limit of 1 s (set by DISTILL_MAX_CLIP_SECONDS)" in err, err
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_train_and_prior_skip_files_over_the_clip_limit(trained, tmp_path, capsys, monkeypatch, decodes):
+    data = tmp_path / "data"
+    data.mkdir()
+    _long_silence(data / "long.flac")
+    monkeypatch.setenv(CLIP_LIMIT, "60")
+    decodes.clear()
+    for argv in (["train", str(data), "-o", str(tmp_path / "m.distill"), "--epochs", "1"],
+                 ["prior", str(trained[1]), str(data), "-o", str(tmp_path / "p.distill")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert ("skipped long.flac: rejected: 600 s long, over the limit of 60 s (set by DISTILL_MAX_CLIP_SECONDS)"
+                in err), err
+        assert "no usable audio files" in err
+    assert "long.flac" not in decodes
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan"])
+def test_a_clip_limit_that_is_not_a_length_is_said(trained, tmp_path, capsys, monkeypatch, value):
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, tone(1.0), 48000)
+    monkeypatch.setenv(CLIP_LIMIT, value)
+    assert main(["encode", str(trained[1]), str(clip), "-o", str(tmp_path / "c.codes.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"DISTILL_MAX_CLIP_SECONDS={value!r}" in err and "seconds" in err, err

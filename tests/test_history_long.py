@@ -226,6 +226,29 @@ def test_cross_clip_swaps_with_a_30_minute_b_hold_b_once(steps):
     assert h.nbytes() <= bound and h.nbytes() >= 3 * a.codes.nbytes   # A's original and current, B once
 
 
+def test_whole_clip_rewrites_stay_within_the_byte_limit_and_undo_stays_exact():
+    """Each step keeps the cells it changed, so 500 steps that each rewrite a whole 30-minute clip held ~3 GB.
+    Past `max_bytes` the oldest steps go (as past the step limit), `dropped` counts them, and what is kept
+    still undoes exactly: undo all the way reaches the grid after the last dropped step."""
+    a = random_grid(THIRTY_MINUTES // 4, seed=3)        # 7.5 minutes: 0.95 MB per whole-clip rewrite
+    whole = Region((0, 1, 2), 0, 15, 0, a.num_columns - 1)
+    h = EditHistory(a, max_bytes=8 * 2**20)
+    grids = [a]
+    for i in range(40):
+        h.push(set_codes(h.current, whole, i % 32, 32))
+        grids.append(h.current)
+    kept = len(h.steps)
+    assert sum(history._step_nbytes(st) for st in h.steps) <= 8 * 2**20
+    assert 1 <= kept < 40 and h.dropped == 40 - kept and h.position == kept
+    assert h.nbytes() < 8 * 2**20 + 4 * a.codes.nbytes
+    while h.can_undo:
+        h.undo()
+    assert np.array_equal(h.current.codes, grids[40 - kept].codes)
+    big = EditHistory(a, max_bytes=1)                   # even a tiny budget keeps the newest step
+    big.push(set_codes(a, whole, 5, 32))
+    assert len(big.steps) == 1 and big.can_undo
+
+
 # ---------------------------------------------------------------------- JSON
 def test_json_round_trip_after_cross_clip_swaps_is_unchanged():
     rng = np.random.default_rng(3)

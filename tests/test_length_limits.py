@@ -206,9 +206,12 @@ def test_clips_in_the_list_over_the_limit_are_not_decoded_to_match_imported_code
 
     _, codes, _ = twelve
     session.clips["hour"] = str(hour_flac)
-    loaded = []
-    real = audio.load_audio
-    monkeypatch.setattr(audio, "load_audio", lambda p, *a, **k: loaded.append(str(p)) or real(p, *a, **k))
+    loaded = []   # files whose samples soundfile decodes: the hour may be opened for its header, never read
+    for owner, fn in ((audio.sf.SoundFile, "read"), (audio.sf.SoundFile, "buffer_read_into")):
+        real = getattr(owner, fn)
+        monkeypatch.setattr(owner, fn, lambda f, *a, _real=real, **k: loaded.append(f.name) or _real(f, *a, **k))
+    real_read = audio.sf.read
+    monkeypatch.setattr(audio.sf, "read", lambda p, *a, **k: loaded.append(str(p)) or real_read(p, *a, **k))
     error, seconds, growth, _ = measured(lambda: handlers.import_codes(session, str(codes), Limits(max_clip_seconds=20)))
     assert error is None and str(hour_flac) not in loaded and seconds < 10
 
@@ -289,3 +292,199 @@ def test_the_core_scan_takes_a_per_file_limit(hour_flac, tmp_path):
     (v,) = scan_paths([hour_flac], max_seconds=60, variable="DISTILL_X").verdicts
     assert not v.accepted and "3600 s long, over the limit of 60 s" in v.reason and "DISTILL_X" in v.reason
     assert scan_folder(hour_flac.parent, max_seconds=60, variable="DISTILL_X").verdicts[0].reason == v.reason
+
+
+# ---------------------------------------------------------------------- one decode under a limit (issue 25 follow-up)
+def _crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        r = i << 24
+        for _ in range(8):
+            r = ((r << 1) ^ 0x04C11DB7) & 0xFFFFFFFF if r & 0x80000000 else (r << 1) & 0xFFFFFFFF
+        table.append(r)
+    return table
+
+
+def ogg_claiming(path: Path, seconds: float, claimed_seconds: float, rate: int = 8000) -> Path:
+    """`seconds` of noise as Ogg Vorbis whose last page's granule (where its length is read from) says
+    `claimed_seconds` (a damaged or crafted file; the page's CRC is recomputed so the page still reads)."""
+    import struct
+
+    noise = 0.1 * np.random.default_rng(1).standard_normal(int(seconds * rate)).astype(np.float32)
+    sf.write(path, noise, rate, format="OGG", subtype="VORBIS")
+    data = bytearray(path.read_bytes())
+    at = data.rfind(b"OggS")
+    segments = data[at + 27:at + 27 + data[at + 26]]
+    end = at + 27 + len(segments) + sum(segments)
+    struct.pack_into("<q", data, at + 6, int(claimed_seconds * rate))
+    struct.pack_into("<I", data, at + 22, 0)
+    crc, table = 0, _crc_table()
+    for b in bytes(data[at:end]):
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ table[((crc >> 24) & 0xFF) ^ b]
+    struct.pack_into("<I", data, at + 22, crc)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.fixture
+def decoded_frames(monkeypatch):
+    """Frames soundfile decodes from now on, per file name (every decode goes through one of these two)."""
+    counts: dict[str, int] = {}
+    read, read_into = sf.SoundFile.read, sf.SoundFile.buffer_read_into
+
+    def counting_read(self, *args, **kwargs):
+        out = read(self, *args, **kwargs)
+        counts[os.path.basename(str(self.name))] = counts.get(os.path.basename(str(self.name)), 0) + len(out)
+        return out
+
+    def counting_read_into(self, buffer, dtype):
+        n = read_into(self, buffer, dtype)
+        counts[os.path.basename(str(self.name))] = counts.get(os.path.basename(str(self.name)), 0) + n
+        return n
+
+    monkeypatch.setattr(sf.SoundFile, "read", counting_read)
+    monkeypatch.setattr(sf.SoundFile, "buffer_read_into", counting_read_into)
+    return counts
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("fmt, subtype, ext", [("OGG", "VORBIS", "ogg"), ("MP3", "MPEG_LAYER_III", "mp3")])
+def test_an_accepted_ogg_is_decoded_once_under_a_limit(tmp_path, decoded_frames, channels, fmt, subtype, ext):
+    """Ogg's (and MP3's) length is found by decoding it: under a limit, load_audio keeps what it decodes (one
+    pass), and gives exactly the samples a load without a limit gives (an MP3 decoder rounds differently at the
+    edges of each read: the codes' source hash must not depend on whether a limit was set)."""
+    from distill import audio
+
+    wave = np.stack([tone(7.3, 220 * (c + 1), sr=44100, seed=c) for c in range(channels)], axis=1)
+    path = tmp_path / f"take.{ext}"
+    sf.write(path, wave, 44100, format=fmt, subtype=subtype)
+    name = path.name
+    decoded_frames.clear()
+    wave, rate = audio.load_audio(path, max_seconds=10, variable="DISTILL_X")
+    assert rate == 44100 and decoded_frames == {name: len(wave)}          # decoded once, not counted then read
+    assert abs(len(wave) - 7.3 * 44100) < 4410
+    reference, _ = audio.load_audio(path)
+    assert np.array_equal(wave, reference)
+    assert audio.load_source(path, max_seconds=10, variable="X").sha256 == audio.load_source(path).sha256
+    decoded_frames.clear()
+    resampled, rate = audio.load_audio(path, 48000, max_seconds=10, variable="DISTILL_X")
+    assert decoded_frames == {name: len(wave)}
+    assert rate == 48000 and np.array_equal(resampled, audio.load_audio(path, 48000)[0])
+
+
+def test_loading_an_ogg_over_the_limit_stops_there_in_little_memory(tmp_path, decoded_frames):
+    from distill import audio
+
+    path = write_silence(tmp_path / "minute.ogg", 60, 8000, channels=2, format="OGG", subtype="VORBIS")
+    decoded_frames.clear()
+    error, seconds, growth, traced = measured(lambda: audio.load_audio(path, max_seconds=5, variable="DISTILL_X"))
+    assert isinstance(error, audio.TooLong), error
+    assert str(error) == "minute.ogg: longer than the limit of 5 s (decoding stopped there; set by DISTILL_X)"
+    assert 5 * 8000 < decoded_frames["minute.ogg"] <= 5 * 8000 + 2 * audio.COUNT_BLOCK
+    assert traced < 5, f"{traced:.1f} MB traced to refuse"     # one reused block, not the 5 s decoded so far
+
+
+def test_an_ogg_whose_header_overstates_its_length_still_loads(tmp_path, decoded_frames):
+    """An Ogg whose last page claims an hour and holds 3 s: counting finds 3 s, so it is decoded (a second time,
+    only for such a file) and opened."""
+    from distill import audio
+
+    path = ogg_claiming(tmp_path / "claims.ogg", 3, 3600)
+    assert sf.info(str(path)).frames == 3600 * 8000
+    reference, _ = audio.load_audio(path)
+    decoded_frames.clear()
+    wave, rate = audio.load_audio(path, max_seconds=10, variable="DISTILL_X")
+    assert np.array_equal(wave, reference) and abs(len(wave) - 3 * 8000) < 8000
+    assert decoded_frames["claims.ogg"] == 2 * len(wave)
+
+
+def test_load_audio_under_a_limit_refuses_an_hour_of_flac_from_its_header(hour_flac, tmp_path, decoded_frames):
+    from distill import audio
+
+    _refused_at_once(lambda: audio.load_audio(hour_flac, max_seconds=1800, variable="DISTILL_MAX_CLIP_SECONDS"),
+                     "hour.flac", "3600 s", "1800 s", "DISTILL_MAX_CLIP_SECONDS")
+    assert decoded_frames.get("hour.flac", 0) == 0
+    source_error, _, _, _ = measured(lambda: audio.load_source(hour_flac, "Take 1", max_seconds=60, variable="X"))
+    assert str(source_error) == "Take 1: 3600 s long, over the limit of 60 s (set by X)"
+    short = tmp_path / "short.wav"
+    sf.write(short, tone(1.0, 220, sr=44100), 44100)
+    assert np.array_equal(audio.load_audio(short, 48000, max_seconds=1, variable="X")[0],
+                          audio.load_audio(short, 48000)[0])
+    assert audio.load_source(short, max_seconds=1, variable="X").samples.shape == (44100,)
+
+
+# ---------------------------------------------------------------------- the Trainer's own loads
+def _small_folder(root: Path, n: int = 4, seconds: float = 0.6) -> Path:
+    root.mkdir()
+    for i in range(n):
+        sf.write(root / f"take{i}.wav", tone(seconds, 200 + 60 * i, seed=i), 48000)
+    return root
+
+
+def _long_tone_flac(path: Path, seconds: float, rate: int = 8000) -> Path:
+    sf.write(path, tone(seconds, 220, sr=rate, decay=0.0), rate, format="FLAC")
+    return path
+
+
+@pytest.mark.parametrize("limit", [None, 1.0])
+def test_the_trainer_skips_a_file_that_grew_after_the_scan(tmp_path, tiny_config, decoded_frames, limit):
+    """A file replaced by a long one between the scan and training is not decoded whole: the Trainer decodes no
+    more than the scan's limit (when it had one) or a little more than the scan found, skips it with a warning
+    naming it, and the run finishes on the others."""
+    from distill import Trainer
+    from distill.audio import scan_folder
+
+    root = _small_folder(tmp_path / "data")
+    report = scan_folder(root, max_seconds=limit, variable="DISTILL_X")
+    assert len(report.accepted) == 4
+    (root / "take2.wav").unlink()
+    _long_tone_flac(root / "take2.flac", 600).rename(root / "take2.wav")   # ten minutes under the scanned name
+    decoded_frames.clear()
+    trainer = Trainer(report, tiny_config, epochs=1, validate_every=100, log_every_s=0)
+    events = list(trainer.run())
+    warnings = [e.message for e in events if e.kind == "warning" and "take2.wav" in e.message]
+    assert len(warnings) == 1 and "skipped" in warnings[0], [e.message for e in events if e.kind == "warning"]
+    if limit is None:
+        assert "600.00 s long, 0.60 s when scanned" in warnings[0], warnings[0]
+    else:
+        assert "600 s long, over the limit of 1 s (set by DISTILL_X)" in warnings[0], warnings[0]
+    assert decoded_frames.get("take2.wav", 0) == 0                  # refused from the FLAC header
+    assert events[-1].kind == "done" and trainer.result is not None
+    ds = trainer.result.info.dataset
+    assert "take2.wav" not in ds["train_files"] + ds["val_files"] and ds["accepted"] == 3
+    assert any(r["file"] == "take2.wav" for r in ds["rejected"])
+
+
+def test_the_trainer_stops_decoding_a_grown_ogg_at_the_limit(tmp_path, tiny_config, decoded_frames):
+    """The same for a format whose length is counted: decoding stops a little past what the scan found."""
+    from distill import Trainer, audio
+
+    root = tmp_path / "data"
+    root.mkdir()
+    for i in range(3):
+        sf.write(root / f"take{i}.ogg", tone(0.6, 200 + 60 * i, sr=8000, seed=i), 8000, format="OGG",
+                 subtype="VORBIS")
+    report = audio.scan_folder(root)
+    assert len(report.accepted) == 3
+    sf.write(root / "take1.ogg", tone(120, 220, sr=8000, decay=0.0), 8000, format="OGG", subtype="VORBIS")
+    decoded_frames.clear()
+    trainer = Trainer(report, tiny_config, epochs=1, validate_every=100, log_every_s=0)
+    events = list(trainer.run())
+    said = [e.message for e in events if e.kind == "warning" and "take1.ogg" in e.message]
+    assert len(said) == 1 and "longer than when scanned" in said[0] and "skipped" in said[0], said
+    assert decoded_frames["take1.ogg"] <= (0.6 + 1.0) * 8000 + 2 * audio.COUNT_BLOCK
+    assert events[-1].kind == "done" and trainer.result.info.dataset["accepted"] == 2
+
+
+def test_a_trainer_given_paths_and_a_limit_scans_and_loads_under_it(tmp_path, tiny_config):
+    from distill import Trainer
+
+    root = _small_folder(tmp_path / "data", n=3)
+    long = _long_tone_flac(root / "long.flac", 600)
+    trainer = Trainer(sorted(root.iterdir()), tiny_config, epochs=1, validate_every=100, log_every_s=0,
+                      max_seconds=30, limit_variable="DISTILL_X")
+    (v,) = trainer.report.rejected
+    assert v.path == str(long) and "over the limit of 30 s (set by DISTILL_X)" in v.reason
+    assert trainer.report.max_seconds == 30
+    list(trainer.run())
+    assert trainer.result is not None and trainer.result.info.dataset["accepted"] == 3

@@ -108,5 +108,20 @@ def test_the_endpoints_refuse_an_hour_long_upload_at_once(client, trained, tmp_p
     params = {e: [p["parameter_name"] for p in v["parameters"]]
               for e, v in client.view_api(print_info=False, return_format="dict")["named_endpoints"].items()}
     assert params["/encode"] == ["model_file", "audio_file"]
-    assert params["/decode"] == ["model_file", "codes_file", "phase_audio"]
+    assert params["/decode"] == ["model_file", "codes_file", "phase_audio", "source_audio", "detail"]
     assert params["/edit"] == ["model_file", "codes_file", "operation", "other_codes_file"]
+
+
+def test_decode_with_the_source_through_the_launched_app(client, trained, corpus_dir):
+    """Issue 25: /decode's source_audio (a 44.1 kHz stereo clip) comes back through gradio as the API function
+    gives it: the file's own rate and length, the same 16-bit samples."""
+    from distill_studio import api
+
+    model, audio = str(trained[1]), str(corpus_dir / "clip3.wav")
+    codes = client.predict(handle_file(model), handle_file(audio), api_name="/encode")
+    edited = client.predict(handle_file(model), handle_file(codes), "set Timbre@0.5-0.7=2", None, api_name="/edit")
+    wav = client.predict(model_file=handle_file(model), codes_file=handle_file(edited), phase_audio=None,
+                         source_audio=handle_file(audio), detail=None, api_name="/decode")
+    data, sr = sf.read(wav, dtype="int16")
+    rate, expected = api.api_decode(model, edited, source_audio=audio)
+    assert sr == rate == sf.info(audio).samplerate and np.array_equal(data, expected)

@@ -94,3 +94,20 @@ def test_status_after_a_model_upload_says_which_clips_are_open_and_why(session, 
     s.close_clips()
     s, view = handlers.model_changed(s, Limits())
     assert s.a.name == "long3" and "longest" in view.status
+
+
+def test_the_history_panel_reports_the_tabs_memory_and_the_steps_the_limits_dropped(session):
+    """Issue 25 ("memory per tab is bounded and reported"): the history panel says what the tab holds, by part,
+    and once the history's byte limit drops old steps it says how many went and why."""
+    import re
+
+    s, _ = drag(session, 1, 0, 2, 3, 5)
+    s, view = handlers.edit(s, "reverse")
+    parts = s.memory()
+    assert parts["clips"] >= s.a.wave.nbytes + s.b.wave.nbytes and parts["history"] == s.history.nbytes()
+    shown = float(re.search(r"This tab holds ([0-9.]+) MB", view.history).group(1))
+    assert shown == pytest.approx(sum(parts.values()) / 2**20, abs=0.06)
+    assert "went" not in view.history
+    s.history.max_bytes = 1                      # as if the history were full: the next step drops the oldest
+    s, view = handlers.edit(s, "reverse")
+    assert s.history.dropped == 1 and "the oldest 1 step went" in view.history

@@ -33,7 +33,7 @@ from .losses import LOSS_KEYS  # names of the loss terms in TrainEvent.losses / 
 from .model import ConvVQVAE, VQDecoder, VQEncoder
 from .prior import DEFAULT_PRIOR_SHARE, NO_PRIOR_HELP, CodePrior, PriorConfig, PriorError, PriorTrainer
 from .render import DEFAULT_DETAIL, RenderError
-from .session import Clip, EditSession, Rendered, clip_from_source, load_clip, read_document
+from .session import Clip, EditSession, Rendered, clip_from_source, clip_nbytes, load_clip, read_document
 from .spectrogram import MelConfig, MelFrontEnd
 from .train import Trainer, TrainEvent, TrainingError, TrainResult, split_budget, train_prior_after
 
@@ -41,7 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_DETAIL", "OPERATION_SYNTAX", "Clip", "DonorPatch", "EditError", "EditHistory", "EditResult",
-    "EditSession", "Region", "RenderError", "Rendered", "SourceAudio", "apply_operation", "clip_from_source",
+    "EditSession", "Region", "RenderError", "Rendered", "SourceAudio", "apply_operation", "clip_from_source", "clip_nbytes",
     "load_clip", "load_source", "parse_region", "read_document", "atomic_write", "atomic_write_text", "atomic_write_wav",
     "AudioError", "BundleError", "BundleInfo", "Codec", "CodeGrid", "CodesError", "ConvVQVAE", "FileVerdict",
     "LEVEL_NAMES", "LOSS_KEYS", "LevelHealth", "MelConfig", "MelFrontEnd", "ScanReport", "TrainEvent", "TrainResult", "Trainer",

@@ -67,6 +67,10 @@ class ScanReport:
 
     verdicts: tuple[FileVerdict, ...]
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    # the per-file length limit the scan applied (None: none) and the variable that set it: what a Trainer
+    # holds its own loads to, so a file that grew after the scan is not decoded past it
+    max_seconds: float | None = None
+    variable: str = ""
 
     @property
     def accepted(self) -> list[FileVerdict]:
@@ -285,29 +289,111 @@ def check_length(path: str | os.PathLike, max_seconds: float, variable: str,
     return frames, rate, channels
 
 
-def load_source(path: str | os.PathLike, name: str | None = None) -> SourceAudio:
-    """Read a file at its own rate (AudioError naming the file when it cannot be decoded)."""
-    wave, sr = load_audio(path)
-    return SourceAudio(name or os.path.basename(os.fspath(path)), wave, sr)
+def load_source(path: str | os.PathLike, name: str | None = None, *, max_seconds: float | None = None,
+                variable: str = "") -> SourceAudio:
+    """Read a file at its own rate (AudioError naming the file when it cannot be decoded; with `max_seconds`,
+    TooLong when it is longer, found out as load_audio finds it: without decoding past the limit)."""
+    name = name or os.path.basename(os.fspath(path))
+    wave, sr = load_audio(path, max_seconds=max_seconds, variable=variable, name=name)
+    return SourceAudio(name, wave, sr)
 
 
-def load_audio(path: str | os.PathLike, target_sr: int | None = None) -> tuple[np.ndarray, int]:
+def load_audio(path: str | os.PathLike, target_sr: int | None = None, *, max_seconds: float | None = None,
+               variable: str = "", name: str | None = None) -> tuple[np.ndarray, int]:
     """Read a file as mono float32; resample to `target_sr` when given.
 
+    With `max_seconds`, a longer file raises TooLong naming the file (as `name`, default its file name), its
+    length, the limit and the `variable` that sets it, in one pass: from the header where check_length trusts
+    it (nothing decoded), else once decoding passes the limit (Ogg / MP3). An accepted file is decoded once.
     Raises AudioError naming the file for anything soundfile cannot decode.
     """
-    name = os.path.basename(os.fspath(path))
+    name = name or os.path.basename(os.fspath(path))
     try:
-        data, sr = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+        if max_seconds is None:
+            data, sr = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+            wave = to_mono(data)
+            del data
+        else:
+            wave, sr = _read_limited(path, max_seconds, variable, name)
+    except AudioError:
+        raise
     except Exception as exc:  # soundfile raises several types for corrupt input
         raise AudioError(f"{name}: {unreadable_reason(path, exc)}") from exc
-    wave = to_mono(data)
     if not np.all(np.isfinite(wave)):
         wave = np.nan_to_num(wave, nan=0.0, posinf=0.0, neginf=0.0)
     if target_sr is not None:
         wave = resample(wave, sr, target_sr)
         sr = target_sr
     return wave, int(sr)
+
+
+def _read_limited(path: str | os.PathLike, max_seconds: float, variable: str, name: str) -> tuple[np.ndarray, int]:
+    """Mono float32 of a file at most `max_seconds` long, decoded once; TooLong (before decoding past the limit)
+    otherwise.
+
+    A trusted header (header_frames) decides before any decode. Otherwise the length is found by decoding;
+    libsndfile never decodes past the length its header states, so a file whose header is within the limit is
+    decoded and kept in one pass. One whose header is over it has its blocks only counted, in one reused buffer
+    (a file refused costs what check_length costs), and is decoded again only when the header overstated its
+    length and the file fits after all."""
+    with sf.SoundFile(os.fspath(path)) as f:
+        rate = int(f.samplerate)
+        if rate <= 0:
+            raise AudioError(f"{name}: unreadable or corrupt audio (sample rate 0)")
+        stop = int(max_seconds * rate)
+        frames = header_frames(f.format, f.frames)
+        if frames is not None:
+            if frames > stop:
+                raise TooLong(name, frames / rate, max_seconds, variable)
+            return to_mono(f.read(dtype="float32", always_2d=True)), rate
+        stated = int(f.frames) if 0 <= f.frames < UNKNOWN_FRAMES else None
+        if stated is None or stated <= stop:
+            return _keep_frames(f, stated, stop, name, max_seconds, variable), rate
+        counted = _count_frames(f, stop)
+        if counted > stop:
+            raise TooLong(name, counted / rate, max_seconds, variable, counted=True)
+    with sf.SoundFile(os.fspath(path)) as f:   # its header overstated its length: it fits after all
+        return _keep_frames(f, counted, stop, name, max_seconds, variable), rate
+
+
+def _keep_frames(f: sf.SoundFile, first: int | None, stop: int, name: str, max_seconds: float,
+                 variable: str) -> np.ndarray:
+    """Every frame `f` decodes, mixed to mono as it comes (the rows' means, as to_mono takes them); TooLong once
+    past `stop` frames. The `first` frames (the length known, when it is) are read in one call, as sf.read reads
+    a file: an MP3 decoder rounds its last bits differently at the edges of each call, and the samples must be
+    the ones a load without a limit gives (codes record their hash). Then blocks until the end."""
+    pieces, frames, size = [], 0, COUNT_BLOCK if first is None else min(first, stop) + 1
+    while True:
+        buf = np.empty((size, f.channels), np.float32)
+        n = f.buffer_read_into(buf, dtype="float32")
+        frames += n
+        if frames > stop:
+            raise TooLong(name, frames / f.samplerate, max_seconds, variable, counted=True)
+        if n:
+            pieces.append(to_mono(buf[:n]))
+        if n < size:
+            break
+        size = COUNT_BLOCK
+    return np.concatenate(pieces) if len(pieces) > 1 else pieces[0] if pieces else np.zeros(0, np.float32)
+
+
+CLIP_LIMIT_VARIABLE = "DISTILL_MAX_CLIP_SECONDS"   # the longest clip opened, encoded or decoded (studio, API, CLI)
+
+
+def seconds_from_env(variable: str = CLIP_LIMIT_VARIABLE, default: float | None = None,
+                     environ: dict | None = None) -> float | None:
+    """The length limit in seconds an environment variable sets: `default` when it is unset or blank, None
+    (no limit) for "inf"; ValueError naming the variable and its value for anything but a positive number."""
+    raw = (os.environ if environ is None else environ).get(variable, "")
+    if not raw.strip():
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ValueError(f"{variable}={raw!r} is not a length in seconds (a number above 0, or inf for no limit)")
+    return None if math.isinf(seconds) else seconds
 
 
 def _short(exc: Exception, path: str | os.PathLike | None = None) -> str:
@@ -459,7 +545,8 @@ def scan_paths(paths: Iterable[str | os.PathLike], max_seconds: float | None = N
     """Verdict for each given file (files over `max_seconds` rejected before a full decode: inspect_file);
     warns outside the designed 5-500 file range."""
     verdicts = tuple(inspect_file(p, max_seconds, variable) for p in paths)
-    return ScanReport(verdicts, scan_warnings(sum(v.accepted for v in verdicts)))
+    return ScanReport(verdicts, scan_warnings(sum(v.accepted for v in verdicts)), max_seconds,
+                      variable if max_seconds is not None else "")
 
 
 def scan_folder(root: str | os.PathLike, max_seconds: float | None = None, variable: str = "") -> ScanReport:

@@ -13,7 +13,16 @@ import time
 
 import numpy as np
 
-from .audio import AudioError, find_audio_candidates, load_audio, load_source, scan_paths
+from .audio import (
+    CLIP_LIMIT_VARIABLE,
+    AudioError,
+    TooLong,
+    find_audio_candidates,
+    load_audio,
+    load_source,
+    scan_paths,
+    seconds_from_env,
+)
 from .bundle import BundleError, read_info
 from .codec import Codec, keep_freed_memory
 from .codes import CodeGrid, CodesError
@@ -25,20 +34,36 @@ from .edits.syntax import regenerate_settings
 from .fileio import atomic_write_text, atomic_write_wav
 from .model import DOWNSAMPLE
 from .prior import DEFAULT_PRIOR_SHARE, PriorTrainer
-from .render import (
-    DEFAULT_DETAIL,
-    donor_from_seconds,
-    donors_by_match,
-    parse_donor_spec,
-    render_edit,
-    to_source_rate,
+from .render import parse_donor_spec
+from .session import Clip, EditSession, decode_with_source, read_document
+from .train import (
+    Trainer,
+    TrainEvent,
+    TrainingError,
+    load_accepted,
+    resumed_config,
+    split_budget,
+    train_prior_after,
 )
-from .session import Clip, EditSession, read_document
-from .train import Trainer, TrainEvent, TrainingError, resumed_config, split_budget, train_prior_after
 
 
 class CliError(Exception):
     """A user mistake: printed as one line, exit status 2."""
+
+
+def clip_limit() -> dict:
+    """The keywords (max_seconds, variable) that hold audio to DISTILL_MAX_CLIP_SECONDS when it is set, for
+    load_audio, load_source, scan_paths and load_accepted; {} when it is not (a local CLI has no limit by
+    default). ValueError naming the variable when it is set to something other than a length."""
+    seconds = seconds_from_env(CLIP_LIMIT_VARIABLE)
+    return {} if seconds is None else {"max_seconds": seconds, "variable": CLIP_LIMIT_VARIABLE}
+
+
+def check_codes_length(grid: CodeGrid, path: str) -> None:
+    """Refuse codes of a clip longer than DISTILL_MAX_CLIP_SECONDS (when set), as its audio would be refused."""
+    limit = clip_limit()
+    if limit and grid.duration_s > limit["max_seconds"]:
+        raise TooLong(os.path.basename(path), grid.duration_s, limit["max_seconds"], limit["variable"])
 
 
 def fatal(message: str, code: int = 2) -> int:
@@ -92,7 +117,9 @@ def _config_file(path: str) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     paths = args.data
-    report = scan_paths([f for p in paths for f in _existing(p)])  # same walk as scan_folder
+    # same walk as scan_folder; files over DISTILL_MAX_CLIP_SECONDS (when set) are rejected before they decode,
+    # and the Trainer loads the rest under the same limit
+    report = scan_paths([f for p in paths for f in _existing(p)], **clip_limit())
     for v in report.rejected:
         print(f"skipped {v.describe()}", file=sys.stderr)
     n = len(report.accepted)
@@ -177,13 +204,14 @@ def cmd_prior(args: argparse.Namespace) -> int:
     codec = Codec.load(args.model)
     if not (args.minutes > 0):
         raise CliError(f"--minutes must be > 0, got {args.minutes:g}")
-    report = scan_paths([f for p in args.data for f in _existing(p)])
+    limit = clip_limit()
+    report = scan_paths([f for p in args.data for f in _existing(p)], **limit)
     for v in report.rejected:
         print(f"skipped {v.describe()}", file=sys.stderr)
     items = []
     for v in report.accepted:
-        try:
-            items.append((v.name, codec.logmel(load_audio(v.path, codec.sample_rate)[0])))
+        try:   # under the limit, and no further than a little past what the scan found (as the Trainer loads)
+            items.append((v.name, codec.logmel(load_accepted(v, codec.sample_rate, **limit))))
         except AudioError as exc:
             warn(f"{exc}; skipped")
     if not items:
@@ -205,8 +233,8 @@ def _existing(path: str) -> list:
 # ---------------------------------------------------------------------- encode / decode
 def cmd_encode(args: argparse.Namespace) -> int:
     keep_freed_memory()  # a one-shot process: reuse the search's freed memory rather than fault it in again
+    wave, sr = load_audio(args.audio, **clip_limit())   # before the model: a file over the limit is said at once
     codec = Codec.load(args.model)
-    wave, sr = load_audio(args.audio)
     grid = codec.encode(wave, sr, search_steps=args.search)  # records the file's rate and length for decode
     out = args.output or os.path.splitext(args.audio)[0] + ".codes.json"
     grid.save(out)
@@ -225,7 +253,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if args.source:
         wave, rate, how = _surgical(codec, grid, args)
     else:
-        phase = load_audio(args.phase_from, codec.sample_rate)[0] if args.phase_from else None
+        phase = load_audio(args.phase_from, codec.sample_rate, **clip_limit())[0] if args.phase_from else None
         wave = codec.decode(grid, phase_from=phase, n_iter=args.iters)
         how = "phase from " + os.path.basename(args.phase_from) if args.phase_from else ""
         wave, rate = (wave, codec.sample_rate) if args.model_rate else codec.at_source_rate(wave, grid)
@@ -237,38 +265,15 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def _surgical(codec: Codec, grid: CodeGrid, args: argparse.Namespace) -> tuple[np.ndarray, int, str]:
-    """decode --source: the recording itself wherever the codes are unedited, the model inside the edits.
-
-    The unedited cells are known from the codes file (an edited file records its original grid; a
-    file straight from `encode` is its own original), never guessed by re-encoding, and the source
-    must be the audio the codes were encoded from (by the hash they record)."""
-    source = load_source(args.source)
-    name = os.path.basename(args.source)
-    if grid.source_sha256 and grid.source_sha256 != source.sha256:
-        raise CliError(f"{name} is not the audio {os.path.basename(args.codes)} was encoded from (its samples "
-                       "differ from the recorded source_sha256); pass that file as --source, or decode without "
-                       "--source")
-    wave = codec.load_wave(source.samples, source.rate)
-    if len(wave) != grid.num_samples:  # checked before any encode or render work
-        raise CliError(f"{name} is not the audio {os.path.basename(args.codes)} was encoded from "
-                       f"({len(wave)} vs {grid.num_samples} samples at the model rate)")
-    if grid.knows_original:
-        original = grid.as_original()
-    else:  # a file written before codes recorded their provenance: the only way left is to re-encode
-        warn(f"{os.path.basename(args.codes)} does not record its original codes (an older file): re-encoding "
-             f"{name} to find the edited cells; cells the re-encode does not reproduce are re-synthesised")
-        original = codec.encode(wave)
+    """decode --source: the recording itself wherever the codes are unedited, the model inside the edits
+    (session.decode_with_source, which /decode's source_audio runs too)."""
+    source = load_source(args.source, **clip_limit())
     donors = []
     for spec in args.donor or []:
         path, span = parse_donor_spec(spec)
-        audio, _ = load_audio(path, codec.sample_rate)
-        donors += [donor_from_seconds(codec, audio, *span)] if span else donors_by_match(codec, grid, original, audio)
-    detail = DEFAULT_DETAIL if args.detail is None else args.detail
-    rendered = render_edit(codec, grid, wave, original, detail=detail, donors=donors)
-    how = f"kept {name} outside edits, detail {detail:g}, {len(donors)} donor regions"
-    if args.model_rate:
-        return rendered, codec.sample_rate, how
-    return to_source_rate(rendered, wave, source, codec.sample_rate), source.rate, how
+        donors.append((load_audio(path, codec.sample_rate, **clip_limit())[0], span))
+    return decode_with_source(codec, grid, source, os.path.basename(args.codes), detail=args.detail, donors=donors,
+                              model_rate=args.model_rate, warn=warn)
 
 
 def warn(message: str) -> None:
@@ -369,6 +374,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         history, original = read_document(codec, _read_text(args.codes))
     except (CodesError, EditError) as exc:
         raise CliError(_named(args.codes, exc)) from exc
+    check_codes_length(history.current, args.codes)
     session = EditSession(codec, Clip(name, original, None), history=history)
     hz = codec.band_ranges_hz
     loaded: dict[str, Clip] = {}
@@ -426,6 +432,7 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
     try:
         history, original = read_document(codec, _read_text(args.codes))
         before = history.current
+        check_codes_length(before, args.codes)
         region = parse_region(args.region, before)
         t0 = time.perf_counter()
         results = codec.regenerate(before, region, settings)
@@ -454,12 +461,14 @@ def _named(path: str, exc: Exception) -> str:
 
 
 def _checked_codes(codec: Codec, path: str) -> CodeGrid:
-    """A codes file this model can decode; CliError naming the file otherwise."""
+    """A codes file this model can decode (and within DISTILL_MAX_CLIP_SECONDS when set); CliError or TooLong
+    naming the file otherwise."""
     try:
         grid = CodeGrid.load(path)
         codec.check(grid)
     except CodesError as exc:
         raise CliError(_named(path, exc)) from exc
+    check_codes_length(grid, path)
     return grid
 
 

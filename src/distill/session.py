@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,8 @@ from .render import (
     check_span,
     decode_span,
     decoder_reach,
+    donor_from_seconds,
+    donors_by_match,
     donors_from_active,
     render_edit,
     render_edits,
@@ -63,6 +65,12 @@ class Clip:
     @property
     def has_audio(self) -> bool:
         return self.wave is not None
+
+
+def clip_nbytes(clip: Clip) -> int:
+    """Bytes of one opened clip: its codes, its model-rate audio and its file's own samples."""
+    arrays = [clip.grid.codes, clip.wave, clip.source.samples if clip.source is not None else None]
+    return sum({id(a): a.nbytes for a in arrays if a is not None}.values())  # a 48 kHz file's samples may be its wave
 
 
 def clip_from_source(codec: Codec, source: SourceAudio, search_steps: int | None = None,
@@ -191,6 +199,15 @@ class EditSession:
             return self.history.reset()
 
     # ------------------------------------------------------------------ decode / render
+    def memory(self) -> dict[str, int]:
+        """Bytes this session holds, by part: the clips' audio and codes (A, and B when open), the edit
+        history (EditHistory.nbytes: bounded by its step and byte limits) and the decoded log-mel cache."""
+        with self.lock:
+            clips = [self.clip] + ([self.partner] if self.partner is not None else [])
+            cache = self._mel_cache[1] if self._mel_cache is not None else None
+            return {"clips": sum(clip_nbytes(c) for c in clips), "history": self.history.nbytes(),
+                    "decode cache": int(cache.numel() * cache.element_size()) if cache is not None else 0}
+
     def decode_mel(self) -> torch.Tensor:
         """The current grid's decoded log-mel [n_mels, frames], re-decoding only around changed columns.
 
@@ -356,6 +373,57 @@ class EditSession:
                    else "none of the clips at hand holds the samples these codes were encoded from")
             note = f"no source audio: {why}, so they are decoded plainly (Griffin-Lim phase)"
         return cls(codec, clip, history=history, **kwargs), note
+
+
+def decode_with_source(codec: Codec, document: CodeGrid | EditHistory, source: SourceAudio, codes_name: str, *,
+                       detail: float | None = None,
+                       donors: Sequence[tuple[np.ndarray, tuple[float, float, float] | None]] = (),
+                       model_rate: bool = False, option: str = "--source",
+                       warn: Callable[[str], None] | None = None) -> tuple[np.ndarray, int, str]:
+    """Surgical decode (`distill decode --source`, /decode's source_audio): the recording itself wherever the
+    codes are unedited, the model inside the edits -> (wave, rate, how it was done).
+
+    `document`: a codes grid, or an edit history (its current grid; its donor records lend the source's own
+    phase to the cells that still hold what they copied, as EditSession.render / export_audio do: clip B's
+    records need B's audio, which a history does not carry, so those cells come from the model). The
+    unedited cells are known from the codes (an edited file records its original grid; a file straight from
+    the encoder is its own original), never guessed by re-encoding, except for an older file that records
+    neither (then `warn` is told). `source` must be the audio the codes were encoded from (by the hash they
+    record, and its length); RenderError naming `source.name`, `codes_name` and `option` (how the caller's
+    user passes the source) otherwise. `donors`: (model-rate audio, (start, end, dst) seconds or None) of
+    other clips edited cells came from (render.parse_donor_spec; None: matched by their codes). The wave is
+    float32 at the file's own rate and length, everything outside the edits its samples bit for bit
+    (render.to_source_rate), or at the model rate with `model_rate`."""
+    history = document if isinstance(document, EditHistory) else None
+    grid = history.current if history is not None else document
+    name = source.name
+    if grid.source_sha256 and grid.source_sha256 != source.sha256:
+        raise RenderError(f"{name} is not the audio {codes_name} was encoded from (its samples differ from the "
+                          f"recorded source_sha256); pass that file as {option}, or decode without {option}")
+    wave = codec.load_wave(source.samples, source.rate)
+    if len(wave) != grid.num_samples:  # checked before any encode or render work
+        raise RenderError(f"{name} is not the audio {codes_name} was encoded from "
+                          f"({len(wave)} vs {grid.num_samples} samples at the model rate)")
+    recorded: tuple = ()
+    if history is not None:
+        original = history.original
+        recorded = EditSession(codec, Clip(name, original, wave, source), history=history).donors()
+    elif grid.knows_original:
+        original = grid.as_original()
+    else:  # a file written before codes recorded their provenance: the only way left is to re-encode
+        (warn or log.warning)(f"{codes_name} does not record its original codes (an older file): re-encoding "
+                              f"{name} to find the edited cells; cells the re-encode does not reproduce are "
+                              "re-synthesised")
+        original = codec.encode(wave)
+    found = list(recorded)
+    for audio, span in donors:
+        found += [donor_from_seconds(codec, audio, *span)] if span else donors_by_match(codec, grid, original, audio)
+    detail = DEFAULT_DETAIL if detail is None else detail
+    rendered = render_edit(codec, grid, wave, original, detail=detail, donors=found)
+    how = f"kept {name} outside edits, detail {detail:g}, {len(found)} donor regions"
+    if model_rate:
+        return rendered, codec.sample_rate, how
+    return to_source_rate(rendered, wave, source, codec.sample_rate), source.rate, how
 
 
 def read_document(codec: Codec, text: str) -> tuple[EditHistory, CodeGrid]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .audio import AudioError, FileVerdict, ScanReport, content_problem, load_audio, scan_paths
+from .audio import AudioError, FileVerdict, ScanReport, TooLong, content_problem, load_audio, scan_paths
 from .bundle import BundleError, BundleInfo, _one_line, fingerprint, mel_json, read_info, state_to_tensors
 from .codec import Codec
 from .config import VQVAEConfig, adaptive_config
@@ -40,6 +40,7 @@ CHECKPOINT_FORMAT = "distill-checkpoint"
 CHECKPOINT_VERSION = 2  # 2: records the config, the files (name, size, SHA-256) and the budget
 CHECKPOINT_EVERY_S = 60.0  # default: a kill -9 loses at most about a minute of training
 MAX_BAD_STEPS = 5  # this many non-finite steps in a row (weights still finite) stop a run
+SCAN_MARGIN_S = 1.0  # a file is decoded at most this much past the length its scan found (it changed since)
 # settings that say where and how often, not what is trained: a resumed run may change them
 RESUME_FREE_FIELDS = frozenset({"device", "num_workers", "checkpoint_interval", "preview_interval", "max_checkpoints"})
 
@@ -173,14 +174,22 @@ class Trainer:
         stop_file: a path polled before every step; once a file exists there the run stops as if
             cancel() had been called (the best model so far is kept). Unlike cancel(), this works
             from another process, e.g. when the run executes in a ZeroGPU worker.
+        max_seconds / limit_variable: the longest file used and the variable that sets it (named when a
+            file is refused): paths are scanned under it; a ScanReport's own limit is the default. Each file
+            is loaded under it, and never decoded more than SCAN_MARGIN_S past the length its scan found, so
+            a file replaced by a long one after the scan is skipped with a warning, not decoded whole.
     """
 
     def __init__(self, files: Sequence[str | os.PathLike] | ScanReport, config: VQVAEConfig | None = None,
                  mel: MelConfig | None = None, minutes: float | None = None, epochs: float | None = None,
                  checkpoint_path: str | os.PathLike | None = None, resume_from: str | os.PathLike | None = None,
                  log_every_s: float = 1.0, validate_every: int | None = None,
-                 stop_file: str | os.PathLike | None = None, checkpoint_every_s: float = CHECKPOINT_EVERY_S):
-        self.report = files if isinstance(files, ScanReport) else scan_paths(files)
+                 stop_file: str | os.PathLike | None = None, checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+                 max_seconds: float | None = None, limit_variable: str = ""):
+        self.report = files if isinstance(files, ScanReport) else scan_paths(files, max_seconds, limit_variable)
+        if max_seconds is None:
+            max_seconds, limit_variable = self.report.max_seconds, self.report.variable
+        self.max_seconds, self.limit_variable = max_seconds, limit_variable
         accepted = self.report.accepted
         if not accepted:
             reasons = "; ".join(v.describe() for v in self.report.verdicts[:5]) or "no files given"
@@ -222,14 +231,15 @@ class Trainer:
 
     # ---------------------------------------------------------------- data
     def _load_clips(self, front: MelFrontEnd) -> tuple[list[Clip], list[FileVerdict]]:
-        """Load every accepted file; one that vanished or changed into something unusable since the scan is
-        skipped with a warning naming it (and recorded in self.skipped), and training goes on."""
+        """Load every accepted file (load_accepted: under the limit, and no further than a little past what the
+        scan found); one that vanished, grew or changed into something unusable since the scan is skipped with
+        a warning naming it (and recorded in self.skipped), and training goes on."""
         clips, used = [], []
         self.load_warnings, self.skipped = [], []
         sr = self.mel_cfg.sample_rate
         for v in self.report.accepted:
             try:
-                wave, _ = load_audio(v.path, sr)
+                wave = load_accepted(v, sr, self.max_seconds, self.limit_variable)
                 why = content_problem(len(wave), sr, float(np.abs(wave).max()) if wave.size else 0.0)
             except AudioError as exc:
                 text = str(exc)
@@ -514,6 +524,26 @@ class Trainer:
                   "training_usage": [health_from_counts(usage[q], n).to_dict() for q, n in enumerate(cfg.level_names)]}
         return BundleInfo(config=cfg, mel=self.mel_cfg, fingerprint=fingerprint(tensors, cfg, self.mel_cfg),
                           dataset=dataset, health=health, history=_thin(state.history, 500), usage=usage.tolist())
+
+
+def load_accepted(v: FileVerdict, sample_rate: int, max_seconds: float | None = None,
+                  variable: str = "") -> np.ndarray:
+    """A file the scan accepted, as mono float32 at `sample_rate`, loaded in one pass under `max_seconds` (set by
+    `variable`) and under SCAN_MARGIN_S past the length the scan found (v.duration_s, when known): a file that
+    grew or was replaced since is refused before decoding past either. AudioError "NAME: why" otherwise (for the
+    length, why names the configured limit or the length found at the scan, whichever was reached)."""
+    scanned = v.duration_s + SCAN_MARGIN_S if v.duration_s > 0 else None
+    by_scan = scanned is not None and (max_seconds is None or scanned < max_seconds)
+    try:
+        wave, _ = load_audio(v.path, sample_rate, max_seconds=scanned if by_scan else max_seconds,
+                             variable=variable)
+    except TooLong as exc:
+        if not by_scan:
+            raise
+        said = (f"longer than when scanned ({v.duration_s:.2f} s; decoding stopped at {scanned:.2f} s)"
+                if exc.counted else f"{exc.seconds:.2f} s long, {v.duration_s:.2f} s when scanned")
+        raise AudioError(f"{v.name}: {said}") from exc
+    return wave
 
 
 @dataclass

@@ -287,6 +287,8 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
             api_op = gr.Textbox()
             api_codes_out = gr.File()
             api_phase = gr.File()
+            api_source = gr.File()
+            api_detail = gr.Number(value=None)
             api_wave = gr.Audio()
             api_region = gr.Textbox()
             api_strength = gr.Number(value=1.0)
@@ -486,7 +488,7 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
         api_btns[2].click(partial(api.api_edit, limits=limits), [api_model, api_codes, api_op, api_other],
                           [api_codes_out], api_name="edit")
         api_btns[3].click(partial(api.api_decode, limits=limits), [api_model, api_codes, api_phase], [api_wave],
-                          api_name="decode")
+                          inputs_kwargs={"source_audio": api_source, "detail": api_detail}, api_name="decode")
         api_btns[4].click(partial(api.api_regenerate, limits=limits), [api_model, api_codes, api_region, api_strength,
                                                                       api_temperature, api_seed, api_candidates],
                           [api_codes_list], api_name="regenerate")

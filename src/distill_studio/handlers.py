@@ -40,7 +40,6 @@ from distill import (
     atomic_write_wav,
     clip_from_source,
     dsp,
-    load_source,
 )
 from distill.edits import (
     blend_region,
@@ -210,8 +209,7 @@ def read_clip(codec: Codec, path: str, name: str, limits: Limits, progress: Prog
     """Load, check length and encode one clip; AudioError / ValueError name the file and the problem.
     `progress(fraction)` as the encode goes (a 10-minute recording takes most of a minute). The length is checked
     from the header first: an hour of FLAC silence (673 KB) took 9.8 s and 2 GB to decode before it was refused."""
-    limits.check_clip(path, name)
-    source = load_source(path, name)
+    source = limits.load_source(path, name)
     return encode_source(codec, source, limits, progress)
 
 
@@ -473,7 +471,20 @@ def history_text(s: Session) -> str:
         mark = "▶ " if i == h.position else ""
         text = f"{i}. {mark}{html.escape(label)}"
         lines.append(text if i <= h.position else f"{i}. ~~{html.escape(label)}~~ (undone)")
-    return "\n".join(lines[-60:])
+    return "\n".join(lines[-60:]) + "\n\n" + memory_text(s)
+
+
+def memory_text(s: Session) -> str:
+    """One line under the history: what this tab holds in memory, and the oldest steps the limits dropped."""
+    parts = s.memory()
+    total = sum(parts.values()) / 2**20
+    each = ", ".join(f"{k} {v / 2**20:.1f}" for k, v in parts.items() if v)
+    h = s.history
+    gone = ""
+    if h is not None and h.dropped:
+        gone = (f" · the oldest {h.dropped} step{'s' if h.dropped != 1 else ''} went (undo keeps {h.limit} steps and "
+                f"{h.max_bytes / 2**20:.0f} MB of changes)")
+    return f"_This tab holds {total:.1f} MB ({each} MB){gone}._"
 
 
 def _render_now(s: Session) -> str:
@@ -1022,8 +1033,7 @@ def _candidate_sources(s: Session, limits: Limits) -> Iterator[SourceAudio | Non
     yield s.b.source if s.b is not None else None
     for name, path in sorted(s.clips.items()):
         try:
-            limits.check_clip(path, name)
-            yield load_source(path, name)
+            yield limits.load_source(path, name)
         except AudioError as exc:
             log.warning("while matching imported codes: %s", exc)
 

@@ -20,11 +20,16 @@ from distill import (
     Region,
     Rendered,
     ScanReport,
+    SourceAudio,
     TooLong,
     Trainer,
     VQVAEConfig,
     check_length,
+    clip_nbytes,
+    load_audio,
+    load_source,
 )
+from distill.audio import CLIP_LIMIT_VARIABLE as CLIP_VARIABLE
 
 from .viewport import VIEW_SECONDS, Viewport
 
@@ -115,7 +120,16 @@ class Limits:
     # Checks made before any work, wherever a file enters (studio uploads and imports, every API endpoint).
     def check_clip(self, path: str | os.PathLike, name: str | None = None) -> None:
         """Refuse audio longer than max_clip_seconds from its header, before decoding (TooLong says so)."""
-        check_length(path, self.max_clip_seconds, "DISTILL_MAX_CLIP_SECONDS", name)
+        check_length(path, self.max_clip_seconds, CLIP_VARIABLE, name)
+
+    def load_source(self, path: str | os.PathLike, name: str | None = None) -> SourceAudio:
+        """A clip's file within max_clip_seconds, decoded once (audio.load_source under the limit: a longer
+        WAV/FLAC is refused from its header, an Ogg/MP3 as soon as its decode passes the limit)."""
+        return load_source(path, name, max_seconds=self.max_clip_seconds, variable=CLIP_VARIABLE)
+
+    def load_audio(self, path: str | os.PathLike, target_sr: int | None = None) -> tuple[np.ndarray, int]:
+        """audio.load_audio under max_clip_seconds, as load_source."""
+        return load_audio(path, target_sr, max_seconds=self.max_clip_seconds, variable=CLIP_VARIABLE)
 
     def check_json(self, path: str | os.PathLike) -> None:
         """Refuse a codes or history file over max_json_mb before it is read (parsing costs ~6x its size).
@@ -251,6 +265,21 @@ class Session:
     @property
     def edited(self) -> np.ndarray | None:
         return self.rendered.wave if self.rendered is not None else None
+
+    def memory(self) -> dict[str, int]:
+        """Bytes this tab holds, by part (EditSession.memory, plus B when it is not A's partner, the players'
+        audio, the pictures' log-mels, the overview envelopes and Regenerate's versions): what the history
+        panel reports, so a long session's cost is visible."""
+        parts = dict(self.edit.memory()) if self.edit is not None else {}
+        if self.b is not None and (self.edit is None or self.edit.partner is not self.b):
+            parts["clips"] = parts.get("clips", 0) + clip_nbytes(self.b)
+        players = [r.wave for r in (self.recon, self.rendered) if r is not None]
+        if self.candidates is not None:
+            players += [*self.candidates.audio, self.candidates.current]
+        parts["players"] = sum({id(a): a.nbytes for a in players}.values())
+        pictures = [m[1] for m in (self.src_mel, self.edited_mel) if m is not None] + list(self.peaks.values())
+        parts["pictures"] = sum(np.asarray(a).nbytes for a in pictures)
+        return parts
 
     def close_clips(self) -> None:
         """Close A and B (their history goes with them) and everything shown about them."""

@@ -18,6 +18,10 @@ MIN_HISTORY = 200   # at least this many undo steps are promised
 # Largest history JSON from_json reads. A 500-step history of a 30-minute clip with 2 s edits is ~10 MB of
 # JSON; parsing costs ~6x the text, so this keeps one file under ~1.5 GB (the studio's own cap is lower).
 MAX_HISTORY_JSON_BYTES = 256 * 2**20
+# Most bytes of changes one history keeps (its steps' cells and B records). 500 steps that each rewrite a whole
+# 30-minute clip would hold ~3 GB per tab; past this the oldest steps go, as they do past `limit`, and
+# `dropped` counts them so the studio can say so. Ordinary edits (seconds wide) never come near it.
+MAX_HISTORY_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,15 +88,18 @@ class ActiveDonor:
 
 
 class EditHistory:
-    """Undo/redo for one clip. A new edit after an undo drops the redo branch; the oldest steps go past `limit`.
+    """Undo/redo for one clip. A new edit after an undo drops the redo branch; the oldest steps go past `limit`
+    steps or past `max_bytes` of changes (the newest step always stays); `dropped` counts the steps gone.
 
     `original` is the clip as encoded (what surgical rendering compares against); `base` is the grid
     the oldest kept step starts from (the original until steps are dropped past the limit).
     """
 
-    def __init__(self, grid: CodeGrid, limit: int = 500):
+    def __init__(self, grid: CodeGrid, limit: int = 500, max_bytes: int = MAX_HISTORY_BYTES):
         if int(limit) < MIN_HISTORY:
             raise EditError(f"history limit {limit} is too small; use at least {MIN_HISTORY}")
+        self.max_bytes = int(max_bytes)
+        self.dropped = 0
         self._original = grid.as_original()
         self._base = grid
         self._current = grid
@@ -141,8 +148,9 @@ class EditHistory:
     def _add(self, step: Step, grid: CodeGrid) -> CodeGrid:
         del self._steps[self._position:]
         self._steps.append(step)
-        drop = len(self._steps) - self.limit
+        drop = self._to_drop()
         if drop > 0:
+            self.dropped += drop
             self._restart_partner_chains(drop)
             for old in self._steps[:drop]:
                 self._base = old.diff.apply(self._base)
@@ -152,6 +160,17 @@ class EditHistory:
         self._position = len(self._steps)
         self._current = grid
         return grid
+
+    def _to_drop(self) -> int:
+        """How many of the oldest steps must go: those past `limit`, then more while the rest hold over
+        `max_bytes` (never the newest)."""
+        drop = max(0, len(self._steps) - self.limit)
+        sizes = [_step_nbytes(st) for st in self._steps]
+        total = sum(sizes[drop:])
+        while total > self.max_bytes and drop < len(self._steps) - 1:
+            total -= sizes[drop]
+            drop += 1
+        return drop
 
     def push(self, result: EditResult, partner: str = "") -> CodeGrid:
         """Apply an edit (the grid it returned) as the next step; `partner` names clip B when the edit used it."""
@@ -377,6 +396,12 @@ class EditHistory:
             grid = step.diff.apply(grid)
         hist._base, hist._current, hist._steps, hist._position = base, current, steps, position
         return hist
+
+
+def _step_nbytes(step: Step) -> int:
+    """Bytes a step's own records hold: its cells, its B change, and B whole when it starts a chain."""
+    n = sum(a.nbytes for d in (step.diff, step.partner_change) if d is not None for a in (d.index, d.before, d.after))
+    return n + (step.partner_start.codes.nbytes if step.partner_start is not None else 0)
 
 
 def _cells_kept(p: DonorPatch, later: np.ndarray) -> np.ndarray:

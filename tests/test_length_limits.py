@@ -405,7 +405,7 @@ def test_load_audio_under_a_limit_refuses_an_hour_of_flac_from_its_header(hour_f
                      "hour.flac", "3600 s", "1800 s", "DISTILL_MAX_CLIP_SECONDS")
     assert decoded_frames.get("hour.flac", 0) == 0
     source_error, _, _, _ = measured(lambda: audio.load_source(hour_flac, "Take 1", max_seconds=60, variable="X"))
-    assert str(source_error) == "Take 1: 3600 s long, over the limit of 60 s (set by X)"
+    assert str(source_error) == "hour.flac: 3600 s long, over the limit of 60 s (set by X)"  # the file, not its label
     short = tmp_path / "short.wav"
     sf.write(short, tone(1.0, 220, sr=44100), 44100)
     assert np.array_equal(audio.load_audio(short, 48000, max_seconds=1, variable="X")[0],

@@ -293,9 +293,8 @@ def load_source(path: str | os.PathLike, name: str | None = None, *, max_seconds
                 variable: str = "") -> SourceAudio:
     """Read a file at its own rate (AudioError naming the file when it cannot be decoded; with `max_seconds`,
     TooLong when it is longer, found out as load_audio finds it: without decoding past the limit)."""
-    name = name or os.path.basename(os.fspath(path))
-    wave, sr = load_audio(path, max_seconds=max_seconds, variable=variable, name=name)
-    return SourceAudio(name, wave, sr)
+    wave, sr = load_audio(path, max_seconds=max_seconds, variable=variable)  # errors name the file itself
+    return SourceAudio(name or os.path.basename(os.fspath(path)), wave, sr)
 
 
 def load_audio(path: str | os.PathLike, target_sr: int | None = None, *, max_seconds: float | None = None,

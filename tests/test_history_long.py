@@ -277,6 +277,29 @@ def test_from_json_refuses_more_steps_than_its_limit():
         EditHistory.from_json(text.replace('"limit":250', '"limit":200'), "m1")
 
 
+def test_from_json_keeps_its_own_step_cap_and_replays_in_time_linear_in_the_cells():
+    """Second reader (issue 25): a hand-edited file set "limit": 10**9 and held 20000 empty steps; from_json took
+    them all and replayed each with a whole-grid copy (40 s on a 10-minute grid). A file may ask for at most
+    MAX_HISTORY_LIMIT steps, and the replay costs each step's own cells."""
+    import json
+
+    g = random_grid(THIRTY_MINUTES)
+    h = EditHistory(g, limit=history.MAX_HISTORY_LIMIT)
+    for k in range(history.MAX_HISTORY_LIMIT):
+        c = (7 * k) % (THIRTY_MINUTES - 12)
+        h.push(set_codes(h.current, Region((1,), 0, 15, c, c + 11), k % 32, codebook_size=32))
+    text = h.to_json()
+    t0 = time.perf_counter()
+    back = EditHistory.from_json(text, "m1")
+    took = time.perf_counter() - t0
+    assert len(back.steps) == history.MAX_HISTORY_LIMIT and np.array_equal(back.current.codes, h.current.codes)
+    assert took < 10, f"{history.MAX_HISTORY_LIMIT} steps on a 30-minute grid replayed in {took:.1f} s"
+    d = json.loads(text)
+    d["limit"] = 10**9
+    with pytest.raises(EditError, match=f"outside {history.MIN_HISTORY}-{history.MAX_HISTORY_LIMIT}"):
+        EditHistory.from_json(json.dumps(d), "m1")
+
+
 def test_from_json_refuses_text_over_the_size_cap(monkeypatch):
     h = EditHistory(random_grid(12, 8))
     h.push(set_codes(h.current, Region((0,), 0, 0, 1, 1), 5, codebook_size=32))

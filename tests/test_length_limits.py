@@ -9,6 +9,7 @@ and a JSON file over DISTILL_MAX_JSON_MB is refused before it is read.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -488,3 +489,17 @@ def test_a_trainer_given_paths_and_a_limit_scans_and_loads_under_it(tmp_path, ti
     assert trainer.report.max_seconds == 30
     list(trainer.run())
     assert trainer.result is not None and trainer.result.info.dataset["accepted"] == 3
+
+
+@pytest.mark.parametrize("ext, fmt", [("wav", "WAV"), ("flac", "FLAC"), ("ogg", "OGG")])
+def test_an_infinite_limit_is_no_limit(tmp_path, ext, fmt):
+    """DISTILL_MAX_CLIP_SECONDS=inf (or the total) means no limit: every reader turned it into a frame count
+    with int(inf * rate), and the OverflowError came out as 'unreadable or corrupt audio' for every file."""
+    from distill import audio
+
+    path = write_silence(tmp_path / f"one.{ext}", 1.0, 16000, format=fmt)
+    limits = Limits(max_clip_seconds=math.inf)
+    assert len(limits.load_source(path).samples) == 16000
+    limits.check_clip(path)
+    assert len(audio.load_audio(path, max_seconds=math.inf)[0]) == 16000
+    assert audio.scan_paths([path], max_seconds=math.inf).accepted

@@ -255,11 +255,17 @@ def _count_frames(f: sf.SoundFile, stop: int | None) -> int:
     return frames
 
 
+def finite_limit(max_seconds: float | None) -> float | None:
+    """A length limit as the readers use it: None for no limit, which an infinite one is (DISTILL_*=inf)."""
+    return None if max_seconds is None or not math.isfinite(max_seconds) else float(max_seconds)
+
+
 def probe(path: str | os.PathLike, max_seconds: float | None = None) -> tuple[int, int, int, bool]:
     """(frames, rate, channels, counted) of a file without decoding it when its header can be trusted; otherwise
     its blocks are counted, stopping once past `max_seconds` (then frames is only a lower bound).
 
     Raises AudioError naming the file for anything soundfile cannot open or decode."""
+    max_seconds = finite_limit(max_seconds)
     name = os.path.basename(os.fspath(path))
     try:
         with sf.SoundFile(os.fspath(path)) as f:
@@ -306,6 +312,7 @@ def load_audio(path: str | os.PathLike, target_sr: int | None = None, *, max_sec
     it (nothing decoded), else once decoding passes the limit (Ogg / MP3). An accepted file is decoded once.
     Raises AudioError naming the file for anything soundfile cannot decode.
     """
+    max_seconds = finite_limit(max_seconds)
     name = name or os.path.basename(os.fspath(path))
     try:
         if max_seconds is None:
@@ -458,6 +465,7 @@ def inspect_file(path: str | os.PathLike, max_seconds: float | None = None, vari
     second); NaN and inf samples are read as silence, and an accepted verdict's reason says so.
     With `max_seconds`, a longer file is rejected (over_limit, the reason naming the limit and `variable`)
     from its header when check_length would trust it, else once decoding passes the limit."""
+    max_seconds = finite_limit(max_seconds)
     p = Path(path)
     if p.name.startswith("."):
         return FileVerdict(str(p), False, "hidden file (names starting with '.' are skipped, e.g. .DS_Store)")

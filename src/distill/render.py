@@ -185,23 +185,38 @@ def to_source_rate(rendered: np.ndarray, model_wave: np.ndarray, source: SourceA
         return np.asarray(rendered, np.float32).copy()
     pad = max(64, model_rate // 100)  # 10 ms of zeros on each side: the resampler's kernel dies out in it
     period = model_rate // math.gcd(model_rate, source.rate)   # model samples per whole number of file samples
-    gaps = np.flatnonzero(np.diff(nz) > 4 * pad)   # edits far apart are resampled apart: cost follows the edits
-    for first, last in zip(np.r_[nz[0], nz[gaps + 1]], np.r_[nz[gaps], nz[-1]], strict=True):
-        # The stretch starts on a whole period of the two rates, so its resampled samples fall exactly on
-        # the file's sample grid (j0 is exact): the difference cancels the original's highs sample for sample.
-        i0 = max(0, int(first) - pad) // period * period
-        i1 = min(len(delta), int(last) + 1 + pad)
+    for first, last, i0, i1 in _stretches(nz, pad, period, len(delta)):
         piece = resample(delta[i0:i1], model_rate, source.rate).astype(np.float64)
         fade = min(len(piece) // 2, max(1, pad * source.rate // model_rate // 2))
         ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)
-        if int(first) - i0 >= pad:             # a side that ends on the clip's own edge is not faded:
+        if first - i0 >= pad:                  # a side that ends on the clip's own edge is not faded:
             piece[:fade] *= ramp               # there the difference is still the edit's
-        if i1 - int(last) - 1 >= pad:
+        if i1 - last - 1 >= pad:
             piece[len(piece) - fade:] *= ramp[::-1]
         j0 = i0 // period * (source.rate // math.gcd(model_rate, source.rate))
         lo, hi = max(0, j0), min(len(out), j0 + len(piece))
         if hi > lo:
             out[lo:hi] = (out[lo:hi].astype(np.float64) + piece[lo - j0:hi - j0]).astype(np.float32)
+    return out
+
+
+def _stretches(nz: np.ndarray, pad: int, period: int, n: int) -> list[tuple[int, int, int, int]]:
+    """Sorted indices of the non-zero difference -> (first, last, i0, i1) per stretch resampled on its own.
+
+    Edits far apart are resampled apart, so cost follows the edits. Each stretch starts on a whole period
+    of the two rates (i0), so its resampled samples fall exactly on the file's sample grid and the
+    difference cancels the original's highs sample for sample. A period can be long (6000 model samples
+    at 44056 Hz): a start pulled back into the stretch before merges the two, so no sample is added twice.
+    """
+    gaps = np.flatnonzero(np.diff(nz) > 4 * pad)
+    out: list[tuple[int, int, int, int]] = []
+    for first, last in zip(np.r_[nz[0], nz[gaps + 1]], np.r_[nz[gaps], nz[-1]], strict=True):
+        first, last = int(first), int(last)
+        i0, i1 = max(0, first - pad) // period * period, min(n, last + 1 + pad)
+        if out and i0 < out[-1][3]:
+            f, _, j0, _ = out.pop()
+            first, i0 = f, j0
+        out.append((first, last, i0, i1))
     return out
 
 

@@ -15,6 +15,7 @@ from .regions import EditError
 HISTORY_FORMAT = "distill-edit-history"
 HISTORY_VERSION = 1
 MIN_HISTORY = 200   # at least this many undo steps are promised
+MAX_HISTORY_LIMIT = 2000  # the most steps a history may keep (and a file may ask for): replay costs per step
 # Largest history JSON from_json reads. A 500-step history of a 30-minute clip with 2 s edits is ~10 MB of
 # JSON; parsing costs ~6x the text, so this keeps one file under ~1.5 GB (the studio's own cap is lower).
 MAX_HISTORY_JSON_BYTES = 256 * 2**20
@@ -96,8 +97,8 @@ class EditHistory:
     """
 
     def __init__(self, grid: CodeGrid, limit: int = 500, max_bytes: int = MAX_HISTORY_BYTES):
-        if int(limit) < MIN_HISTORY:
-            raise EditError(f"history limit {limit} is too small; use at least {MIN_HISTORY}")
+        if not MIN_HISTORY <= int(limit) <= MAX_HISTORY_LIMIT:
+            raise EditError(f"history limit {limit} is outside {MIN_HISTORY}-{MAX_HISTORY_LIMIT} steps")
         self.max_bytes = int(max_bytes)
         self.dropped = 0
         self._original = grid.as_original()
@@ -380,20 +381,20 @@ class EditHistory:
         for g in (base, current):
             hist._current = g
             hist._check_same_clip(original)
-        grid = base
-        for i, step in enumerate(steps[:position]):
-            if not step.diff.fits(grid):
-                raise EditError(f"edit history does not replay: step {i + 1} ({step.label!r}) does not start "
+        flat = base.codes.copy().reshape(-1)  # replayed in place: each step costs its own cells, not a grid copy
+        for i, step in enumerate(steps):
+            if i == position and not np.array_equal(flat, current.codes.reshape(-1)):
+                raise EditError(f"edit history does not replay: its {position} applied steps do not lead from its "
+                                "original grid to its current grid")
+            d = step.diff
+            if not np.array_equal(flat[d.index], d.before):
+                what = "redo step" if i >= position else "step"   # the redo steps go on from the current grid
+                raise EditError(f"edit history does not replay: {what} {i + 1} ({step.label!r}) does not start "
                                 "from the grid the steps before it leave")
-            grid = step.diff.apply(grid)
-        if not np.array_equal(grid.codes, current.codes):
+            flat[d.index] = d.after
+        if position == len(steps) and not np.array_equal(flat, current.codes.reshape(-1)):
             raise EditError(f"edit history does not replay: its {position} applied steps do not lead from its "
                             "original grid to its current grid")
-        for i, step in enumerate(steps[position:], position):  # the redo steps go on from the current grid
-            if not step.diff.fits(grid):
-                raise EditError(f"edit history does not replay: redo step {i + 1} ({step.label!r}) does not start "
-                                "from the grid the steps before it leave")
-            grid = step.diff.apply(grid)
         hist._base, hist._current, hist._steps, hist._position = base, current, steps, position
         return hist
 
@@ -401,7 +402,10 @@ class EditHistory:
 def _step_nbytes(step: Step) -> int:
     """Bytes a step's own records hold: its cells, its B change, and B whole when it starts a chain."""
     n = sum(a.nbytes for d in (step.diff, step.partner_change) if d is not None for a in (d.index, d.before, d.after))
-    return n + (step.partner_start.codes.nbytes if step.partner_start is not None else 0)
+    start = step.partner_start
+    if start is not None:
+        n += start.codes.nbytes + (start.original.nbytes if start.original is not None else 0)
+    return n
 
 
 def _cells_kept(p: DonorPatch, later: np.ndarray) -> np.ndarray:

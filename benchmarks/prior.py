@@ -24,6 +24,12 @@ in this run. Metrics on the held-out files:
     it is from the recording's, the mean |log ratio| (0 = each span as smooth as its recording); (ii) decode -> re-encode agreement,
     the share of the span's redrawn cells whose codes survive decoding and encoding again;
   - speed: 4 candidates for a 2 s span, sampling + surgical render of all four.
+
+With --ablate all (or a comma list of prior_ablation.VARIANTS) it measures the prior with each of its parts
+removed in turn instead, for each --prior-minutes given (benchmarks/prior_ablation.py):
+
+    python benchmarks/prior.py /usr/share/lmms/samples --folders drums,beats,bassloops --codec-minutes 2 \
+        --codec-cache /tmp/ablation_codecs --prior-minutes 2 0.4 --ablate all --json out.json
 """
 
 from __future__ import annotations
@@ -264,14 +270,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("root")
     ap.add_argument("--folders", nargs="+", required=True, help="groups of top-level folders, comma-joined")
     ap.add_argument("--codec-minutes", type=float, default=2.0)
-    ap.add_argument("--prior-minutes", type=float, default=2.0)
+    ap.add_argument("--prior-minutes", type=float, nargs="+", default=[2.0],
+                    help="the prior's budget; with --ablate, one or more (each in turn)")
     ap.add_argument("--model", help="use this codec instead of training one per group")
     ap.add_argument("--codec-cache", help="folder to keep each group's trained codec in and reuse it from")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--per-file", action="store_true", help="also print each held-out file's bits/code")
+    ap.add_argument("--ablate", help="all, or a comma list of variants (benchmarks/prior_ablation.py): "
+                                     "held-out bits and speed with each part of the prior removed in turn")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.ablate:
+        from prior_ablation import parse_variants, run_ablation  # noqa: PLC0415
+        run_ablation(args.root, args.folders, args.codec_minutes, args.prior_minutes, parse_variants(args.ablate),
+                     args.model, args.codec_cache, args.json)
+        return 0
+    if len(args.prior_minutes) != 1:
+        ap.error("one --prior-minutes without --ablate")
+    args.prior_minutes = args.prior_minutes[0]
     results = []
     for group in args.folders:
         r = run_group(args.root, group, args.codec_minutes, args.prior_minutes, args.model, args.codec_cache,

@@ -189,6 +189,26 @@ def test_imported_codes_and_histories_keep_the_clip_limit(session, twelve):
     assert session.a.grid.duration_s == pytest.approx(12.0, abs=0.01)
 
 
+def test_import_decodes_only_the_clip_whose_header_matches_the_codes(session, twelve, tmp_path, monkeypatch):
+    """Second reader (issue 25): import walked the whole clip list decoding every file to compare hashes (and
+    refused over-limit codes only afterwards). Now the codes are checked first, and a listed file is decoded
+    only when its header gives the rate and length the codes record."""
+    from distill import audio
+
+    wav, codes, _ = twelve
+    others = {f"c{i}": str(write_silence(tmp_path / f"c{i}.wav", 1.0 + i, 48000, channels=1)) for i in range(6)}
+    session.clips.update(others, twelve=str(wav))
+    decoded = []
+    real = audio.load_audio
+    monkeypatch.setattr(audio, "load_audio", lambda p, *a, **k: decoded.append(os.path.basename(p)) or real(p, *a, **k))
+    handlers.import_codes(session, str(codes), Limits(max_clip_seconds=20))
+    assert session.a.has_audio and decoded == ["twelve.wav"]
+    decoded.clear()
+    with pytest.raises(gr.Error, match="over the limit of 10 s"):
+        handlers.import_codes(session, str(codes), Limits(max_clip_seconds=10))
+    assert decoded == []
+
+
 def test_a_json_over_the_size_cap_is_refused_before_it_is_read(session, twelve, monkeypatch):
     _, codes, _ = twelve
     limits = Limits(max_json_mb=0.001)   # the codes are ~9 KB
@@ -497,7 +517,8 @@ def test_an_infinite_limit_is_no_limit(tmp_path, ext, fmt):
     with int(inf * rate), and the OverflowError came out as 'unreadable or corrupt audio' for every file."""
     from distill import audio
 
-    path = write_silence(tmp_path / f"one.{ext}", 1.0, 16000, format=fmt)
+    path = tmp_path / f"one.{ext}"
+    sf.write(path, tone(1.0, 220.0, sr=16000), 16000, format=fmt)
     limits = Limits(max_clip_seconds=math.inf)
     assert len(limits.load_source(path).samples) == 16000
     limits.check_clip(path)

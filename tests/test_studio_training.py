@@ -13,7 +13,7 @@ import gradio as gr
 import pytest
 
 from distill import Codec
-from distill_studio import handlers, training
+from distill_studio import handlers, opening, training
 from distill_studio.state import Limits, PendingModel
 
 SR = 48000
@@ -76,7 +76,7 @@ def test_a_model_that_cannot_be_opened_says_why_and_changes_nothing(session, tra
         s.codec, s.b = codec, None       # half a switch, then a failure
         raise RuntimeError("encoder exploded")
 
-    monkeypatch.setattr(handlers, "set_model", broken_set_model)
+    monkeypatch.setattr(opening, "set_model", broken_set_model)
     codec, a, b = session.codec, session.a, session.b
     with pytest.raises(gr.Error, match="could not be opened: encoder exploded"):
         training.offer_model(session, Codec.load(trained[1]), "uploaded x.distill", str(trained[1]))

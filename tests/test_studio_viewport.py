@@ -214,10 +214,10 @@ def test_edit_handlers_run_with_the_measured_thread_count_and_restore_it(session
 
     import torch
 
-    from distill_studio import threads
+    from distill_studio import editing, threads
 
     seen = []
-    real = handlers.render
+    real = editing.render
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
@@ -225,11 +225,11 @@ def test_edit_handlers_run_with_the_measured_thread_count_and_restore_it(session
 
     def run():
         torch.set_num_threads(2)
-        handlers.render = spy
+        editing.render = spy
         try:
-            handlers.select_all(session, ["Timbre"])
+            editing.select_all(session, ["Timbre"])
         finally:
-            handlers.render = real
+            editing.render = real
         seen.append(torch.get_num_threads())
 
     t = threading.Thread(target=run)   # its own thread, as the server's workers: the test's thread is untouched

@@ -34,7 +34,7 @@ from distill.edits import HISTORY_FORMAT
 from distill.fileio import atomic_write_text, pcm16
 from distill.session import decode_with_source
 
-from .handlers import fail, safe_filename
+from .common import fail, safe_filename
 from .state import Limits
 from .training import (
     Settings,

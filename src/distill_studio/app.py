@@ -1,4 +1,5 @@
-"""build_app(): the Studio's layout and event wiring. The work is in handlers.py, training.py and api.py."""
+"""build_app(): the Studio's layout and event wiring. The work is in opening.py, pictures.py, editing.py,
+exchange.py, regenerate.py, training.py and api.py (common.py: what they share)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import gradio as gr
 
 from distill import DEFAULT_CANDIDATES, DEFAULT_DETAIL, BundleError, Codec, keep_freed_memory
 
-from . import api, handlers, regenerate, training
-from .handlers import MAX_LEVELS, View
+from . import api, editing, exchange, opening, pictures, regenerate, training
+from .common import MAX_LEVELS, View
 from .heatmap import HEATMAP_CSS, HEATMAP_JS, empty_html
 from .state import Limits, Session
 from .viewport import OVERVIEW_CSS, OVERVIEW_JS
@@ -99,7 +100,7 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
     if demo_codec is None:
         demo_codec, demo_label = load_demo(limits)
     demo_label = demo_label or "demo model (bundled)"
-    clips = handlers.demo_clips(limits.demo_clips) if demo_codec is not None else {}
+    clips = opening.demo_clips(limits.demo_clips) if demo_codec is not None else {}
     demo_model_file = _public_copy(limits.demo_model) if demo_codec is not None else None
 
     with gr.Blocks(title="Distill Studio", delete_cache=(3600, 24 * 3600)) as demo:
@@ -139,7 +140,7 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                             levels = gr.CheckboxGroup(label="Levels in the selection", choices=[], elem_id="levels", scale=3)
                             sel_all = gr.Button("Select whole clip", size="sm", scale=1)
                             sel_clear = gr.Button("Clear selection", size="sm", scale=1)
-                            colour_mode = gr.Radio(list(handlers.COLOUR_MODES), value="sound-alike", scale=2,
+                            colour_mode = gr.Radio(list(pictures.COLOUR_MODES), value="sound-alike", scale=2,
                                                    label="Heatmap colours", elem_id="colour-mode",
                                                    info="sound-alike: similar codes look alike (repeats show); "
                                                         "code index: a distinct hue per number")
@@ -336,7 +337,7 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
         quiet = dict(show_progress="hidden", api_visibility="undocumented")
 
         def on_load():
-            s, view = handlers.start(demo_codec, demo_label, demo_model_file, clips, limits, DEFAULT_A, DEFAULT_B)
+            s, view = opening.start(demo_codec, demo_label, demo_model_file, clips, limits, DEFAULT_A, DEFAULT_B)
             return [*emit((s, view)), demo_model_file]
 
         demo.load(on_load, None, [*edit_outputs, model_file], api_visibility="undocumented")
@@ -345,61 +346,61 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
             """An open event of A or B (picked by name or uploaded) that draws the encode's progress on the status line."""
             def fn(s: Session, value: str | None, progress=gr.Progress()):  # noqa: B008 (gradio injects its tracker here)
                 name, upload = (None, value) if uploaded else (value, None)
-                return emit(handlers.open_clip(s, which, name, upload, limits, progress=progress))
+                return emit(opening.open_clip(s, which, name, upload, limits, progress=progress))
             return fn
 
-        opening = dict(show_progress="full", show_progress_on=[status], api_visibility="undocumented")
-        clip_a.input(opener("A", False), [session, clip_a], edit_outputs, **opening)
-        clip_b.input(opener("B", False), [session, clip_b], edit_outputs, **opening)
-        upload_a.upload(opener("A", True), [session, upload_a], edit_outputs, **opening)
-        upload_b.upload(opener("B", True), [session, upload_b], edit_outputs, **opening)
+        show_encoding = dict(show_progress="full", show_progress_on=[status], api_visibility="undocumented")
+        clip_a.input(opener("A", False), [session, clip_a], edit_outputs, **show_encoding)
+        clip_b.input(opener("B", False), [session, clip_b], edit_outputs, **show_encoding)
+        upload_a.upload(opener("A", True), [session, upload_a], edit_outputs, **show_encoding)
+        upload_b.upload(opener("B", True), [session, upload_b], edit_outputs, **show_encoding)
 
         def on_select(s: Session, evt: gr.EventData):
-            return emit(handlers.select(s, evt))
+            return emit(editing.select(s, evt))
 
         def on_cell(s: Session, evt: gr.EventData):
-            return emit(handlers.cell_preview(s, evt))
+            return emit(editing.cell_preview(s, evt))
 
         for h in heat_a + heat_b:
             h.select(on_select, [session], edit_outputs, trigger_mode="always_last", **quiet)
             h.cell_click(on_cell, [session], edit_outputs, trigger_mode="always_last", **quiet)
 
         def on_move(s: Session, evt: gr.EventData):
-            return emit(handlers.move_view(s, evt))
+            return emit(pictures.move_view(s, evt))
 
         for ov in (overview_a, overview_b):
             ov.select(on_move, [session], edit_outputs, trigger_mode="always_last", **quiet)
 
-        levels.input(lambda s, n: emit(handlers.set_levels(s, n)), [session, levels], edit_outputs, **quiet)
-        sel_all.click(lambda s, n: emit(handlers.select_all(s, n)), [session, levels], edit_outputs, **quiet)
-        render_mode.input(lambda s, m: emit(handlers.set_render_mode(s, m)), [session, render_mode], edit_outputs, **quiet)
-        detail.release(lambda s, d: emit(handlers.set_detail(s, d)), [session, detail], edit_outputs, **quiet)
-        sel_clear.click(lambda s: emit(handlers.clear_selection(s)), [session], edit_outputs, **quiet)
-        colour_mode.input(lambda s, m: emit(handlers.set_colours(s, m)), [session, colour_mode], edit_outputs, **quiet)
+        levels.input(lambda s, n: emit(editing.set_levels(s, n)), [session, levels], edit_outputs, **quiet)
+        sel_all.click(lambda s, n: emit(editing.select_all(s, n)), [session, levels], edit_outputs, **quiet)
+        render_mode.input(lambda s, m: emit(editing.set_render_mode(s, m)), [session, render_mode], edit_outputs, **quiet)
+        detail.release(lambda s, d: emit(editing.set_detail(s, d)), [session, detail], edit_outputs, **quiet)
+        sel_clear.click(lambda s: emit(editing.clear_selection(s)), [session], edit_outputs, **quiet)
+        colour_mode.input(lambda s, m: emit(pictures.set_colours(s, m)), [session, colour_mode], edit_outputs, **quiet)
 
         def bind(btn, fn, inputs=()):
             btn.click(lambda s, *a: emit(fn(s, *a)), [session, *inputs], edit_outputs, **quiet)
 
-        bind(earlier_btn, lambda s: handlers.scroll(s, -1))
-        bind(later_btn, lambda s: handlers.scroll(s, 1))
-        bind(zoom_in_btn, lambda s: handlers.zoom(s, 0.5))
-        bind(zoom_out_btn, lambda s: handlers.zoom(s, 2.0))
-        bind(whole_btn, handlers.play_whole)
-        bind(undo_btn, handlers.undo)
-        bind(redo_btn, handlers.redo)
-        bind(reset_btn, handlers.reset)
-        bind(copy_btn, partial(handlers.copy, source="A"))
-        bind(copy_b_btn, partial(handlers.copy, source="B"))
-        bind(paste_btn, lambda s: handlers.edit(s, "paste"))
-        bind(swap_btn, lambda s: handlers.edit(s, "swap"))
-        bind(reverse_btn, lambda s: handlers.edit(s, "reverse"))
-        bind(blend_btn, lambda s, t: handlers.edit(s, "blend", amount=t), [blend_amt])
-        bind(set_btn, lambda s, c: handlers.edit(s, "set", code=c), [code_in])
-        bind(shift_btn, lambda s, n: handlers.edit(s, "shift", columns=n), [shift_in])
-        bind(repeat_btn, lambda s, n: handlers.edit(s, "repeat", times=n), [repeat_in])
-        bind(rand_btn, lambda s, n: handlers.edit(s, "randomize", seed=n), [seed_in])
-        bind(op_btn, handlers.run_operation, [op_in])
-        op_in.submit(lambda s, t: emit(handlers.run_operation(s, t)), [session, op_in], edit_outputs, **quiet)
+        bind(earlier_btn, lambda s: pictures.scroll(s, -1))
+        bind(later_btn, lambda s: pictures.scroll(s, 1))
+        bind(zoom_in_btn, lambda s: pictures.zoom(s, 0.5))
+        bind(zoom_out_btn, lambda s: pictures.zoom(s, 2.0))
+        bind(whole_btn, pictures.play_whole)
+        bind(undo_btn, editing.undo)
+        bind(redo_btn, editing.redo)
+        bind(reset_btn, editing.reset)
+        bind(copy_btn, partial(editing.copy, source="A"))
+        bind(copy_b_btn, partial(editing.copy, source="B"))
+        bind(paste_btn, lambda s: editing.edit(s, "paste"))
+        bind(swap_btn, lambda s: editing.edit(s, "swap"))
+        bind(reverse_btn, lambda s: editing.edit(s, "reverse"))
+        bind(blend_btn, lambda s, t: editing.edit(s, "blend", amount=t), [blend_amt])
+        bind(set_btn, lambda s, c: editing.edit(s, "set", code=c), [code_in])
+        bind(shift_btn, lambda s, n: editing.edit(s, "shift", columns=n), [shift_in])
+        bind(repeat_btn, lambda s, n: editing.edit(s, "repeat", times=n), [repeat_in])
+        bind(rand_btn, lambda s, n: editing.edit(s, "randomize", seed=n), [seed_in])
+        bind(op_btn, editing.run_operation, [op_in])
+        op_in.submit(lambda s, t: emit(editing.run_operation(s, t)), [session, op_in], edit_outputs, **quiet)
 
         # regenerate: candidates are drawn and auditioned, then one is kept as an undoable step
         rg_inputs = [rg_strength, rg_temp, rg_seed, rg_count]
@@ -421,11 +422,11 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                       **quiet)
 
         def on_export(s):
-            s, files, view = handlers.export(s)
+            s, files, view = exchange.export(s)
             return [*emit((s, view)), files]
 
         export_btn.click(on_export, [session], [*edit_outputs, export_files], **quiet)
-        import_file.upload(lambda s, p: emit(handlers.import_codes(s, p, limits)), [session, import_file], edit_outputs, **quiet)
+        import_file.upload(lambda s, p: emit(exchange.import_codes(s, p, limits)), [session, import_file], edit_outputs, **quiet)
 
         # training
         settings_in = [st_levels, st_size, st_dim, st_commit, st_budget, st_amount, st_batch, st_lr, st_seed, st_device]
@@ -455,7 +456,7 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
         def after_model(s):
             if s is not None and s.pending_model is not None:  # A has edits: leave the Edit tab as it is
                 return [s, *[gr.skip()] * (len(edit_outputs) - 1), *pending_updates(s)]
-            return [*emit(handlers.model_changed(s, limits)), *pending_updates(s)]
+            return [*emit(opening.model_changed(s, limits)), *pending_updates(s)]
 
         train_evt = train_btn.click(on_train, [session, *settings_in],
                                     [session, loss_plot, parts_plot, health, train_status, model_file, prior_plot],
@@ -473,8 +474,8 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
 
         def on_use_model(s):
             s, note = training.use_pending_model(s)
-            s = handlers.open_defaults(s, limits)
-            view = dataclasses.replace(handlers.full_view(s), status=note)
+            s = opening.open_defaults(s, limits)
+            view = dataclasses.replace(pictures.full_view(s), status=note)
             return [*emit((s, view)), *pending_updates(s)]
 
         use_model_btn.click(on_use_model, [session], [*edit_outputs, *pending_outputs], **quiet)

@@ -14,7 +14,9 @@ import gradio as gr
 
 from distill import MAX_CANDIDATES, CodesError, EditError, RegenerateSettings, Region
 
-from .handlers import View, _need_edit, _need_sel, _span, commit, fail, guarded, render, to_int16
+from .common import View, fail, guarded, need_edit, need_sel, to_int16, view_span
+from .editing import commit
+from .pictures import render
 from .state import Candidates, Session
 
 SLOTS = 6                  # candidate players on the page
@@ -53,7 +55,7 @@ def audition_span(s: Session, region: Region) -> tuple[int, int]:
 def draw(s: Session | None, strength: float | None, temperature: float | None, seed: float | None,
          count: float | None, whole: bool = False) -> tuple[Session, View]:
     """Draw candidates for A's selection (or the whole clip), render each, keep them for audition."""
-    session = _need_edit(s)
+    session = need_edit(s)
     codec = s.codec
     if codec.prior is None:
         raise fail(STUDIO_NO_PRIOR + (f" ({codec.prior_note})" if "cannot be used" in codec.prior_note else ""))
@@ -63,9 +65,9 @@ def draw(s: Session | None, strength: float | None, temperature: float | None, s
         names = [codec.level_names[q] for q in (s.sel_a.levels if s.sel_a is not None else range(grid.num_levels))]
         region = Region.from_seconds(grid, names, 0.0, grid.duration_s)
     else:
-        region = _need_sel(s)
+        region = need_sel(s)
     t0 = time.perf_counter()
-    a, b = _span(s) if whole else audition_span(s, region)   # "whole" on a long clip: the viewport is heard
+    a, b = view_span(s) if whole else audition_span(s, region)   # "whole" on a long clip: the viewport is heard
     try:
         results = codec.regenerate(grid, region, settings)
         renders = session.preview_many(results, span=(a, b))
@@ -89,7 +91,7 @@ def draw(s: Session | None, strength: float | None, temperature: float | None, s
 @guarded
 def keep(s: Session | None, index: int) -> tuple[Session, View]:
     """Apply candidate `index` (0-based) as one undoable step."""
-    session = _need_edit(s)
+    session = need_edit(s)
     c = s.candidates
     if c is None or not 0 <= index < len(c.results):
         raise fail("No such candidate: press Regenerate first.")

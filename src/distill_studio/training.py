@@ -32,8 +32,8 @@ from distill import (
 )
 from distill.audio import inspect_file, scan_warnings
 
-from . import handlers, threads
-from .handlers import fail
+from . import opening, threads
+from .common import fail, guarded
 from .state import Limits, PendingModel, Session
 
 LIGHTS = {"Healthy": "#22a34a", "Some codes unused": "#e0a800", "Collapsed": "#d63a3a"}
@@ -392,12 +392,12 @@ def pending_note(s: Session | None) -> str:
 
 
 def _switch(s: Session, codec: Codec, label: str, path: str | None, clips: dict[str, str], fresh_clips: bool) -> None:
-    """handlers.set_model, all or nothing: if it fails the session is put back and the user is told why."""
+    """opening.set_model, all or nothing: if it fails the session is put back and the user is told why."""
     saved = {k: copy.copy(v) if isinstance(v, (list, dict)) else v for k, v in vars(s).items()}
     try:
         if fresh_clips:   # a model trained here: its dataset's clips replace the open ones
             s.close_clips()
-        handlers.set_model(s, codec, label, path)
+        opening.set_model(s, codec, label, path)
     except Exception as exc:  # any failure must be visible, and must not leave half a switch behind
         vars(s).update(saved)
         raise fail(f"The new model ({label}) could not be opened: {exc}. The current model and clips are unchanged.") from exc
@@ -405,7 +405,7 @@ def _switch(s: Session, codec: Codec, label: str, path: str | None, clips: dict[
     s.pending_model = None
 
 
-@handlers.guarded
+@guarded
 def offer_model(s: Session, codec: Codec, label: str, path: str | None, clips: dict[str, str] | None = None,
                 *, fresh_clips: bool = False) -> Session:
     """A new model arrived. With no edits on clip A the session switches to it now; otherwise it becomes
@@ -424,7 +424,7 @@ def offer_model(s: Session, codec: Codec, label: str, path: str | None, clips: d
     return s
 
 
-@handlers.guarded
+@guarded
 def use_pending_model(s: Session | None) -> tuple[Session, str]:
     """"Use the new model": switch to the waiting model (re-encodes the open clips, starts a new history)."""
     if s is None or s.pending_model is None:

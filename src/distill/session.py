@@ -363,6 +363,12 @@ class EditSession:
         and the note says why.
         """
         history, grid = read_document(codec, text)
+        return cls.from_history(codec, history, grid, name, candidates, **kwargs)
+
+    @classmethod
+    def from_history(cls, codec: Codec, history: EditHistory, grid: CodeGrid, name: str,
+                     candidates: Iterable[SourceAudio | None] = (), **kwargs) -> tuple[EditSession, str]:
+        """from_document for a document already read (read_document), so a caller can check it first."""
         source = matching_source(grid, candidates)
         if source is not None:
             clip = Clip(name, grid, codec.load_wave(source.samples, source.rate), source)

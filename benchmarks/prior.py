@@ -58,6 +58,7 @@ from distill import (  # noqa: E402
     load_audio,
     load_source,
 )
+from distill.edits import regenerate  # noqa: E402
 from distill.edits.operations import randomize_region  # noqa: E402
 from distill.prior import (  # noqa: E402
     CodeCorpus,
@@ -126,7 +127,7 @@ def plausibility(codec: Codec, clips: list[Clip], usage: list[list[int]], levels
             continue
         bases.append(base)
         session = EditSession(codec, clip)
-        drawn = {"regenerate": codec.regenerate(grid, region, RegenerateSettings(seed=seed))[0],
+        drawn = {"regenerate": regenerate(codec, grid, region, RegenerateSettings(seed=seed))[0],
                  "randomize": randomize_region(grid, region, usage, seed)}
         changed = np.zeros(grid.codes.shape[1:], bool)
         changed[:, c0:c0 + width] = True
@@ -163,7 +164,7 @@ def speed(codec: Codec, clip: Clip, repeats: int = 3) -> float:
     times = []
     for r in range(repeats):
         t0 = time.perf_counter()
-        results = codec.regenerate(grid, region, RegenerateSettings(seed=r, candidates=4))
+        results = regenerate(codec, grid, region, RegenerateSettings(seed=r, candidates=4))
         session.preview_many(results)
         times.append(time.perf_counter() - t0)
     return float(np.median(times))

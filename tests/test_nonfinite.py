@@ -12,8 +12,8 @@ import torch
 
 import distill.train as train_mod
 from distill import Codec, Trainer, TrainingError
-from distill.bundle import load_bundle
 from distill.cli import main
+from distill.codec import load_bundle
 from distill.train import MAX_BAD_STEPS, nonfinite_tensors, read_checkpoint
 
 

@@ -17,6 +17,7 @@ from distill import Codec, EditError, Region, apply_operation, parse_region
 from distill.bundle import read_info
 from distill.cli import candidate_path, main
 from distill.edits.operations import RegenerateSettings
+from distill.edits.regenerate import regenerate, regenerate_region
 from distill.prior import (
     MASK_KINDS,
     CodeCorpus,
@@ -33,7 +34,6 @@ from distill.prior import (
     fixed_eval_set,
     initial_prior,
     level_stages,
-    regenerate_region,
     sample_cells,
     training_mask,
 )
@@ -54,7 +54,7 @@ def grid(prior_codec, clips):
 def test_cells_outside_the_selection_come_back_bit_identical(prior_codec, grid, region_text, strength):
     codec = prior_codec[0]
     region = parse_region(region_text, grid)
-    results = codec.regenerate(grid, region, RegenerateSettings(strength=strength, seed=5, candidates=3))
+    results = regenerate(codec, grid, region, RegenerateSettings(strength=strength, seed=5, candidates=3))
     inside = np.zeros(grid.codes.shape, dtype=bool)
     inside[region.index()] = True
     for r in results:
@@ -70,22 +70,22 @@ def test_strength_sets_the_share_of_cells_redrawn(prior_codec, grid):
     region = parse_region("Timbre+Detail@0.2-1.8", grid)
     cells = region.num_rows * region.num_columns * len(region.levels)
     for strength in (0.25, 0.5):
-        r = codec.regenerate(grid, region, RegenerateSettings(strength=strength, seed=2))[0]
+        r = regenerate(codec, grid, region, RegenerateSettings(strength=strength, seed=2))[0]
         assert (r.grid.codes != grid.codes).sum() <= round(strength * cells)
 
 
 def test_strength_zero_changes_nothing(prior_codec, grid):
     region = parse_region("Timbre@0.5-1.5", grid)
-    r = prior_codec[0].regenerate(grid, region, RegenerateSettings(strength=0.0, candidates=2))
+    r = regenerate(prior_codec[0], grid, region, RegenerateSettings(strength=0.0, candidates=2))
     assert all(np.array_equal(x.grid.codes, grid.codes) for x in r)
 
 
 def test_same_seed_same_codes_other_seed_other_codes_candidates_differ(prior_codec, grid):
     codec = prior_codec[0]
     region = parse_region("Structure+Timbre+Detail@0.3-1.6", grid)
-    a = codec.regenerate(grid, region, RegenerateSettings(seed=11, candidates=3))
-    b = codec.regenerate(grid, region, RegenerateSettings(seed=11, candidates=3))
-    c = codec.regenerate(grid, region, RegenerateSettings(seed=12, candidates=3))
+    a = regenerate(codec, grid, region, RegenerateSettings(seed=11, candidates=3))
+    b = regenerate(codec, grid, region, RegenerateSettings(seed=11, candidates=3))
+    c = regenerate(codec, grid, region, RegenerateSettings(seed=12, candidates=3))
     assert all(np.array_equal(x.grid.codes, y.grid.codes) for x, y in zip(a, b, strict=True))
     assert not all(np.array_equal(x.grid.codes, y.grid.codes) for x, y in zip(a, c, strict=True))
     assert not np.array_equal(a[0].grid.codes, a[1].grid.codes)
@@ -594,7 +594,7 @@ def test_a_prior_that_fails_to_train_keeps_the_trained_codec(corpus_dir, tiny_co
 def test_versions_are_labelled_so_they_can_be_drawn_again(prior_codec, grid):
     codec = prior_codec[0]
     region = parse_region("Timbre@0.5-1.5", grid)
-    results = codec.regenerate(grid, region, RegenerateSettings(seed=4, candidates=3, temperature=0.8))
+    results = regenerate(codec, grid, region, RegenerateSettings(seed=4, candidates=3, temperature=0.8))
     assert "(seed 4, version 2 of 3, temperature 0.8)" in results[1].label
-    again = codec.regenerate(grid, region, RegenerateSettings(seed=4, candidates=3, temperature=0.8))
+    again = regenerate(codec, grid, region, RegenerateSettings(seed=4, candidates=3, temperature=0.8))
     assert np.array_equal(again[1].grid.codes, results[1].grid.codes)

@@ -12,8 +12,8 @@ from .audio import (
     scan_folder,
     scan_paths,
 )
-from .bundle import BundleError, BundleInfo, load_bundle, read_info, save_bundle
-from .codec import Codec, Progress, keep_freed_memory
+from .bundle import BundleError, BundleInfo, read_info, save_bundle
+from .codec import Codec, Progress, keep_freed_memory, load_bundle
 from .codes import CodeGrid, CodesError
 from .config import LEVEL_NAMES, VQVAEConfig, adaptive_config
 from .edits import (

@@ -1,4 +1,8 @@
-"""Save and load a trained model as one `.distill` file: safetensors weights + JSON metadata, never pickle."""
+"""Save and load a trained model as one `.distill` file: safetensors weights + JSON metadata, never pickle.
+
+The file format only: it checks the weights against whatever network the caller builds from the stored
+configuration (`load_weights`), and imports no model code (distill.codec.load_bundle builds the codec's).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 
 import torch
@@ -14,8 +19,7 @@ from safetensors.torch import save
 
 from .config import VQVAEConfig
 from .fileio import atomic_write_bytes
-from .model import ConvVQVAE
-from .prior import PRIOR_PREFIX, PriorConfig
+from .prior.config import PRIOR_PREFIX, PriorConfig
 from .spectrogram import MelConfig
 
 BUNDLE_FORMAT = "distill-model"
@@ -82,7 +86,7 @@ def fingerprint(tensors: dict[str, torch.Tensor], config: VQVAEConfig | str, mel
     return h.hexdigest()[:16]
 
 
-def save_bundle(path: str | os.PathLike, model: ConvVQVAE, info: BundleInfo,
+def save_bundle(path: str | os.PathLike, model: torch.nn.Module, info: BundleInfo,
                 prior: dict[str, torch.Tensor] | None = None) -> None:
     """Write the model atomically (distill.fileio): an interrupted save leaves the old file as it was.
 
@@ -127,12 +131,14 @@ def read_info(path: str | os.PathLike) -> BundleInfo:
     return info
 
 
-def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[ConvVQVAE, BundleInfo]:
-    """Rebuild the model from a .distill file; BundleError for anything foreign, corrupt or mismatched.
+def load_weights(path: str | os.PathLike, build: Callable[[BundleInfo], torch.nn.Module],
+                 device: str | torch.device = "cpu") -> tuple[torch.nn.Module, BundleInfo]:
+    """The network `build(info)` makes from a .distill file's configuration, with the file's weights; BundleError
+    for anything foreign, corrupt or mismatched (distill.codec.load_bundle builds the codec's ConvVQVAE).
 
-    The configuration is first built on the meta device (no memory) and every weight's name, shape
-    and type compared with the file's, so a crafted configuration never allocates more than the
-    file holds; the fingerprint is checked before the real model is built."""
+    The network is first built on the meta device (no memory) and every weight's name, shape and type
+    compared with the file's, so a crafted configuration never allocates more than the file holds; the
+    fingerprint is checked before the real network is built."""
     name = os.path.basename(os.fspath(path))
     info = read_info(path)
     cfg = info.config
@@ -146,7 +152,7 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise BundleError(f"{name}: damaged weights ({_one_line(exc)})") from exc
     try:
         with torch.device("meta"):
-            skeleton = ConvVQVAE(cfg, n_mels=info.mel.n_mels)
+            skeleton = build(info)
     except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as exc:
         raise BundleError(f"{name}: the saved configuration cannot be built ({_one_line(exc)})") from exc
     expected = {k: (tuple(v.shape), v.dtype) for k, v in skeleton.state_dict().items()}
@@ -155,7 +161,7 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise BundleError(f"{name}: weights do not match the saved configuration ({_difference(expected, found)})")
     if fingerprint(tensors, *info.config_strings()) != info.fingerprint:
         raise BundleError(f"{name}: fingerprint mismatch, the file was modified or is damaged")
-    model = ConvVQVAE(cfg, n_mels=info.mel.n_mels)
+    model = build(info)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:

@@ -28,7 +28,7 @@ from .codec import Codec, keep_freed_memory
 from .codes import CodeGrid, CodesError
 from .config import VQVAEConfig, adaptive_config
 from .dsp import DEFAULT_GL_ITERS
-from .edits import OPERATIONS, EditError, parse_region
+from .edits import OPERATIONS, EditError, parse_region, regenerate
 from .edits.operations import DEFAULT_STEPS, DEFAULT_TEMPERATURE
 from .edits.syntax import regenerate_settings
 from .fileio import atomic_write_text, atomic_write_wav
@@ -435,7 +435,7 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
         check_codes_length(before, args.codes)
         region = parse_region(args.region, before)
         t0 = time.perf_counter()
-        results = codec.regenerate(before, region, settings)
+        results = regenerate(codec, before, region, settings)
     except (CodesError, EditError) as exc:
         raise CliError(_named(args.codes, exc)) from exc
     dt = time.perf_counter() - t0

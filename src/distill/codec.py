@@ -23,27 +23,16 @@ from .bundle import (
     BundleError,
     BundleInfo,
     fingerprint,
-    load_bundle,
     load_prior_tensors,
+    load_weights,
     save_bundle,
     state_to_tensors,
 )
 from .codes import CodeGrid, CodesError
 from .dsp import DEFAULT_GL_ITERS
-from .edits.operations import EditResult
-from .edits.regions import EditError, Region
 from .health import LevelHealth, health_from_counts
 from .model import DOWNSAMPLE, ConvVQVAE, grid_width
-from .prior import (
-    NO_PRIOR_HELP,
-    CodePrior,
-    PriorConfig,
-    PriorError,
-    RegenerateSettings,
-    build_prior,
-    prior_tensors,
-    regenerate_region,
-)
+from .prior import NO_PRIOR_HELP, CodePrior, PriorConfig, PriorError, build_prior, prior_tensors
 from .spectrogram import MelConfig, MelFrontEnd
 
 CHUNK_COLUMNS = 256   # ~44 s of audio per network pass
@@ -89,7 +78,7 @@ class Codec:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> Codec:
-        """The model file's codec, and its prior when it has one. A damaged prior never blocks the codec:
+        """The model file's codec (load_bundle), and its prior when it has one. A damaged prior never blocks the codec:
         the codec loads, `prior` is None and `prior_note` says what went wrong."""
         model, info = load_bundle(path, device=device)
         codec = cls(model, info.mel, info)
@@ -120,15 +109,6 @@ class Codec:
         wrong = [f"{k} {theirs[k]} vs {v}" for k, v in ours.items() if theirs[k] != v]
         if wrong:
             raise PriorError(f"the prior was made for another grid ({', '.join(wrong)} in this codec)")
-
-    def regenerate(self, grid: CodeGrid, region: Region, settings: RegenerateSettings | None = None
-                   ) -> list[EditResult]:
-        """Redraw `region` with this model's prior: one EditResult per candidate (distill.prior.regenerate_region).
-        EditError saying how to add a prior when the model has none."""
-        if self.prior is None:
-            raise EditError(self.prior_note or NO_PRIOR_HELP)
-        self.check(grid)
-        return regenerate_region(self.prior, grid, region, settings)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the model (and its prior, if any) as one .distill file, atomically (an unusable prior is dropped)."""
@@ -368,6 +348,13 @@ class Codec:
         usage = self.info.usage or []
         return [health_from_counts(np.asarray(usage[q]), name) for q, name in enumerate(self.level_names)
                 if q < len(usage)]
+
+
+def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[ConvVQVAE, BundleInfo]:
+    """The codec's network and record from a .distill file (the prior's weights load with the prior: Codec.load);
+    BundleError for anything foreign, corrupt or mismatched (distill.bundle.load_weights checks it all)."""
+    model, info = load_weights(path, lambda info: ConvVQVAE(info.config, n_mels=info.mel.n_mels), device)
+    return model, info
 
 
 def keep_freed_memory(limit: int = KEEP_FREED_BYTES) -> bool:

@@ -30,7 +30,7 @@ from distill import (
     parse_region,
     read_document,
 )
-from distill.edits import HISTORY_FORMAT
+from distill.edits import HISTORY_FORMAT, regenerate
 from distill.fileio import atomic_write_text, pcm16
 from distill.session import decode_with_source
 
@@ -224,7 +224,7 @@ def api_regenerate(model_file: str, codes_file: str, region: str, strength: floa
         raise fail(f"regenerate settings: {exc}") from exc
     try:
         history, original, is_history = _document(codec, codes_file, limits)
-        results = codec.regenerate(history.current, parse_region(region or "", history.current), settings)
+        results = regenerate(codec, history.current, parse_region(region or "", history.current), settings)
     except (EditError, CodesError, ValueError, OSError) as exc:
         raise fail(_named(name, exc)) from exc
     stem, kind = _stem(name), "history" if is_history else "codes"

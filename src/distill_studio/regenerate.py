@@ -13,6 +13,7 @@ import time
 import gradio as gr
 
 from distill import MAX_CANDIDATES, CodesError, EditError, RegenerateSettings, Region
+from distill.edits import regenerate as draw_versions
 
 from .common import View, fail, guarded, need_edit, need_sel, to_int16, view_span
 from .editing import commit
@@ -69,7 +70,7 @@ def draw(s: Session | None, strength: float | None, temperature: float | None, s
     t0 = time.perf_counter()
     a, b = view_span(s) if whole else audition_span(s, region)   # "whole" on a long clip: the viewport is heard
     try:
-        results = codec.regenerate(grid, region, settings)
+        results = draw_versions(codec, grid, region, settings)
         renders = session.preview_many(results, span=(a, b))
         now = session.render(span=(a, b))
     except (EditError, CodesError, ValueError) as exc:

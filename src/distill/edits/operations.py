@@ -1,5 +1,5 @@
 """Edit operations on a CodeGrid: set, copy, swap, blend, shift, repeat, reverse, randomize (and the settings
-of regenerate, which distill.prior carries out).
+of regenerate, which distill.edits.regenerate carries out with distill.prior).
 
 Each takes grids and Regions and returns an EditResult (a new grid, the cells touched, and where
 copied content came from); inputs are never mutated.
@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..codes import CodeGrid
 from .regions import EditError, Region
 
-if TYPE_CHECKING:
-    from ..codec import Codec
+
+class LatentSpace(Protocol):
+    """What blend needs of a model (distill.codec.Codec is one): its codewords and its residual quantizer."""
+
+    @property
+    def codebooks(self) -> np.ndarray: ...                 # float [levels, codebook_size, D]
+    def codes_to_latent(self, codes: np.ndarray) -> Any: ...   # codes [levels, bands, cols] -> latent [D, bands, cols]
+    def latent_to_codes(self, latent: Any) -> np.ndarray: ...  # the inverse, through the residual levels
 
 
 @dataclass(frozen=True)
@@ -204,13 +210,13 @@ def swap_regions(grid_a: CodeGrid, region_a: Region, grid_b: CodeGrid, region_b:
                       other_donors=(_patch("other", region_a, region_b),))
 
 
-def _codebooks(codec: Codec, levels: tuple[int, ...]) -> dict[int, np.ndarray]:
+def _codebooks(codec: LatentSpace, levels: tuple[int, ...]) -> dict[int, np.ndarray]:
     """level -> embedding table [codebook_size, D], as the model's residual quantizer holds it."""
     books = codec.codebooks
     return {q: books[q] for q in levels}
 
 
-def blend_region(codec: Codec, dst_grid: CodeGrid, dst_region: Region, src_grid: CodeGrid, src_region: Region,
+def blend_region(codec: LatentSpace, dst_grid: CodeGrid, dst_region: Region, src_grid: CodeGrid, src_region: Region,
                  t: float) -> EditResult:
     """Move dst_region toward src_region's content by t in [0, 1] in embedding space.
 

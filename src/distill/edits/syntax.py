@@ -22,6 +22,7 @@ from .operations import (
     span_text,
     swap_regions,
 )
+from .regenerate import regenerate
 from .regions import EditError, Region, column_at, columns_in
 
 if TYPE_CHECKING:
@@ -200,7 +201,7 @@ def apply_operation(codec: Codec, grid: CodeGrid, op: str, other: CodeGrid | Non
     if kind == "repeat":
         return repeat_region(grid, region, _number(_need(options, "--times", kind), "--times", int))
     if kind == "regenerate":
-        return codec.regenerate(grid, region, regenerate_settings(options))[0]
+        return regenerate(codec, grid, region, regenerate_settings(options))[0]
     return randomize_region(grid, region, codec.info.usage or [[1] * codec.codebook_size] * grid.num_levels,
                             _number(options.get("--seed", "0"), "--seed", int))
 

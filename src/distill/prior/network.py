@@ -1,0 +1,501 @@
+"""The prior's network: CodePrior (a transformer over code columns with the latent path on top), its
+ContextNet members, the features they read (nearest visible codes, coarser codewords, same-level taps), and
+building / naming its weights for the model file."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import PRIOR_PREFIX, PriorConfig, PriorError
+
+
+class CodePrior(nn.Module):
+    """Transformer over code columns with a per-band time-attention stage on top.
+
+    Input codes [N, L, B, T] with index `codebook_size` meaning MASK; output logits [N, L, B, T, K].
+    Stage 1 (context): each column's L*B token embeddings (a table per level) are concatenated,
+    projected to the model width and mixed over time by a bidirectional transformer.
+    Stage 2 (detail): one token per (band, column) - the column's context, that cell's codes at
+    every level, the band's embedding - attends over time within its band, so a hidden cell can
+    copy or vary what the same band does elsewhere (a column vector alone cannot carry 48 codes).
+    The output head is tied to the input tables: a code's meaning is learned once.
+
+    Latent path (cfg.latent_dim > 0; benchmarks/README.md): a code index says nothing about which codes
+    are near it, but the codec's codewords do. A held note's latent barely moves, so the nearest visible
+    column's latent minus the cell's own known coarser codewords predicts the residual the hidden code
+    quantizes; each side's prediction gives a distribution over codes by distance to the codewords
+    (a Gaussian, its precision by level and gap). The output is a mixture of the left, the right and
+    the network's distribution, weighted by level and gap as fitted to the corpus (calibrate_latent):
+    where its sounds move, the network's share takes over. A fourth part recalls: the visible cells of the same level and band
+    whose known coarser codewords match the cell's (a drum hit that recurs in a loop) lend their codes,
+    weighted by how close the match is. Two more parts in priors made since (benchmarks/README.md): the context
+    part (cfg.context_width > 0; ContextNet, fit_context) predicts the hidden level's codeword from the coarser
+    codewords around the cell (its band and the two beside it, two columns either side, the column's mean):
+    a drum one-shot redrawn whole has no visible neighbours at its level, only its Structure. The recall
+    kernel (cfg.recall_kernel) lends the recalled codes once more, each spread over the codes whose codewords
+    are near its own: a hit that recurs is seldom coded exactly alike. With cfg.context_same the context part
+    also reads the level's codes the sampler has drawn around the cell (a hit's Timbre across a column is one
+    shape), and with cfg.product the parts, raised to fitted powers, sharpen the mixture where they agree.
+    """
+
+    def __init__(self, cfg: PriorConfig):
+        super().__init__()
+        self.cfg = cfg
+        L, B, K, e, d = cfg.levels, cfg.bands, cfg.codebook_size, cfg.cell_dim, cfg.width
+        db = cfg.band_width
+        self.embed = nn.Parameter(torch.randn(L, K + 1, e) * 0.1)       # row K = MASK
+        self.proj_in = nn.Linear(L * B * e, d)
+        self.pos = nn.Parameter(torch.randn(cfg.window, d) * 0.02)
+        layer = nn.TransformerEncoderLayer(d, cfg.heads, 4 * d, cfg.dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        layer.self_attn.dropout = 0.0   # dropout on attention weights cost 15% of a step and is not needed here
+        self.blocks = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.to_bands = nn.Linear(d, B * db)
+        self.near_gap = nn.Embedding(MAX_GAP + 2, e)                     # how far the nearest visible codes are
+        # logit bonus for them, by level / side / gap; it starts as "copy the nearest column" (a strong guess for
+        # held sounds) and training tunes it, so even a short run starts from that baseline
+        gap = torch.arange(MAX_GAP + 2, dtype=torch.float32)
+        start = torch.where(gap <= MAX_GAP, 2.0 * torch.exp(-gap / 4.0), torch.zeros(()))
+        self.copy_gain = nn.Parameter(start.expand(L, 2, MAX_GAP + 2).clone())
+        self.cell_in = nn.Linear(3 * L * e, db)
+        self.band = nn.Parameter(torch.randn(B, db) * 0.02)
+        self.band_pos = nn.Parameter(torch.randn(cfg.window, db) * 0.02)
+        band_layer = nn.TransformerEncoderLayer(db, max(1, db // 16), 4 * db, cfg.dropout, activation="gelu",
+                                                batch_first=True, norm_first=True)
+        band_layer.self_attn.dropout = 0.0
+        self.band_blocks = nn.TransformerEncoder(band_layer, cfg.band_layers, enable_nested_tensor=False)
+        self.band_norm = nn.LayerNorm(db)
+        self.proj_out = nn.Linear(db, L * e)
+        nn.init.zeros_(self.proj_out.weight)   # an untrained prior is exactly its frequencies + copy bonus
+        nn.init.zeros_(self.proj_out.bias)
+        self.bias = nn.Parameter(torch.zeros(L, B, K))
+        D = cfg.latent_dim
+        if D:
+            self.register_buffer("books", torch.zeros(L, K, D))                      # the codec's codewords
+            g = torch.arange(MAX_GAP + 2, dtype=torch.float32)
+            self.latent_prec = nn.Parameter(torch.full((L, MAX_GAP + 2), math.log(3.0)))   # log precision by gap
+            self.latent_mix = nn.Parameter((-0.25 * g).expand(L, 2, MAX_GAP + 2).clone())  # log weight of a side by gap
+            self.latent_rest = nn.Parameter(torch.zeros(L))                            # log weight of the network's part
+            self.latent_recall = nn.Parameter(torch.zeros(L))                          # log weight of the recall part
+            self.recall_sharp = nn.Parameter(torch.full((L,), math.log(0.2)))          # log sharpness of its match
+            self.latent_bias = nn.Parameter(torch.zeros(L, B, K))                      # code frequencies inside a side
+            self.given_structure = nn.Parameter(torch.zeros(L, K + 1, K))   # log P(code | the cell's Structure) / P(code)
+            self.structure_weight = nn.Parameter(torch.ones(L))             # how much of it the corpus bears out
+        if cfg.context_width:   # one per level below Structure (see ContextNet)
+            self.context = nn.ModuleList(ContextNet(CONTEXT_TAPS * D + B, cfg.context_width, D, cfg.context_members,
+                                                    len(SAME_TAPS) if cfg.context_same else 0) for _ in range(L - 1))
+            self.latent_context = nn.Parameter(torch.zeros(L))   # log weight of the part in the mixture
+        if cfg.recall_kernel:   # the recall once more, each lent code spread over the codes near its codeword
+            self.recall_prec = nn.Parameter(torch.full((L,), math.log(0.5)))   # log precision of that kernel
+            self.latent_recall_near = nn.Parameter(torch.zeros(L))             # log weight of the part
+        if cfg.product:   # each part's power in the product on top of the mixture (0 = the plain mixture)
+            self.latent_product = nn.Parameter(torch.zeros(L, LATENT_PARTS))
+
+    def mixing_tables(self) -> list[nn.Parameter]:
+        """The latent path's mixing weights (~100 numbers) that calibrate_latent fits; [] without the path."""
+        if not self.cfg.latent_dim:
+            return []
+        extra = ([self.latent_context] if self.cfg.context_width else []) + \
+            ([self.recall_prec, self.latent_recall_near] if self.cfg.recall_kernel else []) + \
+            ([self.latent_product] if self.cfg.product else [])
+        return [self.latent_prec, self.latent_mix, self.latent_rest, self.latent_recall, self.recall_sharp,
+                self.structure_weight, *extra]
+
+    @property
+    def mask_index(self) -> int:
+        return self.cfg.codebook_size
+
+    def features(self, codes: torch.Tensor, pad: torch.Tensor | None = None) -> PriorFeatures:
+        """codes long [N, L, B, T] (T <= window; MASK where unknown), pad bool [N, T] (True = padding) ->
+        each cell's output vector and its nearest visible codes, from which `logits` scores any cells."""
+        cfg = self.cfg
+        N, L, B, T = codes.shape
+        if T > cfg.window:
+            raise PriorError(f"{T} columns exceed the prior's window of {cfg.window}")
+        e, db = cfg.cell_dim, cfg.band_width
+        emb = torch.stack([F.embedding(codes[:, q], self.embed[q]) for q in range(L)], 1)  # [N, L, B, T, e]
+        x = self.proj_in(emb.permute(0, 3, 1, 2, 4).reshape(N, T, L * B * e)) + self.pos[:T]
+        x = self.norm(self.blocks(x, src_key_padding_mask=pad))                       # [N, T, d]
+        pos_l, pos_r = nearest_positions(codes, self.mask_index, pad)                 # [N, L, B, T] each
+        left, right, gap_l, gap_r = neighbours(codes, self.mask_index, pos_l, pos_r)
+        near = torch.stack([F.embedding(left[:, q], self.embed[q]) + F.embedding(right[:, q], self.embed[q])
+                            for q in range(L)], 1)                                     # [N, L, B, T, e]
+        gaps = self.near_gap(gap_l) - self.near_gap(gap_r)
+        cell = torch.cat([emb, near, gaps], -1).permute(0, 2, 3, 1, 4).reshape(N, B, T, 3 * L * e)
+        cell = self.cell_in(cell)                                                      # [N, B, T, db]
+        z = self.to_bands(x).reshape(N, T, B, db).transpose(1, 2) + cell + self.band[:, None] + self.band_pos[:T]
+        band_pad = None if pad is None else pad[:, None].expand(N, B, T).reshape(N * B, T)
+        z = self.band_norm(self.band_blocks(z.reshape(N * B, T, db), src_key_padding_mask=band_pad))
+        h = self.proj_out(z).reshape(N, B, T, L, e).permute(0, 3, 1, 2, 4)            # [N, L, B, T, e]
+        return PriorFeatures(h, left, right, gap_l, gap_r, codes, pos_l, pos_r, pad)
+
+    def logits(self, f: PriorFeatures, q: int, cells: torch.Tensor | None = None,
+               context: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of level q: for every cell [N, B, T, K], or only where `cells` (bool [N, B, T]) is set [M, K].
+        With the latent path they are log-probabilities (the mixture); without, the network's logits.
+
+        Scoring only the cells a loss or a draw needs keeps training and sampling cheap with 256 codes. `context`
+        [M, K]: the context part's log-probabilities at those cells when the caller has them (context_from)."""
+        out = self.network_logits(f, q, cells)
+        if not self.cfg.latent_dim:
+            return out
+        shape, K = out.shape, self.cfg.codebook_size
+        sel = torch.ones(f.h.shape[0], *f.h.shape[2:4], dtype=torch.bool) if cells is None else cells
+        parts = self.latent_parts(f, q, sel.nonzero().unbind(1), out.reshape(-1, K), context)
+        return self.mix(parts, q).reshape(shape)
+
+    def network_logits(self, f: PriorFeatures, q: int, cells: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's own logits of level q (with the frequencies and the copy bonus), shaped as `logits`."""
+        K = self.cfg.codebook_size
+        if cells is None:
+            def pick(t: torch.Tensor) -> torch.Tensor:
+                return t[:, q]
+            bias = self.bias[q][None, :, None, :]                                       # [1, B, 1, K]
+        else:
+            def pick(t: torch.Tensor) -> torch.Tensor:
+                return t[:, q][cells]
+            bias = self.bias[q][cells.nonzero()[:, 1]]                                   # [M, K]
+        out = pick(f.h) @ self.embed[q, :K].T + bias
+        # a direct route for "the note goes on": a learned bonus on the neighbours' codes, by distance
+        for side, (code, gap) in enumerate(((f.left, f.gap_l), (f.right, f.gap_r))):
+            c, g = pick(code), pick(gap)
+            bonus = self.copy_gain[q, side][g] * (c < K)
+            out = out.scatter_add(-1, c.clamp(max=K - 1)[..., None], bonus[..., None])
+        return out
+
+    def latent_parts(self, f: PriorFeatures, q: int, where: tuple[torch.Tensor, ...], rest: torch.Tensor,
+                     context: torch.Tensor | None = None) -> LatentParts:
+        """What the latent path knows about level q at the M cells `where` = (n, b, t), before its tables weigh it
+        (see the class doc); `rest` [M, K] is the network's own logits, `context` [M, K] the context part's if
+        already computed (it depends on the coarser levels only)."""
+        n, b, t = where
+        K, L = self.cfg.codebook_size, self.cfg.levels
+        books = self.books                                                        # [L, K, D]
+        levels = torch.arange(L)
+        own = f.codes[n, :, b, t]                                                 # [M, L]
+        known = (own[:, :q] < K)                                                  # the cell's visible coarser codes
+        own_words = books[levels[:q], own[:, :q].clamp(max=K - 1)]                # [M, q, D]
+        near, gaps = [], []
+        for pos, gap in ((f.pos_l, f.gap_l), (f.pos_r, f.gap_r)):
+            p = pos[n, q, b, t]
+            nb = f.codes[n, :, b, p.clamp(min=0)]                                 # [M, L]: that column's codes
+            seen = (nb < K) & (p >= 0)[:, None]
+            words = books[levels, nb.clamp(max=K - 1)] * seen[..., None]          # [M, L, D]
+            # the neighbour's latent, less the coarser codewords the cell itself has: its residual at level q
+            both = (known & seen[:, :q])[..., None]
+            mu = words[:, q:].sum(1) + ((words[:, :q] - own_words) * both).sum(1)
+            near.append(codeword_scores(mu, books[q]))                             # [M, K]
+            gaps.append(gap[n, q, b, t])
+        dist, row, visible = self._recall_parts(f, q, where)
+        structure = self.given_structure[q][f.codes[n, 0, b, t]]                 # [M, K]; row K: Structure hidden
+        context_ok = None
+        if self.cfg.context_width and q > 0:
+            if context is None:
+                context = self.context_from(self.context_base(f.codes, q, where, f.pad), f.codes, q, where, f.pad)
+            context_ok = known.all(-1)   # fitted on cells whose coarser codes are all known
+        else:
+            context = None
+        return LatentParts(torch.stack(near, 1), torch.stack(gaps, 1), b, dist, row, visible, rest, structure,
+                           context, context_ok)
+
+    def context_base(self, codes: torch.Tensor, q: int, where: tuple[torch.Tensor, ...],
+                     pad: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The context part's first layer at the M cells `where` = (n, b, t) from the coarser codewords alone
+        [M, E * H]; None without the part or at Structure. It changes only when a coarser level does, so the
+        sampler computes it once per level and only the drawn codes' share (context_from) once per step."""
+        if not self.cfg.context_width or q == 0:
+            return None
+        return self.context[q - 1].inp(context_inputs(self.books, codes, q, where, pad))
+
+    def context_from(self, base: torch.Tensor, codes: torch.Tensor, q: int, where: tuple[torch.Tensor, ...],
+                     pad: torch.Tensor | None = None, table: torch.Tensor | None = None) -> torch.Tensor:
+        """The context part's log-probabilities [M, K] at the cells `where` from their context_base and, with
+        cfg.context_same, the level-q codes drawn around them in codes long [N, L, B, T] (`table`: the level's
+        ContextNet.same_table, if the caller keeps it)."""
+        net = self.context[q - 1]
+        same = same_level_codes(codes, q, self.cfg.codebook_size, where, pad) if self.cfg.context_same else None
+        return self.context_logits(net.head(base + net.same_term(same, self.books[q], table)), q, where[1])
+
+    def context_logits(self, mu: torch.Tensor, q: int, band: torch.Tensor, members: bool = False) -> torch.Tensor:
+        """The context part's log-probabilities [M, K] of level q >= 1 from its members' expected codewords mu
+        [E, M, D] (ContextNet) at cells of the bands `band` [M]: each member's Gaussian over the codewords around
+        its mu, on top of the band's code frequencies, averaged over the members ([E, M, K] each if `members`)."""
+        net, books = self.context[q - 1], self.books[q]
+        logits = net.prec.exp()[:, None, None] * codeword_scores(mu, books) + net.freq[:, None, None] * self.bias[q][band]
+        logp = logits.log_softmax(-1)
+        return logp if members else logp.logsumexp(0) - math.log(len(logp))
+
+    def mix(self, parts: LatentParts, q: int) -> torch.Tensor:
+        """Log-probabilities [M, K] of level q: the mixture of both neighbours' Gaussians over the codewords (their
+        precision by gap), the recall (its sharpness; and through the codeword kernel), the network and the
+        context part, weighted by gap (the class doc); with cfg.product times each present part to its fitted
+        power, renormalised."""
+        K = self.cfg.codebook_size
+        comps, weights = [], []
+        for side in range(2):
+            g = parts.gaps[:, side]
+            logits = self.latent_prec[q][g].exp()[:, None] * parts.near[:, side] + self.latent_bias[q][parts.band]
+            comps.append(logits.log_softmax(-1))
+            weights.append(self.latent_mix[q, side][g].masked_fill(g > MAX_GAP, -1e4))
+        score = (-self.recall_sharp[q].exp() * parts.dist).masked_fill(~parts.visible, -1e4).log_softmax(-1)
+        probs = torch.zeros(len(parts.band), K + 1, dtype=score.dtype).scatter_add(1, parts.row, score.exp())[:, :K]
+        floor = 1e-6   # no code impossible, and the result still sums to 1
+        rest = (parts.rest + self.structure_weight[q] * parts.structure).log_softmax(-1)
+        comps += [(probs * (1 - K * floor) + floor).log(), rest]
+        nothing_seen = ~parts.visible.any(-1)   # no visible cell in the band row: nothing to recall
+        weights += [self.latent_recall[q].expand_as(weights[0]).masked_fill(nothing_seen, -1e4),
+                    self.latent_rest[q].expand_as(weights[0])]
+        if self.cfg.recall_kernel:
+            kernel = (self.recall_prec[q].exp() * codeword_scores(self.books[q], self.books[q])).softmax(-1)   # [K, K]
+            comps.append((probs @ kernel * (1 - K * floor) + floor).log())
+            weights.append(self.latent_recall_near[q].expand_as(weights[0]).masked_fill(nothing_seen, -1e4))
+        if parts.context is not None and parts.context_ok is not None:
+            comps.append(parts.context.log_softmax(-1))
+            weights.append(self.latent_context[q].expand_as(weights[0]).masked_fill(~parts.context_ok, -1e4))
+        raw, parts_logp = torch.stack(weights, -1), torch.stack(comps, -1)       # [M, parts], [M, K, parts]
+        out = (parts_logp + raw.log_softmax(-1)[:, None, :]).logsumexp(-1)
+        if not self.cfg.product:
+            return out
+        # a mixture can only average what its parts know; where two of them know something about the same cell
+        # (its Structure's context and the codes drawn beside it) the product of their powers sharpens it
+        power = self.latent_product[q, :len(comps)] * (raw > -1e3)                 # [M, parts]; 0 where absent
+        return (out + (parts_logp @ power[:, :, None])[..., 0]).log_softmax(-1)
+
+    def _recall_parts(self, f: PriorFeatures, q: int, where: tuple[torch.Tensor, ...]
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For the recall at the cells `where`: the squared distance [M, T] from each cell's known coarser codewords
+        to those of every column of its band row, that row's level-q codes [M, T] and which are visible [M, T]."""
+        n, b, t = where
+        K, T = self.cfg.codebook_size, f.codes.shape[-1]
+        if q == 0:   # nothing coarser to match: every visible cell of the band lends equally (the clip's own usage)
+            dist = torch.zeros(len(n), T)
+        else:        # each band row's pairwise distances once, then the cells' rows of them
+            key = coarser_latent(self.books, f.codes, q)                          # [N, B, T, D]
+            sq = key.square().sum(-1)
+            pair = sq[..., :, None] + sq[..., None, :] - 2 * key @ key.transpose(-1, -2)   # [N, B, T, T]
+            dist = pair[n, b, t].clamp(min=0)                                     # [M, T]
+        row = f.codes[n, q, b]                                                    # [M, T]: the cell's band row
+        visible = row < K
+        if f.pad is not None:
+            visible = visible & ~f.pad[n]
+        return dist, row, visible
+
+    def forward(self, codes: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
+        """codes long [N, L, B, T] -> logits float [N, L, B, T, K] of every level (see features / logits)."""
+        f = self.features(codes, pad)
+        return torch.stack([self.logits(f, q) for q in range(codes.shape[1])], 1)
+
+
+@dataclass
+class PriorFeatures:
+    """What CodePrior.features computes once per pass: h float [N, L, B, T, e] (each cell's output vector) and,
+    per cell, the nearest visible codes of its level and band, their distances and columns (long [N, L, B, T])."""
+
+    h: torch.Tensor
+    left: torch.Tensor
+    right: torch.Tensor
+    gap_l: torch.Tensor
+    gap_r: torch.Tensor
+    codes: torch.Tensor                 # the input codes [N, L, B, T] (MASK where hidden)
+    pos_l: torch.Tensor                 # where those nearest visible codes are (column, -1 = none) [N, L, B, T]
+    pos_r: torch.Tensor
+    pad: torch.Tensor | None = None     # bool [N, T], True = padding
+
+
+@dataclass
+class LatentParts:
+    """The latent path's per-cell evidence for one level at M cells, before its mixing tables weigh it (so the
+    tables can be fitted on it cheaply): near float [M, 2, K] (mu.c - |c|^2/2 for the left and right
+    neighbours' predictions), gaps long [M, 2], band long [M], dist float [M, T] / row long [M, T] /
+    visible bool [M, T] (the recall's band row), rest float [M, K] (the network's logits), structure float
+    [M, K] (the cell's Structure code's gain, given_structure); context float [M, K] / context_ok bool [M] (the
+    context part's logits and where it applies; None at Structure or without the part)."""
+
+    near: torch.Tensor
+    gaps: torch.Tensor
+    band: torch.Tensor
+    dist: torch.Tensor
+    row: torch.Tensor
+    visible: torch.Tensor
+    rest: torch.Tensor
+    structure: torch.Tensor
+    context: torch.Tensor | None = None
+    context_ok: torch.Tensor | None = None
+
+
+class ContextNet(nn.Module):
+    """The latent path's context part for one level: E small networks, each mapping a cell's context_inputs
+    [M, F] to the codeword of the level [E, M, D] it expects, with its own precision and frequency weight.
+    Few thousand cells fit one network loosely; the members' average scored 0.13-0.19 bits/code better than
+    one member on held-out drums (benchmarks/README.md). One wide first layer computes all members at once.
+
+    With `same` taps (PriorConfig.context_same) the first layer also reads the level's own codes already drawn
+    around the cell (same_level_codes): the bands beside it in its column and its band's neighbouring columns.
+    A drum hit's Timbre across the bands of one column is one spectral shape, so each code the sampler draws
+    tells the cells still hidden in that column what to expect. Each tap adds W_s c + v_s for a drawn code
+    with codeword c and nothing for a hidden one: linear in the codeword, so codes that sound alike weigh alike."""
+
+    def __init__(self, inputs: int, width: int, dim: int, members: int, same: int = 0):
+        super().__init__()
+        self.members, self.width = members, width
+        self.inp = nn.Linear(inputs, members * width)
+        self.drop = nn.Dropout(0.2)
+        self.out = nn.Parameter(torch.randn(members, width, dim) / math.sqrt(width))
+        self.out_bias = nn.Parameter(torch.zeros(members, 1, dim))
+        self.prec = nn.Parameter(torch.zeros(members))     # log precision of each member's Gaussian
+        self.freq = nn.Parameter(torch.ones(members))      # weight of the code frequencies inside it
+        if same:   # zero at first: the part starts as it is without the taps
+            self.same = nn.Parameter(torch.zeros(same, dim, members * width))
+            self.same_seen = nn.Parameter(torch.zeros(same, members * width))
+
+    def forward(self, x: torch.Tensor, same: torch.Tensor | None = None, books: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """x: context_inputs [M, F] (and with taps, same_level_codes long [M, S] and the level's codewords books
+        [K, D]) -> the members' expected codewords [E, M, D]."""
+        return self.head(self.inp(x) + self.same_term(same, books))
+
+    def same_term(self, same: torch.Tensor | None, books: torch.Tensor | None, table: torch.Tensor | None = None
+                  ) -> torch.Tensor | float:
+        """The first layer's share from the drawn codes around the cells: same long [M, S] (K = hidden, padding or
+        off the grid), books float [K, D] -> [M, E * H]; 0 without taps. `table`: same_table(books) if the caller
+        keeps it (it depends on the weights and codewords only)."""
+        if same is None or not hasattr(self, "same"):
+            return 0.0
+        table = self.same_table(books) if table is None else table
+        return table[torch.arange(same.shape[1]), same].sum(1)
+
+    def same_table(self, books: torch.Tensor) -> torch.Tensor:
+        """Each tap's first-layer share for each code [S, K + 1, E * H] (row K, a hidden code: nothing)."""
+        table = torch.einsum("kd,sdh->skh", books, self.same) + self.same_seen[:, None]        # [S, K, E * H]
+        return F.pad(table, (0, 0, 0, 1))
+
+    def head(self, pre: torch.Tensor) -> torch.Tensor:
+        """The first layer's output pre [M, E * H] -> the members' expected codewords [E, M, D]."""
+        h = self.drop(F.gelu(pre)).reshape(len(pre), self.members, self.width).transpose(0, 1)   # [E, M, H]
+        return h @ self.out + self.out_bias
+
+
+def codeword_scores(mu: torch.Tensor, books: torch.Tensor) -> torch.Tensor:
+    """mu.c - |c|^2 / 2 for every codeword c of books float [K, D] given mu float [..., D] -> [..., K]: -|mu - c|^2 / 2
+    up to a constant per mu, so a precision times it is a Gaussian around mu over the codewords, as logits."""
+    return mu @ books.T - 0.5 * books.square().sum(-1)
+
+
+CONTEXT_TAPS = 8   # coarser latents the context part reads: the cell, bands +-1, columns +-1 and +-2, the column mean
+
+
+def coarser_latent(books: torch.Tensor, codes: torch.Tensor, q: int, pad: torch.Tensor | None = None) -> torch.Tensor:
+    """The sum of each cell's known codewords of the levels coarser than q: books float [L, K, D], codes long
+    [N, L, B, T] (K = hidden; hidden codes and padding, pad bool [N, T], add nothing) -> float [N, B, T, D]."""
+    K = books.shape[1]
+    seen = codes[:, :q] < K                                                          # [N, q, B, T]
+    if pad is not None:
+        seen = seen & ~pad[:, None, None, :]
+    return sum(books[lv][codes[:, lv].clamp(max=K - 1)] * seen[:, lv, ..., None] for lv in range(q))
+
+
+def context_inputs(books: torch.Tensor, codes: torch.Tensor, q: int, where: tuple[torch.Tensor, ...],
+                   pad: torch.Tensor | None = None) -> torch.Tensor:
+    """What the context part reads for level q at the M cells `where` = (n, b, t) of codes long [N, L, B, T]
+    (codebook_size = hidden): the sum of the known coarser codewords (books float [L, K, D]) at the cell, the
+    bands above and below, one and two columns either side and averaged over the column, then the band one-hot
+    -> float [M, CONTEXT_TAPS * D + B]. A hidden code, padding or the grid's edge adds nothing."""
+    B = codes.shape[2]
+    n, b, t = where
+    lat = coarser_latent(books, codes, q, pad)                                      # [N, B, T, D]
+    col = lat.mean(1)                                                               # [N, T, D]
+    lat = F.pad(lat, (0, 0, 2, 2, 1, 1))                                            # zero bands / columns around
+    taps = [lat[n, b + 1 + db, t + 2 + dt] for db, dt in ((0, 0), (1, 0), (-1, 0), (0, -1), (0, 1), (0, -2), (0, 2))]
+    return torch.cat([*taps, col[n, t], F.one_hot(b, B).to(lat.dtype)], -1)
+
+
+SAME_TAPS = ((1, 0), (-1, 0), (2, 0), (-2, 0), (0, -1), (0, 1))   # (band, column) offsets of same_level_codes
+
+
+def same_level_codes(codes: torch.Tensor, q: int, k: int, where: tuple[torch.Tensor, ...],
+                     pad: torch.Tensor | None = None) -> torch.Tensor:
+    """The level-q codes the context part's taps read at the M cells `where` = (n, b, t) of codes long [N, L, B, T]
+    (k = hidden): the bands one and two above and below in the cell's column, its band's columns either side
+    (SAME_TAPS) -> long [M, len(SAME_TAPS)], k where the code is hidden, padding or off the grid. Wider taps
+    (bands +-3 and +-4, columns +-2, the diagonals) scored no better on held-out drums."""
+    n, b, t = where
+    row = codes[:, q]                                                              # [N, B, T]
+    if pad is not None:
+        row = row.masked_fill(pad[:, None, :], k)
+    row = F.pad(row, (1, 1, 2, 2), value=k)                                        # [N, B + 4, T + 2]
+    return torch.stack([row[n, b + 2 + db, t + 1 + dt] for db, dt in SAME_TAPS], 1)
+
+
+LATENT_PARTS = 6   # the mixture's parts at most: both neighbours, the recall, the network, the kernel recall, the context
+MAX_GAP = 16   # distances to the nearest visible code are told apart up to this many columns
+
+
+def nearest_visible(codes: torch.Tensor, mask_index: int, pad: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For every cell, the nearest visible code of the same level and band to its left and to its right.
+
+    codes long [N, L, B, T] (mask_index = hidden) -> (left, right, gap_left, gap_right), each [N, L, B, T]:
+    codes (mask_index where none) and distances in columns (0 = the cell itself is visible, MAX_GAP + 1 =
+    none or farther). Held notes and repeated frames make the neighbours the best single guess, and
+    a column embedding cannot carry 48 codes to copy; this hands them to every cell directly."""
+    return neighbours(codes, mask_index, *nearest_positions(codes, mask_index, pad))
+
+
+def nearest_positions(codes: torch.Tensor, mask_index: int, pad: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The columns of each cell's nearest visible code of its level and band, left and right (-1 = none):
+    codes long [N, L, B, T] -> two long [N, L, B, T]; padding (pad bool [N, T]) is never visible."""
+    N, L, B, T = codes.shape
+    visible = codes != mask_index
+    if pad is not None:
+        visible = visible & ~pad[:, None, None, :]
+    pos = torch.arange(T).expand(N, L, B, T)
+    left_idx = torch.where(visible, pos, torch.full_like(pos, -1)).cummax(-1).values
+    right_rev = torch.where(visible.flip(-1), pos, torch.full_like(pos, -1)).cummax(-1).values
+    right_idx = torch.where(right_rev >= 0, T - 1 - right_rev, torch.full_like(pos, -1)).flip(-1)
+    return left_idx, right_idx
+
+
+def neighbours(codes: torch.Tensor, mask_index: int, left_idx: torch.Tensor, right_idx: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The codes at `nearest_positions` and their distances (see nearest_visible), each long [N, L, B, T]."""
+    pos = torch.arange(codes.shape[-1]).expand_as(codes)
+    none = torch.full_like(codes, mask_index)
+    left = torch.where(left_idx >= 0, codes.gather(-1, left_idx.clamp(min=0)), none)
+    right = torch.where(right_idx >= 0, codes.gather(-1, right_idx.clamp(min=0)), none)
+    far = MAX_GAP + 1
+    gap_l = torch.where(left_idx >= 0, (pos - left_idx).clamp(max=far), torch.full_like(pos, far))
+    gap_r = torch.where(right_idx >= 0, (right_idx - pos).clamp(max=far), torch.full_like(pos, far))
+    return left, right, gap_l, gap_r
+
+
+def build_prior(cfg: PriorConfig, tensors: dict[str, torch.Tensor] | None = None) -> CodePrior:
+    """A CodePrior from its config and (optionally) saved tensors; PriorError when they do not match.
+
+    The skeleton is built on the meta device first and compared with the tensors, so a crafted
+    config never allocates more than the file holds."""
+    if tensors is None:
+        return CodePrior(cfg).eval()
+    with torch.device("meta"):
+        skeleton = CodePrior(cfg)
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected != found:
+        diff = sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]
+        raise PriorError(f"prior weights do not match its settings (e.g. {diff[0]})")
+    if any(not torch.isfinite(v).all() for v in tensors.values()):
+        raise PriorError("prior weights are not finite")
+    model = CodePrior(cfg)
+    model.load_state_dict(tensors, strict=True)
+    return model.eval()
+
+
+def prior_tensors(model: CodePrior) -> dict[str, torch.Tensor]:
+    """The prior's weights named for the model file (`prior.` + parameter name), contiguous CPU copies."""
+    return {PRIOR_PREFIX + k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}

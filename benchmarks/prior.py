@@ -183,23 +183,30 @@ def per_file_bits(prior: CodePrior, held: CodeCorpus, freq: np.ndarray, k: int) 
     return out
 
 
-def run_group(root: str, group: str, codec_minutes: float, prior_minutes: float, model: str | None,
-              cache: str | None = None, by_file: bool = False) -> dict:
+def group_codec(root: str, group: str, codec_minutes: float, model: str | None, cache: str | None
+                ) -> tuple[Codec, list, list]:
+    """(codec, training files, held-out files) of a folder group: `model` when given, else the codec cached for
+    the group in `cache`, else one trained on the training files for `codec_minutes` (and cached)."""
     paths = select_files(root, group.split(","), None)
     train, test = holdout_split(paths, 5)
     cached = os.path.join(cache, group.replace(",", "+") + ".distill") if cache else None
     if model:
-        codec = Codec.load(model)
-    elif cached and os.path.exists(cached):
-        codec = Codec.load(cached)
-    else:
-        trainer = Trainer(train, minutes=codec_minutes)
-        for _ in trainer.run():
-            pass
-        codec = trainer.result.codec
-        if cached:
-            os.makedirs(cache, exist_ok=True)
-            codec.save(cached)
+        return Codec.load(model), train, test
+    if cached and os.path.exists(cached):
+        return Codec.load(cached), train, test
+    trainer = Trainer(train, minutes=codec_minutes)
+    for _ in trainer.run():
+        pass
+    codec = trainer.result.codec
+    if cached:
+        os.makedirs(cache, exist_ok=True)
+        codec.save(cached)
+    return codec, train, test
+
+
+def run_group(root: str, group: str, codec_minutes: float, prior_minutes: float, model: str | None,
+              cache: str | None = None, by_file: bool = False) -> dict:
+    codec, train, test = group_codec(root, group, codec_minutes, model, cache)
     items = []
     for p in train:
         try:
@@ -233,7 +240,7 @@ def run_group(root: str, group: str, codec_minutes: float, prior_minutes: float,
              for q in range(len(codec.level_names))]
     longest = max(test_clips, key=lambda c: c.grid.num_samples)
     extra = {"per_file": per_file_bits(codec.prior, held, freq, k)} if by_file else {}
-    return {**extra, "group": group, "files": len(paths), "train": len(train), "test": len(test_clips),
+    return {**extra, "group": group, "files": len(train) + len(test), "train": len(train), "test": len(test_clips),
             "prior_steps": pt.result.meta["steps"], "prior_seconds": round(prior_seconds, 1),
             "bits": {"prior": prior_bits, "prior_levels": level_bits, "prior_marginal": marginal_bits, **base},
             "plausibility": plausibility(codec, test_clips, usage),

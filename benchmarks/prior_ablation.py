@@ -44,9 +44,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import holdout_split, select_files  # noqa: E402
+from prior import group_codec  # noqa: E402
 
-from distill import Codec, RegenerateSettings, Trainer, load_audio, load_source  # noqa: E402
+from distill import RegenerateSettings, load_audio, load_source  # noqa: E402
 from distill.prior import (  # noqa: E402
     CodePrior,
     PriorTrainer,
@@ -150,22 +150,8 @@ def parse_variants(spec: str) -> list[str]:
 
 def prepare_group(root: str, group: str, codec_minutes: float, model: str | None, cache: str | None) -> dict:
     """The codec (trained once or cached), the training clips' log-mels, the held-out clips and their codes."""
-    paths = select_files(root, group.split(","), None)
-    train, test = holdout_split(paths, 5)
-    cached = os.path.join(cache, group.replace(",", "+") + ".distill") if cache else None
     t0 = time.perf_counter()
-    if model:
-        codec = Codec.load(model)
-    elif cached and os.path.exists(cached):
-        codec = Codec.load(cached)
-    else:
-        trainer = Trainer(train, minutes=codec_minutes)
-        for _ in trainer.run():
-            pass
-        codec = trainer.result.codec
-        if cached:
-            os.makedirs(cache, exist_ok=True)
-            codec.save(cached)
+    codec, train, test = group_codec(root, group, codec_minutes, model, cache)
     codec_seconds = time.perf_counter() - t0
     items = []
     for p in train:
@@ -180,7 +166,7 @@ def prepare_group(root: str, group: str, codec_minutes: float, model: str | None
         except Exception:  # noqa: BLE001
             continue
     held = encode_corpus(codec, [(c.name, codec.logmel(c.wave)) for c in test_clips])
-    return {"paths": paths, "train": train, "codec": codec, "codec_seconds": codec_seconds, "items": items,
+    return {"paths": train + test, "train": train, "codec": codec, "codec_seconds": codec_seconds, "items": items,
             "test_clips": test_clips, "held": held}
 
 

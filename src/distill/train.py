@@ -56,12 +56,16 @@ class TrainResult:
     """What a finished (or cancelled) run leaves behind."""
 
     codec: Codec
-    info: BundleInfo
     steps: int
     cancelled: bool
     best_val_loss: float | None
     skipped_steps: int
     stopped: str = ""  # why training stopped early on a non-finite loss (the best model so far was kept)
+
+    @property
+    def info(self) -> BundleInfo:
+        """What the model file records: the codec's own (one copy, so adding a prior updates it too)."""
+        return self.codec.info
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the .distill file atomically; a model with non-finite weights is never written."""
@@ -443,7 +447,7 @@ class Trainer:
         model.to(memory_format=torch.contiguous_format)
         info = self._bundle_info(model, front, clips, used, train_idx, val_idx, val_batch, state, now)
         codec = Codec(model.cpu(), mel_cfg, info)
-        self.result = TrainResult(codec, info, state.step, self._cancel.is_set(), state.best_val, state.skipped,
+        self.result = TrainResult(codec, state.step, self._cancel.is_set(), state.best_val, state.skipped,
                                   state.stopped)
         health = tuple(LevelHealth(**{k: v for k, v in h.items() if k != "verdict"}) for h in info.health["levels"])
         yield TrainEvent("done", state.step, state.step / steps_per_epoch, now, 0.0, total_steps,
@@ -767,7 +771,6 @@ def train_prior_after(trainer: Trainer, minutes: float | None, prior_share: floa
                                  "one (regenerate needs it): add it later with `distill prior MODEL FOLDER`")
         return
     result.codec = result.codec.with_prior(prior.result.model, prior.result.meta)
-    result.info = result.codec.info
 
 
 def train(files: Sequence[str | os.PathLike] | ScanReport, **kwargs) -> TrainResult:

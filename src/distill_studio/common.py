@@ -181,3 +181,12 @@ def view_edited(s: Session, fresh: bool = False) -> Rendered:
     if fresh or s.rendered is None or (s.rendered.start, s.rendered.stop) != span:
         s.rendered = s.edit.render(span=span)
     return s.rendered
+
+
+def event_grid(s: Session, evt: object) -> tuple[str, CodeGrid]:
+    """("A" or "B", that clip's current grid) for a heatmap or overview event; gr.Error when B is not open."""
+    grid_id = getattr_default(evt, "grid", "A")
+    grid = s.grid if grid_id == "A" else s.b_grid
+    if grid is None:
+        raise fail("Open a clip B first.")
+    return grid_id, grid

@@ -23,7 +23,18 @@ from distill.edits import (
 )
 
 from . import viewport
-from .common import View, fail, getattr_default, guarded, need_b, need_codec, need_edit, need_sel, to_int16
+from .common import (
+    View,
+    event_grid,
+    fail,
+    getattr_default,
+    guarded,
+    need_b,
+    need_codec,
+    need_edit,
+    need_sel,
+    to_int16,
+)
 from .pictures import render
 from .state import Clipboard, Session
 
@@ -37,10 +48,7 @@ def _levels_from_names(grid: CodeGrid, names: list[str] | None) -> tuple[int, ..
 def select(s: Session | None, evt: gr.EventData) -> tuple[Session, View]:
     """Heatmap drag: index [[r0, c0], [r1, c1]], value = level; shift adds the level to the current selection."""
     need_edit(s)
-    grid_id = getattr_default(evt, "grid", "A")
-    grid = s.grid if grid_id == "A" else s.b_grid
-    if grid is None:
-        raise fail("Open a clip B first.")
+    grid_id, grid = event_grid(s, evt)
     try:
         (r0, c0), (r1, c1) = evt.index
         level = int(evt.value)
@@ -240,24 +248,23 @@ def run_operation(s: Session | None, text: str) -> tuple[Session, View]:
 
 @guarded
 def undo(s: Session | None) -> tuple[Session, View]:
-    session = need_edit(s)
-    if not session.history.can_undo:
-        return s, View(status="Nothing to undo.")
-    before = session.current
-    session.undo()
-    _follow(s, before)
-    return s, render(s, decode_now=True, status="Undone.")
+    return _move(s, back=True)
 
 
 @guarded
 def redo(s: Session | None) -> tuple[Session, View]:
+    return _move(s, back=False)
+
+
+def _move(s: Session | None, back: bool) -> tuple[Session, View]:
+    """One step back (undo) or forward (redo) in A's history; the viewport follows the change."""
     session = need_edit(s)
-    if not session.history.can_redo:
-        return s, View(status="Nothing to redo.")
+    if not (session.history.can_undo if back else session.history.can_redo):
+        return s, View(status=f"Nothing to {'undo' if back else 'redo'}.")
     before = session.current
-    session.redo()
+    session.undo() if back else session.redo()
     _follow(s, before)
-    return s, render(s, decode_now=True, status="Redone.")
+    return s, render(s, decode_now=True, status="Undone." if back else "Redone.")
 
 
 @guarded

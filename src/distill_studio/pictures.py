@@ -18,8 +18,8 @@ from .common import (
     MAX_LEVELS,
     SKIP,
     View,
+    event_grid,
     fail,
-    getattr_default,
     guarded,
     need_edit,
     to_int16,
@@ -276,10 +276,7 @@ def _moved(s: Session, grid_id: str, view: Viewport, how: str) -> tuple[Session,
 def move_view(s: Session | None, evt: gr.EventData) -> tuple[Session, View]:
     """Overview strip: its box was dropped (or the strip clicked) with its centre at `value` (0..1 of the clip)."""
     need_edit(s)
-    grid_id = getattr_default(evt, "grid", "A")
-    grid = s.grid if grid_id == "A" else s.b_grid
-    if grid is None:
-        raise fail("Open a clip B first.")
+    grid_id, grid = event_grid(s, evt)
     try:
         centre = float(evt.value)
     except (TypeError, ValueError, AttributeError) as exc:

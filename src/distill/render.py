@@ -1,4 +1,8 @@
-"""Surgical rendering of an edited grid: the source recording untouched outside the edit, the model inside it."""
+"""Surgical rendering of an edited grid: the source recording untouched outside the edit, the model inside it.
+
+Over 600 lines on purpose: it is one pipeline (changed cells -> windows -> donors' phase and detail -> mask ->
+Griffin-Lim -> back to the file's rate), and its steps share private window/mask helpers that mean nothing apart.
+"""
 
 from __future__ import annotations
 

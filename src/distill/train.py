@@ -2,6 +2,9 @@
 
 The CLI and the studio both consume `Trainer.run()`'s events. Cancel at any time: the model with
 the best validation loss so far is kept. Checkpoints let a run resume where it stopped.
+
+Over 600 lines on purpose: the training loop, its run state and its checkpoint/resume rules change together
+(a checkpoint is the loop's state); the data side (scan, limits) is in audio.py and the prior in prior/.
 """
 
 from __future__ import annotations

@@ -225,7 +225,7 @@ def test_a_prior_for_another_grid_is_refused_at_load_with_the_reason(codec, tmp_
 
     geometry = dict(levels=len(codec.level_names), bands=codec.num_bands, codebook_size=codec.codebook_size)
     geometry[field] += 1
-    cfg = PriorConfig(**geometry, width=16, layers=1, heads=2, cell_dim=4, band_width=16, window=8)
+    cfg = PriorConfig(**geometry, window=8)
     info = replace(codec.info, prior={"config": cfg.to_dict(), "codec": ""})
     path = tmp_path / "mismatched.distill"
     save_bundle(path, codec.model, info, prior_tensors(build_prior(cfg)))

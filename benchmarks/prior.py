@@ -204,15 +204,21 @@ def group_codec(root: str, group: str, codec_minutes: float, model: str | None, 
     return codec, train, test
 
 
-def run_group(root: str, group: str, codec_minutes: float, prior_minutes: float, model: str | None,
-              cache: str | None = None, by_file: bool = False) -> dict:
-    codec, train, test = group_codec(root, group, codec_minutes, model, cache)
+def training_items(codec: Codec, paths: list) -> list[tuple[str, torch.Tensor]]:
+    """(file name, log-mel [n_mels, frames]) of each training file the codec's front end can read."""
     items = []
-    for p in train:
+    for p in paths:
         try:
             items.append((os.path.basename(p), codec.logmel(load_audio(p, codec.sample_rate)[0])))
         except Exception:  # noqa: BLE001 - a benchmark skips what it cannot read
             continue
+    return items
+
+
+def run_group(root: str, group: str, codec_minutes: float, prior_minutes: float, model: str | None,
+              cache: str | None = None, by_file: bool = False) -> dict:
+    codec, train, test = group_codec(root, group, codec_minutes, model, cache)
+    items = training_items(codec, train)
     t0 = time.perf_counter()
     pt = PriorTrainer.from_audio(codec, items, prior_minutes)
     for _ in pt.run():

@@ -34,7 +34,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -44,9 +43,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prior import group_codec  # noqa: E402
+from prior import group_codec, training_items  # noqa: E402
 
-from distill import RegenerateSettings, load_audio, load_source  # noqa: E402
+from distill import RegenerateSettings, load_source  # noqa: E402
 from distill.prior import (  # noqa: E402
     CodePrior,
     PriorTrainer,
@@ -153,12 +152,7 @@ def prepare_group(root: str, group: str, codec_minutes: float, model: str | None
     t0 = time.perf_counter()
     codec, train, test = group_codec(root, group, codec_minutes, model, cache)
     codec_seconds = time.perf_counter() - t0
-    items = []
-    for p in train:
-        try:
-            items.append((os.path.basename(p), codec.logmel(load_audio(p, codec.sample_rate)[0])))
-        except Exception:  # noqa: BLE001 - a benchmark skips what it cannot read
-            continue
+    items = training_items(codec, train)
     test_clips = []
     for p in test:
         try:

@@ -126,6 +126,26 @@ VARIANTS: dict[str, tuple[str, dict, Callable[[], contextlib.AbstractContextMana
 }
 
 
+def variant(name: str) -> tuple[str, dict, Callable[[], contextlib.AbstractContextManager] | None]:
+    """VARIANTS[name], or for "a+b+..." the parts of a, b, ... removed together (backward elimination: the
+    next round's baseline is the last round's cheapest removal): the overrides merged, the patches stacked."""
+    parts = name.split("+")
+    if len(parts) == 1:
+        return VARIANTS[name]
+    chosen = [VARIANTS[p] for p in parts]
+    overrides = {k: v for _, o, _ in chosen for k, v in o.items()}
+    patches = [f for _, _, f in chosen if f]
+
+    @contextlib.contextmanager
+    def stacked() -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for f in patches:
+                stack.enter_context(f())
+            yield
+
+    return " and ".join(w for w, _, _ in chosen), overrides, stacked if patches else None
+
+
 def trainer_class(overrides: dict) -> type[PriorTrainer]:
     """PriorTrainer whose default config has `overrides` (from_audio builds it with cls(...))."""
     if not overrides:
@@ -141,9 +161,10 @@ def trainer_class(overrides: dict) -> type[PriorTrainer]:
 
 def parse_variants(spec: str) -> list[str]:
     names = list(VARIANTS) if spec == "all" else [s.strip() for s in spec.split(",") if s.strip()]
-    unknown = [n for n in names if n not in VARIANTS]
+    unknown = [n for n in names if any(p not in VARIANTS for p in n.split("+"))]
     if unknown:
-        raise SystemExit(f"unknown ablation variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}, all")
+        raise SystemExit(f"unknown ablation variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}, all "
+                         "(join with + to remove several together)")
     return names
 
 
@@ -167,7 +188,7 @@ def prepare_group(root: str, group: str, codec_minutes: float, model: str | None
 def run_variant(prep: dict, name: str, minutes: float) -> dict:
     from prior import speed  # noqa: PLC0415 - prior.py imports this module
 
-    what, overrides, patch = VARIANTS[name]
+    what, overrides, patch = variant(name)
     codec, k = prep["codec"], prep["codec"].codebook_size
     with patch() if patch else contextlib.nullcontext():
         torch.manual_seed(0)
@@ -228,7 +249,7 @@ def speed_pass(root: str, groups: list[str], variants: list[str], cache: str, ro
         longest = max(prep["test_clips"], key=lambda c: c.grid.num_samples)
         priors = {}
         for name in variants:
-            _, overrides, patch = VARIANTS[name]
+            _, overrides, patch = variant(name)
             with patch() if patch else contextlib.nullcontext():
                 pt = trainer_class(overrides).from_audio(codec, prep["items"], minutes)
                 for _ in pt.run():
@@ -237,7 +258,7 @@ def speed_pass(root: str, groups: list[str], variants: list[str], cache: str, ro
         times: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(rounds):
             for name in variants:
-                patch = VARIANTS[name][2]
+                patch = variant(name)[2]
                 with patch() if patch else contextlib.nullcontext():
                     times[name].append(speed(priors[name], longest))
         out[group] = {name: {"median": float(np.median(t)), "rounds": t} for name, t in times.items()}

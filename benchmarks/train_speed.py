@@ -37,9 +37,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from distill.audio import load_audio, scan_folder  # noqa: E402
 from distill.config import VQVAEConfig, adaptive_config, seed_config  # noqa: E402
 from distill.losses import compute_losses, total_loss  # noqa: E402
+from distill.melcache import MemoryClip as Clip  # noqa: E402
 from distill.model import ConvVQVAE, use_fast_rotation  # noqa: E402
 from distill.spectrogram import MelConfig, MelFrontEnd  # noqa: E402
-from distill.train import Clip, autocast_dtype, crop_frames, frame_mask, random_crop  # noqa: E402
+from distill.train import autocast_dtype, crop_frames, frame_mask, random_crop  # noqa: E402
 
 PREVIOUS = {"channels": [32, 64, 128, 256], "_library_rotation": True}
 PARTS = ("data", "encoder fwd", "quantizer fwd", "decoder fwd", "losses fwd", "backward", "clip grad", "optimizer")

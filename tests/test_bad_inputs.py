@@ -180,8 +180,8 @@ def cli_run(tmp_path_factory, tiny_config):
     (base / "tiny.json").write_text(json.dumps(cfg))
     real_scan = cli.scan_paths
 
-    def scan_then_sabotage(paths):
-        report = real_scan(paths)
+    def scan_then_sabotage(paths, **kwargs):
+        report = real_scan(paths, **kwargs)
         sabotage(root)
         return report
 

@@ -102,7 +102,7 @@ def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(corpus_dir, tin
     assert steps[0] == 0 and steps == sorted(set(steps))  # one history, continued, no step counted twice
     resumed, uninterrupted = info.dataset["best_val_loss"], reference.result.best_val_loss
     assert abs(resumed - uninterrupted) <= RESUME_TOLERANCE * uninterrupted, (resumed, uninterrupted)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.distill", "run.distill.ckpt", "tiny.json"]  # no temp
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.distill", "run.distill.cache", "run.distill.ckpt", "tiny.json"]  # no temp
 
 
 def test_checkpoint_records_config_files_and_budget(short_ckpt, corpus_copy, tiny_config):

@@ -10,6 +10,7 @@ import torch
 import distill.train as train_mod
 from distill import Trainer, TrainingError
 from distill.bundle import state_to_tensors
+from distill.melcache import MemoryClip
 from distill.train import train
 
 
@@ -147,7 +148,7 @@ def test_padding_after_a_short_clip_is_not_scored():
 
 
 def test_validation_crops_mark_their_real_frames(corpus_dir):
-    clips = [train_mod.Clip("short", torch.rand(128, 40)), train_mod.Clip("long", torch.rand(128, 300))]
+    clips = [MemoryClip("short", torch.rand(128, 40)), MemoryClip("long", torch.rand(128, 300))]
     crops, valid = train_mod.fixed_crops(clips, 96)
     assert crops.shape[0] == valid.shape[0]
     assert int(valid[0].sum()) == 40 and bool(valid[1:].all())

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -446,6 +447,9 @@ def unreadable_reason(path: str | os.PathLike, exc: Exception | None = None) -> 
     return f"unreadable or corrupt audio ({_short(exc, p) if exc is not None else 'unknown format'})"
 
 
+SCAN_MARGIN_S = 1.0  # a file is decoded at most this much past the length its scan found (it changed since)
+
+
 def content_problem(frames: int, sr: int, peak: float) -> str:
     """Why decoded audio of this length and peak is no use for training; "" when it is usable."""
     if frames <= 0:
@@ -548,10 +552,27 @@ def scan_warnings(accepted: int) -> tuple[str, ...]:
 
 
 def scan_paths(paths: Iterable[str | os.PathLike], max_seconds: float | None = None,
-               variable: str = "") -> ScanReport:
-    """Verdict for each given file (files over `max_seconds` rejected before a full decode: inspect_file);
-    warns outside the designed 5-500 file range."""
-    verdicts = tuple(inspect_file(p, max_seconds, variable) for p in paths)
+               variable: str = "", workers: int = 1,
+               progress: Callable[[int, int], None] | None = None) -> ScanReport:
+    """Verdict for each given file, in order (files over `max_seconds` rejected before a full decode:
+    inspect_file); warns outside the designed 5-500 file range. `workers` threads decode files side by side
+    (libsndfile and the checks release the GIL: a library of thousands of files scans in parallel);
+    `progress(done, total)` after each file."""
+    paths = list(paths)
+    if workers <= 1 or len(paths) < 2:
+        verdicts = []
+        for n, p in enumerate(paths, 1):
+            verdicts.append(inspect_file(p, max_seconds, variable))
+            if progress:
+                progress(n, len(paths))
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            jobs = [pool.submit(inspect_file, p, max_seconds, variable) for p in paths]
+            for n, _ in enumerate(as_completed(jobs), 1):
+                if progress:
+                    progress(n, len(paths))
+            verdicts = [j.result() for j in jobs]
+    verdicts = tuple(verdicts)
     return ScanReport(verdicts, scan_warnings(sum(v.accepted for v in verdicts)), max_seconds,
                       variable if max_seconds is not None else "")
 
@@ -561,3 +582,23 @@ def scan_folder(root: str | os.PathLike, max_seconds: float | None = None, varia
     if not Path(root).exists():
         raise AudioError(f"{root}: no such file or folder")
     return scan_paths(find_audio_candidates(root), max_seconds, variable)
+
+
+def load_accepted(v: FileVerdict, sample_rate: int, max_seconds: float | None = None,
+                  variable: str = "") -> np.ndarray:
+    """A file the scan accepted, as mono float32 at `sample_rate`, loaded in one pass under `max_seconds` (set by
+    `variable`) and under SCAN_MARGIN_S past the length the scan found (v.duration_s, when known): a file that
+    grew or was replaced since is refused before decoding past either. AudioError "NAME: why" otherwise (for the
+    length, why names the configured limit or the length found at the scan, whichever was reached)."""
+    scanned = v.duration_s + SCAN_MARGIN_S if v.duration_s > 0 else None
+    by_scan = scanned is not None and (max_seconds is None or scanned < max_seconds)
+    try:
+        wave, _ = load_audio(v.path, sample_rate, max_seconds=scanned if by_scan else max_seconds,
+                             variable=variable)
+    except TooLong as exc:
+        if not by_scan:
+            raise
+        said = (f"longer than when scanned ({v.duration_s:.2f} s; decoding stopped at {scanned:.2f} s)"
+                if exc.counted else f"{exc.seconds:.2f} s long, {v.duration_s:.2f} s when scanned")
+        raise AudioError(f"{v.name}: {said}") from exc
+    return wave

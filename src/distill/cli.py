@@ -35,15 +35,17 @@ from .edits import OPERATIONS, EditError, parse_region, regenerate
 from .edits.operations import DEFAULT_STEPS, DEFAULT_TEMPERATURE
 from .edits.syntax import regenerate_settings
 from .fileio import atomic_write_text, atomic_write_wav
+from .melcache import load_cached, load_in_memory
 from .model import DOWNSAMPLE
+from .parallel import launched
 from .prior import DEFAULT_PRIOR_SHARE, PriorTrainer
 from .render import parse_donor_spec
 from .session import Clip, EditSession, decode_with_source, read_document
 from .train import (
+    ClipMels,
     Trainer,
     TrainEvent,
     TrainingError,
-    load_accepted,
     resumed_config,
     split_budget,
     train_prior_after,
@@ -118,12 +120,59 @@ def _config_file(path: str) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
 
 
+def _counter(label: str, quiet: bool = False):
+    """progress(done, total) printing "label done/total" (one updating line on a terminal, every tenth else)."""
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if quiet or total < 2:
+            return
+        if tty:
+            print(f"\r{label} {done}/{total} {_bar(done / total)}", end="\n" if done == total else "",
+                  file=sys.stderr, flush=True)
+        elif done == total or done % max(1, total // 10) == 0:
+            print(f"{label} {done}/{total}", file=sys.stderr, flush=True)
+
+    return progress
+
+
+def _launch_gpus(n: int, argv: list[str]) -> int:
+    """`distill train --gpus N ...`: the same command under torchrun, N processes on this machine."""
+    if n < 1:
+        raise CliError(f"--gpus must be >= 1, got {n}")
+    import torch  # noqa: PLC0415 - only this path asks how many GPUs there are
+
+    if torch.cuda.device_count() < n:
+        raise CliError(f"--gpus {n}: this machine has {torch.cuda.device_count()} CUDA GPU(s); for CPU processes run "
+                       "`torchrun --standalone --nproc_per_node N -m distill.cli train ...` (docs/scaling.md)")
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--gpus":
+            skip = True
+        elif not a.startswith("--gpus="):
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+           "-m", "distill.cli", *rest]
+    print("running " + shlex.join(cmd), file=sys.stderr, flush=True)
+    os.execv(sys.executable, cmd)
+    return 0  # not reached
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.gpus is not None and args.gpus > 1 and not launched():
+        return _launch_gpus(args.gpus, args.argv)
     paths = args.data
+    main_rank = int(os.environ.get("RANK", "0")) == 0   # under torchrun rank 0 alone prints and writes
+    workers = args.workers if args.workers is not None else min(8, os.cpu_count() or 1)
+    if workers < 1:
+        raise CliError(f"--workers must be >= 1, got {workers}")
     # same walk as scan_folder; files over DISTILL_MAX_CLIP_SECONDS (when set) are rejected before they decode,
     # and the Trainer loads the rest under the same limit
-    report = scan_paths([f for p in paths for f in _existing(p)], **clip_limit())
-    for v in report.rejected:
+    report = scan_paths([f for p in paths for f in _existing(p)], **clip_limit(), workers=workers,
+                        progress=_counter("scanned", not main_rank))
+    for v in report.rejected if main_rank else ():
         print(f"skipped {v.describe()}", file=sys.stderr)
     n = len(report.accepted)
     if n == 0:
@@ -135,8 +184,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = {**_config_file(args.config), **overrides}
     # a resume continues its run's settings (this version's defaults may differ); flags and --config still apply
     cfg = resumed_config(args.resume, overrides) if args.resume else adaptive_config(n, **overrides)
-    print(f"{n} files accepted, {report.total_duration_s:.1f} s; codebook {cfg.codebook_size} x "
-          f"{cfg.num_quantizers} levels ({', '.join(cfg.level_names)}), dim {cfg.codebook_dim}", file=sys.stderr)
+    if main_rank:
+        print(f"{n} files accepted, {report.total_duration_s:.1f} s; codebook {cfg.codebook_size} x "
+              f"{cfg.num_quantizers} levels ({', '.join(cfg.level_names)}), dim {cfg.codebook_dim}", file=sys.stderr)
     minutes = args.minutes
     epochs = args.epochs
     if epochs is None and minutes is None and not args.resume:  # a resume without a budget keeps the checkpoint's
@@ -146,9 +196,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     ckpt = args.checkpoint or (args.output + ".ckpt")
     every = {} if args.checkpoint_every is None else {"checkpoint_every_s": args.checkpoint_every}
     share = _prior_share(args.prior_share)
+    cache = None if args.no_cache else (args.cache or args.output + ".cache")
     trainer = Trainer(report, cfg, minutes=split_budget(minutes, share), epochs=epochs, checkpoint_path=ckpt,
-                      resume_from=args.resume, **every)
-    _stream(trainer, trainer.run(), args.quiet)
+                      resume_from=args.resume, cache_dir=cache, workers=workers,
+                      on_progress=_counter("log-mels computed", not main_rank), **every)
+    try:
+        _stream(trainer, trainer.run(), args.quiet or not main_rank, quiet_all=not main_rank)
+    except RuntimeError as exc:
+        if not trainer.world.distributed:
+            raise
+        resume = (f"; the checkpoint {ckpt} continues it: run the same command with --resume {ckpt}"
+                  if os.path.exists(ckpt) else "; no checkpoint was written yet")
+        raise TrainingError(f"rank {trainer.world.rank} of {trainer.world.size}: the run lost another rank (it "
+                            f"stopped or was killed: {_first_line(exc)}){resume}") from exc
+    if not trainer.world.main:
+        return 0   # rank 0 writes the model and trains the prior
     if trainer.result is None:
         raise CliError("training was interrupted before a model existed")
     _stream(trainer, train_prior_after(trainer, minutes, share), args.quiet)
@@ -170,17 +232,27 @@ def _prior_share(share: float | None) -> float:
     return share
 
 
-def _stream(worker: Trainer | PriorTrainer, events, quiet: bool) -> None:
-    """Print a training run's events (one updating line on a terminal); Ctrl+C stops it with the best so far."""
-    tty = sys.stderr.isatty()
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _stream(worker: Trainer | PriorTrainer, events, quiet: bool, quiet_all: bool = False) -> None:
+    """Print a training run's events (one updating line on a terminal); Ctrl+C stops it with the best so far
+    (so does SIGTERM, which torchrun sends every rank when it is interrupted). quiet_all: only the last line
+    (the other ranks of a distributed run)."""
+    tty = sys.stderr.isatty() and not quiet_all
 
     def on_interrupt(signum, frame):  # Ctrl+C: stop at the next step and keep the best model
-        print("\ncancelling: finishing with the best model so far...", file=sys.stderr)
+        if not quiet_all:
+            print("\ncancelling: finishing with the best model so far...", file=sys.stderr)
         worker.cancel()
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
+    previous_term = signal.signal(signal.SIGTERM, on_interrupt)
     try:
         for ev in events:
+            if quiet_all and ev.kind != "done":
+                continue
             line = format_event(ev)
             if ev.kind == "step" and tty:
                 print("\r" + line[:150].ljust(150), end="", file=sys.stderr, flush=True)
@@ -188,6 +260,7 @@ def _stream(worker: Trainer | PriorTrainer, events, quiet: bool) -> None:
                 print(("\n" if tty and ev.kind != "step" else "") + line, file=sys.stderr, flush=True)
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 def _train_prior(codec: Codec, items: list, minutes: float, quiet: bool) -> tuple[Codec, str]:
@@ -211,12 +284,14 @@ def cmd_prior(args: argparse.Namespace) -> int:
     report = scan_paths([f for p in args.data for f in _existing(p)], **limit)
     for v in report.rejected:
         print(f"skipped {v.describe()}", file=sys.stderr)
-    items = []
-    for v in report.accepted:
-        try:   # under the limit, and no further than a little past what the scan found (as the Trainer loads)
-            items.append((v.name, codec.logmel(load_accepted(v, codec.sample_rate, **limit))))
-        except AudioError as exc:
-            warn(f"{exc}; skipped")
+    cache = args.model + ".cache"   # the log-mels `distill train` kept, when it did
+    if os.path.isdir(cache):   # under the limit, and no further than a little past what the scan found
+        load = load_cached(cache, report.accepted, codec.mel_cfg, workers=min(8, os.cpu_count() or 1), **limit)
+    else:
+        load = load_in_memory(report.accepted, codec.mel_cfg, **limit)
+    for w in load.warnings:
+        warn(w)
+    items = ClipMels(load.clips)
     if not items:
         raise CliError(f"no usable audio files in {' '.join(args.data)} (checked {len(report.verdicts)} files)")
     had = "retrained" if codec.prior is not None else "added"
@@ -307,6 +382,15 @@ def cmd_info(args: argparse.Namespace) -> int:
                      f"{len(ds.get('val_files', []))} validation",
                      f"  training    {ds.get('steps', '?')} steps in {ds.get('train_seconds', '?')} s"
                      f"{' (cancelled)' if ds.get('cancelled') else ''}; best validation loss {ds.get('best_val_loss')}"]
+            if ds.get("training"):
+                tr = ds["training"]
+                lines.append(f"  trained on  {tr.get('devices')} ({tr.get('world_size')} process"
+                             f"{'es' if tr.get('world_size', 1) > 1 else ''}, backend {tr.get('backend')}), "
+                             f"{tr.get('crops_per_step')} crops a step")
+            if ds.get("corpus"):
+                co = ds["corpus"]
+                lines.append(f"  mel cache   {co.get('cache')}: {co.get('files')} files, {co.get('hours')} h, "
+                             f"{co.get('bytes', 0) / 1e6:.0f} MB")
             lines += [f"  rejected    {r['file']}: {r['reason']}" for r in list(ds.get("rejected", []))[:20]]
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
             raise CliError(f"{os.path.basename(args.model)}: damaged dataset summary in the model's metadata "
@@ -503,7 +587,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=float, metavar="SECONDS",
                    help="write the checkpoint at least this often (default 60; also every checkpoint_interval "
                    "validations and at the end)")
-    t.add_argument("--resume", help="resume from a checkpoint")
+    t.add_argument("--resume", help="resume from a checkpoint (also one a run with another number of processes wrote)")
+    t.add_argument("--cache", metavar="DIR", help="keep the log-mels here (default: OUTPUT.cache; reused by the "
+                   "next run, --resume and `distill prior`)")
+    t.add_argument("--no-cache", action="store_true", help="hold the log-mels in memory instead (small folders)")
+    t.add_argument("--workers", type=int, help="processes that scan files and compute log-mels (default: the "
+                   "cores, at most 8)")
+    t.add_argument("--gpus", type=int, metavar="N", help="train on N CUDA GPUs of this machine (runs the command "
+                   "under torchrun; docs/scaling.md)")
     t.add_argument("--prior-share", type=float, metavar="F",
                    help=f"share 0-0.9 of --minutes spent training the prior that regenerate uses, after the codec "
                    f"(default {DEFAULT_PRIOR_SHARE:g}; 0 = no prior). With --epochs the prior trains for F/(1-F) of "
@@ -603,6 +694,7 @@ def missing_input(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if missing := missing_input(args):
         return fatal(missing)
     try:

@@ -195,7 +195,9 @@ class VQOutput(NamedTuple):
 class ConvVQVAE(nn.Module):
     """Convolutional residual-VQ autoencoder over log-mel spectrograms."""
 
-    def __init__(self, cfg: VQVAEConfig, n_mels: int = 128):
+    def __init__(self, cfg: VQVAEConfig, n_mels: int = 128, sync_codebook: bool = False):
+        """sync_codebook: reduce the codebooks' EMA updates and k-means init over a torch.distributed process group
+        (it must exist by then), so the ranks of a data-parallel run keep one codebook (distill.parallel)."""
         super().__init__()
         if n_mels % cfg.band_bins:
             raise ValueError(f"n_mels must be a multiple of {cfg.band_bins} (band_bins), got {n_mels}")
@@ -215,6 +217,8 @@ class ConvVQVAE(nn.Module):
             kmeans_init=True,
             kmeans_iters=cfg.kmeans_iters,
             quantize_dropout=cfg.quantize_dropout,
+            sync_codebook=sync_codebook,
+            sync_kmeans=sync_codebook,
         )
         self.decoder = VQDecoder(cfg, n_mels)
 

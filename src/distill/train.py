@@ -18,13 +18,13 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .audio import AudioError, FileVerdict, ScanReport, TooLong, content_problem, load_audio, scan_paths
+from .audio import FileVerdict, ScanReport, scan_paths
 from .bundle import BundleError, BundleInfo, _one_line, fingerprint, mel_json, read_info, state_to_tensors
 from .codec import Codec
 from .config import VQVAEConfig, adaptive_config
@@ -32,18 +32,21 @@ from .events import TrainEvent
 from .fileio import atomic_write
 from .health import LOW_UTILIZATION, LevelHealth, code_counts, health_from_counts, level_health
 from .losses import compute_losses, total_loss
+from .melcache import Clip, CorpusLoad, load_cached, load_in_memory
 from .model import DOWNSAMPLE, ConvVQVAE
+from .parallel import World, decide, finish, reduce_sum, start_world, step_plan
 from .prior import PriorError, PriorTrainer
 from .spectrogram import MelConfig, MelFrontEnd
 
 MAX_VAL_CROPS = 64
 VAL_TIME_SHARE = 0.05  # default validation cadence: at most ~5% of training time (it was 17% on lmms)
 MAX_USAGE_SECONDS_PER_FILE = 60.0
+PRIOR_MAX_SECONDS = 3600.0   # the prior after training encodes about an hour of the corpus at most
+MAX_USAGE_SECONDS_TOTAL = 3600.0  # the code-usage pass reads about an hour at most: evenly chosen files past that
 CHECKPOINT_FORMAT = "distill-checkpoint"
 CHECKPOINT_VERSION = 2  # 2: records the config, the files (name, size, SHA-256) and the budget
 CHECKPOINT_EVERY_S = 60.0  # default: a kill -9 loses at most about a minute of training
 MAX_BAD_STEPS = 5  # this many non-finite steps in a row (weights still finite) stop a run
-SCAN_MARGIN_S = 1.0  # a file is decoded at most this much past the length its scan found (it changed since)
 # settings that say where and how often, not what is trained: a resumed run may change them
 RESUME_FREE_FIELDS = frozenset({"device", "num_workers", "checkpoint_interval", "preview_interval", "max_checkpoints"})
 
@@ -77,16 +80,6 @@ class TrainResult:
             raise TrainingError(f"{os.path.basename(os.fspath(path))} not written: the model's weights are not "
                                 f"finite ({', '.join(bad[:3])})")
         self.codec.save(path)
-
-
-@dataclass(frozen=True)
-class Clip:
-    name: str
-    mel: torch.Tensor  # [n_mels, frames]
-
-    @property
-    def frames(self) -> int:
-        return int(self.mel.shape[-1])
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -141,9 +134,28 @@ def split_files(n: int, val_fraction: float, seed: int) -> tuple[list[int], list
 def random_crop(clip: Clip, length: int, rng: np.random.Generator) -> torch.Tensor:
     """[n_mels, length]; short clips start at their onset and are padded with silence."""
     if clip.frames <= length:
-        return torch.nn.functional.pad(clip.mel, (0, length - clip.frames))
+        return torch.nn.functional.pad(clip.window(0, length), (0, length - clip.frames))
     start = int(rng.integers(0, clip.frames - length + 1))
-    return clip.mel[:, start:start + length]
+    return clip.window(start, length)
+
+
+def crop_from(clip: Clip, first: int, length: int) -> torch.Tensor:
+    """[n_mels, length]: random_crop of the clip's frames from `first` on, drawn with a generator seeded 0 (so a
+    validation crop is the same in every run)."""
+    rest = clip.frames - first
+    if rest <= length:
+        return torch.nn.functional.pad(clip.window(first, length), (0, length - rest))
+    return clip.window(first + int(np.random.default_rng(0).integers(0, rest - length + 1)), length)
+
+
+def usage_files(clips: Sequence[Clip], train_idx: Sequence[int], per_file: int, total: int) -> list[int]:
+    """The training files the code-usage pass encodes (their first `per_file` frames): all of them while that is
+    under `total` frames, else evenly spaced ones up to it (a 20-hour library would otherwise encode for minutes)."""
+    cost = [min(clips[i].frames, per_file) for i in train_idx]
+    if sum(cost) <= total:
+        return list(train_idx)
+    keep = max(1, int(len(train_idx) * total / sum(cost)))
+    return [train_idx[j] for j in np.linspace(0, len(train_idx) - 1, keep).astype(int)]
 
 
 def frame_mask(valid: Sequence[int], length: int) -> torch.Tensor:
@@ -161,7 +173,7 @@ def fixed_crops(clips: Sequence[Clip], length: int, limit: int = MAX_VAL_CROPS) 
         n = min(per_file, max(1, clip.frames // length))
         starts = np.linspace(0, max(0, clip.frames - length), n).astype(int) if n > 1 else [0]
         for s in starts:
-            crops.append(random_crop(Clip(clip.name, clip.mel[:, s:]), length, np.random.default_rng(0)))
+            crops.append(crop_from(clip, int(s), length))
             valid.append(min(clip.frames - int(s), length))
     keep = max(limit, len(clips))
     return torch.stack(crops[:keep])[:, None], frame_mask(valid[:keep], length)
@@ -185,6 +197,9 @@ class Trainer:
             file is refused): paths are scanned under it; a ScanReport's own limit is the default. Each file
             is loaded under it, and never decoded more than SCAN_MARGIN_S past the length its scan found, so
             a file replaced by a long one after the scan is skipped with a warning, not decoded whole.
+        cache_dir / workers / on_progress: keep the log-mels in a cache on disk there (distill.melcache: memory
+            does not grow with the corpus, a second run reuses them), computed by `workers` processes (default:
+            the cores, at most 8), `on_progress(done, total)` after each file computed. None: in memory.
     """
 
     def __init__(self, files: Sequence[str | os.PathLike] | ScanReport, config: VQVAEConfig | None = None,
@@ -192,7 +207,8 @@ class Trainer:
                  checkpoint_path: str | os.PathLike | None = None, resume_from: str | os.PathLike | None = None,
                  log_every_s: float = 1.0, validate_every: int | None = None,
                  stop_file: str | os.PathLike | None = None, checkpoint_every_s: float = CHECKPOINT_EVERY_S,
-                 max_seconds: float | None = None, limit_variable: str = ""):
+                 max_seconds: float | None = None, limit_variable: str = "", cache_dir: str | os.PathLike | None = None,
+                 workers: int | None = None, on_progress: Callable[[int, int], None] | None = None):
         self.report = files if isinstance(files, ScanReport) else scan_paths(files, max_seconds, limit_variable)
         if max_seconds is None:
             max_seconds, limit_variable = self.report.max_seconds, self.report.variable
@@ -221,6 +237,9 @@ class Trainer:
         self.load_warnings: list[str] = []
         self.skipped: list[FileVerdict] = []  # accepted by the scan, unusable when loaded (changed since)
         self.clips: list[Clip] = []
+        self.cache_dir, self.workers, self.on_progress = cache_dir, workers, on_progress
+        self.corpus: dict = {}  # what the cache did (distill.melcache.CorpusLoad.cache); {} in memory
+        self.world = World()    # set by run(): this process's rank under torchrun (distill.parallel)
 
     def cancel(self) -> None:
         """Ask the run to stop at the next step; the best model so far is kept."""
@@ -237,40 +256,33 @@ class Trainer:
         return self._cancel.is_set()
 
     # ---------------------------------------------------------------- data
-    def _load_clips(self, front: MelFrontEnd) -> tuple[list[Clip], list[FileVerdict]]:
-        """Load every accepted file (load_accepted: under the limit, and no further than a little past what the
-        scan found); one that vanished, grew or changed into something unusable since the scan is skipped with
-        a warning naming it (and recorded in self.skipped), and training goes on."""
-        clips, used = [], []
-        self.load_warnings, self.skipped = [], []
-        sr = self.mel_cfg.sample_rate
-        for v in self.report.accepted:
-            try:
-                wave = load_accepted(v, sr, self.max_seconds, self.limit_variable)
-                why = content_problem(len(wave), sr, float(np.abs(wave).max()) if wave.size else 0.0)
-            except AudioError as exc:
-                text = str(exc)
-                why = text[len(v.name) + 2:] if text.startswith(f"{v.name}: ") else text
-            if why:
-                self.load_warnings.append(f"{v.name} changed since the scan: {why}; skipped, training goes on "
-                                          "without it")
-                self.skipped.append(FileVerdict(v.path, False, f"changed since the scan: {why}", v.duration_s,
-                                                v.sample_rate, v.channels))
-                continue
-            clips.append(Clip(v.name, front.logmel(wave)))
-            used.append(v)
-        return clips, used
+    def _load_clips(self) -> CorpusLoad:
+        """Every accepted file's log-mel (under the limit, and no further than a little past what the scan found):
+        through the cache in `cache_dir` when given (computed once, read crop by crop), else in memory. One that
+        vanished, grew or changed into something unusable since the scan is skipped with a warning naming it
+        (and recorded in self.skipped), and training goes on."""
+        accepted = self.report.accepted
+        if self.cache_dir is not None:
+            load = load_cached(self.cache_dir, accepted, self.mel_cfg, self.max_seconds, self.limit_variable,
+                               self.workers, self.on_progress)
+        else:
+            load = load_in_memory(accepted, self.mel_cfg, self.max_seconds, self.limit_variable)
+        self.load_warnings, self.skipped = load.warnings, load.skipped
+        return load
 
     # ---------------------------------------------------------------- main loop
     def run(self) -> Iterator[TrainEvent]:
         cfg, mel_cfg = self.config, self.mel_cfg
+        world, device_name = start_world(cfg.device)   # under torchrun: join the other ranks (distill.parallel)
+        self.world = world
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
-        device = resolve_device(cfg.device)
+        device = resolve_device(device_name)
         front = MelFrontEnd(mel_cfg)
 
-        clips, used = self._load_clips(front)
-        self.clips = clips  # the prior (distill.prior) is trained on these clips' codes afterwards
+        load = self._load_clips()
+        clips, used = load.clips, load.used
+        self.clips, self.corpus = clips, load.cache  # the prior (distill.prior) is trained on these clips' codes afterwards
         for w in list(self.report.warnings) + self.load_warnings:
             yield TrainEvent("warning", 0, 0.0, 0.0, message=w)
         if not clips:
@@ -305,7 +317,7 @@ class Trainer:
         validate_every = self.validate_every or max(10, min(200, steps_per_epoch))
         throttle = self.validate_every is None  # an explicit cadence is kept exactly
 
-        model = ConvVQVAE(cfg, n_mels=mel_cfg.n_mels).to(device)
+        model = ConvVQVAE(cfg, n_mels=mel_cfg.n_mels, sync_codebook=world.distributed).to(device)
         amp = autocast_dtype(cfg.precision, device)
         layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format  # oneDNN's fast layout
         model.to(memory_format=layout)
@@ -316,9 +328,16 @@ class Trainer:
         if payload is not None:
             state = _restore_checkpoint(self.resume_from, payload, model, opt, rng, device)
             resumed = f"resumed at step {state.step} from {os.path.basename(os.fspath(self.resume_from))}; "
+        if world.distributed:  # each rank its own crops, from (seed, rank, step): any world size can resume a run
+            rng = np.random.default_rng([cfg.seed, world.rank, state.step])
+            resumed += f"rank {world.rank} of {world.size} ({world.backend}); "
+        net = model if not world.distributed else torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            forward_sync_buffers=False)  # the codebooks' buffers are kept equal by sync_codebook, not copied
         yield TrainEvent("start", state.step, state.step / steps_per_epoch, state.elapsed,
                          total_steps=total_steps,
-                         message=f"{resumed}{len(train_clips)} training / {len(val_idx)} validation files"
+                         message=f"{resumed}{_corpus_text(self.corpus)}{len(train_clips)} training / "
+                                 f"{len(val_idx)} validation files"
                                  f"{'' if val_idx else ' (too few files to hold any out: validating on training files)'}"
                                  f"; {steps_per_epoch} steps per epoch on {device.type}")
 
@@ -326,19 +345,21 @@ class Trainer:
         t_run = time.perf_counter()
         last_log = 0.0
         window: list[float] = []
-        losses_acc: dict[str, float] = {}
+        losses_acc: dict[str, torch.Tensor] = {}   # summed on the device: read back only when a line is logged
         n_acc = 0
 
         def elapsed() -> float:
             return elapsed_before + time.perf_counter() - t_run
 
-        def progress() -> float:
+        def progress(steps_ahead: int = 0) -> float:
+            """Share of the budget spent (with `steps_ahead` more steps done, for an epoch budget)."""
             if budget_s is not None:
                 return min(1.0, elapsed() / budget_s)
-            return min(1.0, state.step / total_steps)
+            return min(1.0, (state.step + steps_ahead) / total_steps)
 
         if state.step == 0:  # the untrained baseline, so curves show how far training got
-            init_rng = np.random.default_rng(cfg.seed + 1)  # k-means init from training crops, not validation ones
+            init_rng = np.random.default_rng(  # k-means init from training crops, not validation ones
+                cfg.seed + 1 if not world.distributed else [cfg.seed + 1, world.rank])
             init = [random_crop(train_clips[i], length, init_rng)
                     for i in init_rng.choice(len(train_clips), size=max(cfg.batch_size, 8), p=weights)]
             with torch.no_grad():
@@ -347,32 +368,42 @@ class Trainer:
             yield self._validate(model, val_batch, val_mask, pinv, state, steps_per_epoch, 0.0, budget_s, total_steps, 0.0, 0.0)
         last_val_step, last_val_end = state.last_val_step, elapsed()
         last_ckpt, bad_run, first_bad = elapsed(), 0, 0
-        while not self._stop_requested() and progress() < 1.0:
+        # rank 0 decides the budget, Stop and the cadences for every rank (distill.parallel: one collective a step)
+        prog, go = decide(world, [progress(), float(not (self._stop_requested() or progress() >= 1.0))], device)
+        while go:
             model.train()
-            lr = _lr_at(cfg, state.step, progress())
+            lr = _lr_at(cfg, state.step, prog)
             for g in opt.param_groups:
                 g["lr"] = lr
             idx = rng.choice(len(train_clips), size=cfg.batch_size, p=weights)
-            batch = torch.stack([random_crop(train_clips[i], length, rng) for i in idx])[:, None].to(device)
-            batch = batch.contiguous(memory_format=layout)
+            batch = torch.stack([random_crop(train_clips[i], length, rng) for i in idx])[:, None]
+            if device.type == "cuda":   # page-locked, so the copy overlaps the previous step's work
+                batch = batch.pin_memory()
+            batch = batch.to(device, non_blocking=True).contiguous(memory_format=layout)
             mask = frame_mask([min(train_clips[i].frames, length) for i in idx], length).to(device)
             t0 = time.perf_counter()
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                out = model(batch)
+                out = net(batch)
             losses = compute_losses(out.recon.float(), batch, out.commit_loss.float(), pinv, cfg, mask)
             loss = total_loss(losses, cfg)
             opt.zero_grad(set_to_none=True)
-            ok = bool(torch.isfinite(loss))
-            grad_norm = None
-            if ok:
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.gradient_clip_norm)
-                ok = bool(torch.isfinite(grad_norm))
+            # backward even when the loss is not finite (every rank must join DDP's gradient all-reduce), then one
+            # read-back a step: whether the loss and the gradient were finite (a step that is not is skipped)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.gradient_clip_norm)
+            ok = bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm))
+            now = elapsed()
+            plan = [float(now - last_log >= self.log_every_s),
+                    float(validation_due(state.step + 1 - last_val_step, validate_every, now - last_val_end,
+                                         state.val_cost, throttle)),
+                    float(now - last_ckpt >= self.checkpoint_every_s),
+                    float(self._stop_requested() or progress(1) >= 1.0), progress(1)] if world.main else [0.0] * 5
+            bad, log_due, val_due, ckpt_due, stop, prog = step_plan(world, not ok, plan, device)
+            local_ok, ok = ok, bad == 0   # a step any rank found not finite is skipped on all of them
             if ok:
                 opt.step()
-                for k, v in losses.items():
-                    losses_acc[k] = losses_acc.get(k, 0.0) + float(v.detach())
-                losses_acc["total"] = losses_acc.get("total", 0.0) + float(loss.detach())
+                for k, v in {**losses, "total": loss}.items():
+                    losses_acc[k] = losses_acc[k] + v.detach() if k in losses_acc else v.detach().clone()
                 n_acc += 1
                 bad_run = 0
             else:  # the optimizer never sees this step (the quantizer's EMA update in the forward pass may have:
@@ -383,7 +414,8 @@ class Trainer:
             window.append(time.perf_counter() - t0)
             window = window[-20:]
             if not ok:
-                what = (f"the loss was {float(loss.detach())}" if grad_norm is None
+                what = ("a step on another rank was not finite" if local_ok else
+                        f"the loss was {float(loss.detach())}" if not math.isfinite(float(loss.detach()))
                         else f"the gradient norm was {float(grad_norm)}")
                 first_bad = state.step if bad_run == 1 else first_bad
                 broken = nonfinite_tensors(model)
@@ -403,9 +435,12 @@ class Trainer:
             now = elapsed()
             sps = len(window) / max(sum(window), 1e-9)
             eta = (budget_s - now) if budget_s is not None else (total_steps - state.step) / max(sps, 1e-9)
-            if now - last_log >= self.log_every_s and n_acc:
+            if log_due and n_acc:
                 last_log = now
-                mean = {k: v / n_acc for k, v in losses_acc.items()}
+                names = sorted(losses_acc)
+                sums = reduce_sum(world, [float(n_acc)] + torch.stack([losses_acc[k].float() for k in names]).tolist(),
+                                  device)  # the global curve
+                mean = {k: v / sums[0] for k, v in zip(names, sums[1:], strict=True)}
                 losses_acc, n_acc = {}, 0
                 state.history.append({"step": state.step, "train": mean["total"],
                                       **{k: mean[k] for k in mean if k != "total"}})
@@ -413,7 +448,7 @@ class Trainer:
                                  sps, lr, {k: v for k, v in mean.items() if k != "total"}, mean["total"],
                                  best_val_loss=state.best_val, skipped_steps=state.skipped)
             validated = False
-            if validation_due(state.step - last_val_step, validate_every, now - last_val_end, state.val_cost, throttle):
+            if val_due:
                 ev = self._validate(model, val_batch, val_mask, pinv, state, steps_per_epoch, now, eta, total_steps, sps, lr)
                 yield ev
                 last_val_step, last_val_end, validated = state.step, elapsed(), True
@@ -425,10 +460,14 @@ class Trainer:
                                      skipped_steps=state.skipped, message=state.stopped + _kept(state))
                     break
             if self.checkpoint_path and ((validated and state.validations % max(1, cfg.checkpoint_interval) == 0)
-                                         or elapsed() - last_ckpt >= self.checkpoint_every_s):
+                                         or ckpt_due):
                 state.elapsed, state.last_val_step = elapsed(), last_val_step
-                _save_checkpoint(self.checkpoint_path, model, opt, rng, state, meta)
+                if world.main:   # rank 0 alone writes files
+                    _save_checkpoint(self.checkpoint_path, model, opt, rng, state, meta)
                 last_ckpt = elapsed()
+            # alone, a Stop (or the budget running out) during the validation or checkpoint above ends the run now;
+            # ranks keep to the plan they share (a Stop then takes one more step)
+            go = not stop and (world.distributed or not (self._stop_requested() or progress() >= 1.0))
 
         now = elapsed()
         if state.stopped:  # the current weights are broken: never validated, checkpointed or saved
@@ -438,9 +477,18 @@ class Trainer:
                                     "learning_rate")
         else:
             yield self._validate(model, val_batch, val_mask, pinv, state, steps_per_epoch, now, 0.0, total_steps, 0.0, 0.0)
-            if self.checkpoint_path:  # the run as it stands (not the best model), so a resume continues it
+            if self.checkpoint_path and world.main:  # the run as it stands (not the best model): a resume continues it
                 state.elapsed, state.last_val_step = now, state.step
                 _save_checkpoint(self.checkpoint_path, model, opt, rng, state, meta)
+        ranks = ""
+        if world.distributed:  # the last collective: from here rank 0 goes on alone (model file, prior)
+            ranks = f"; rank {world.rank} of {world.size}, codebooks {codebook_digest(model)}"
+            finish(world)
+            if not world.main:
+                yield TrainEvent("done", state.step, state.step / steps_per_epoch, now, 0.0, total_steps,
+                                 best_val_loss=state.best_val, skipped_steps=state.skipped,
+                                 message=f"finished{ranks} (rank 0 writes the model)")
+                return
         if state.best_state is not None:
             model.load_state_dict(state.best_state)
         bad = nonfinite_tensors(model)
@@ -448,7 +496,7 @@ class Trainer:
             raise TrainingError(f"training ended with non-finite weights ({', '.join(bad[:3])}): nothing was written")
         model.eval()
         model.to(memory_format=torch.contiguous_format)
-        info = self._bundle_info(model, front, clips, used, train_idx, val_idx, val_batch, state, now)
+        info = self._bundle_info(model, clips, used, train_idx, val_idx, val_batch, state, now, device)
         codec = Codec(model.cpu(), mel_cfg, info)
         self.result = TrainResult(codec, state.step, self._cancel.is_set(), state.best_val, state.skipped,
                                   state.stopped)
@@ -456,7 +504,7 @@ class Trainer:
         yield TrainEvent("done", state.step, state.step / steps_per_epoch, now, 0.0, total_steps,
                          best_val_loss=state.best_val, codebook=health, skipped_steps=state.skipped,
                          message=state.stopped + _kept(state) if state.stopped else
-                         "cancelled: kept the best model so far" if self._cancel.is_set() else "finished")
+                         "cancelled: kept the best model so far" if self._cancel.is_set() else f"finished{ranks}")
 
     # ---------------------------------------------------------------- helpers
     @torch.no_grad()
@@ -468,9 +516,14 @@ class Trainer:
         t0 = time.perf_counter()
         cfg = self.config
         model.eval()
+        world = self.world
+        # each rank scores its share of the fixed crops; the sums and code counts are reduced over the ranks
+        share = list(range(world.rank, len(val_batch), world.size)) or [0]
+        weight = 1.0 if world.rank < len(val_batch) else 0.0   # a rank past the crops counts nothing
+        crops, crops_mask = val_batch[share], val_mask[share]
         sums: dict[str, float] = {}
-        codes_all = []
-        for chunk, chunk_mask in zip(torch.split(val_batch, 16), torch.split(val_mask, 16), strict=True):
+        counts = np.zeros((cfg.num_quantizers, cfg.codebook_size), dtype=np.int64)
+        for chunk, chunk_mask in zip(torch.split(crops, 16), torch.split(crops_mask, 16), strict=True):
             latent = model.encode(chunk)
             quantized, codes, _ = model.quantize(latent)
             recon = model.decode(quantized, chunk.shape[-1])
@@ -478,13 +531,16 @@ class Trainer:
             losses = compute_losses(recon, chunk, commit, pinv, cfg, chunk_mask)
             losses["total"] = total_loss({k: v for k, v in losses.items()}, cfg)
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * len(chunk)
-            codes_all.append(codes.cpu())
+                sums[k] = sums.get(k, 0.0) + float(v) * len(chunk) * weight
+            counts += code_counts(codes.permute(1, 0, 2, 3).cpu().numpy(), cfg.codebook_size) * int(weight)
+        names = sorted(sums)
+        reduced = reduce_sum(world, [sums[k] for k in names] + counts.reshape(-1).astype(float).tolist(),
+                             val_batch.device)
         n = len(val_batch)
-        mean = {k: v / n for k, v in sums.items()}
+        mean = {k: v / n for k, v in zip(names, reduced[:len(names)], strict=True)}
         val = mean.pop("total")
-        codes = torch.cat(codes_all).permute(1, 0, 2, 3).numpy()
-        health = tuple(level_health(codes, cfg.codebook_size, cfg.level_names))
+        counts = np.rint(reduced[len(names):]).astype(np.int64).reshape(counts.shape)
+        health = tuple(health_from_counts(counts[q], name) for q, name in enumerate(cfg.level_names))
         state.validations += 1
         state.val_cost = time.perf_counter() - t0
         # the untrained baseline (step 0) is for the curves only: it must never be the model that is kept
@@ -505,13 +561,14 @@ class Trainer:
                           skipped_steps=state.skipped, message=msg)
 
     @torch.no_grad()
-    def _bundle_info(self, model, front, clips, used, train_idx, val_idx, val_batch, state, now) -> BundleInfo:
+    def _bundle_info(self, model, clips, used, train_idx, val_idx, val_batch, state, now,
+                     device: torch.device) -> BundleInfo:
         cfg = self.config
         usage = np.zeros((cfg.num_quantizers, cfg.codebook_size), dtype=np.int64)
         max_frames = self.mel_cfg.num_frames(int(MAX_USAGE_SECONDS_PER_FILE * self.mel_cfg.sample_rate))
         device = next(model.parameters()).device
-        for i in train_idx:
-            mel = clips[i].mel[:, :max_frames].to(device)[None, None]
+        for i in usage_files(clips, train_idx, max_frames, self.mel_cfg.num_frames(int(MAX_USAGE_SECONDS_TOTAL * self.mel_cfg.sample_rate))):
+            mel = clips[i].window(0, max_frames).to(device)[None, None]
             _, codes, _ = model.quantize(model.encode(mel))
             usage += code_counts(codes[0].cpu().numpy(), cfg.codebook_size)
         _, val_codes, _ = model.quantize(model.encode(val_batch))
@@ -524,6 +581,9 @@ class Trainer:
             "total_seconds": round(sum(v.duration_s for v in used), 3),
             "steps": state.step, "skipped_steps": state.skipped, "train_seconds": round(now, 1),
             "cancelled": self._cancel.is_set(), "best_val_loss": state.best_val,
+            "training": {**self.world.record(device), "batch_per_rank": cfg.batch_size,
+                         "crops_per_step": cfg.batch_size * self.world.size},
+            **({"corpus": self.corpus} if self.corpus else {}),
         }
         if state.stopped:
             dataset["stopped"] = state.stopped
@@ -531,26 +591,6 @@ class Trainer:
                   "training_usage": [health_from_counts(usage[q], n).to_dict() for q, n in enumerate(cfg.level_names)]}
         return BundleInfo(config=cfg, mel=self.mel_cfg, fingerprint=fingerprint(tensors, cfg, self.mel_cfg),
                           dataset=dataset, health=health, history=_thin(state.history, 500), usage=usage.tolist())
-
-
-def load_accepted(v: FileVerdict, sample_rate: int, max_seconds: float | None = None,
-                  variable: str = "") -> np.ndarray:
-    """A file the scan accepted, as mono float32 at `sample_rate`, loaded in one pass under `max_seconds` (set by
-    `variable`) and under SCAN_MARGIN_S past the length the scan found (v.duration_s, when known): a file that
-    grew or was replaced since is refused before decoding past either. AudioError "NAME: why" otherwise (for the
-    length, why names the configured limit or the length found at the scan, whichever was reached)."""
-    scanned = v.duration_s + SCAN_MARGIN_S if v.duration_s > 0 else None
-    by_scan = scanned is not None and (max_seconds is None or scanned < max_seconds)
-    try:
-        wave, _ = load_audio(v.path, sample_rate, max_seconds=scanned if by_scan else max_seconds,
-                             variable=variable)
-    except TooLong as exc:
-        if not by_scan:
-            raise
-        said = (f"longer than when scanned ({v.duration_s:.2f} s; decoding stopped at {scanned:.2f} s)"
-                if exc.counted else f"{exc.seconds:.2f} s long, {v.duration_s:.2f} s when scanned")
-        raise AudioError(f"{v.name}: {said}") from exc
-    return wave
 
 
 @dataclass
@@ -568,6 +608,16 @@ class _RunState:
     stopped: str = ""  # set when a non-finite loss stopped the run
 
 
+def codebook_digest(model: torch.nn.Module) -> str:
+    """SHA-256 (first 16 hex digits) of the quantizer's state: the ranks of a run print it to show one codebook."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        if k.startswith("quantizer."):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def nonfinite_tensors(model: torch.nn.Module | dict) -> list[str]:
     """Names of the parameters and buffers (or state-dict entries) holding NaN or inf; [] when all are finite."""
     items = model.items() if isinstance(model, dict) else [*model.named_parameters(), *model.named_buffers()]
@@ -579,6 +629,16 @@ def _kept(state: _RunState) -> str:
     if state.best_state is None:
         return ""
     return f"; kept the best model so far (step {state.best_step}, validation loss {state.best_val:.4f})"
+
+
+def _corpus_text(corpus: dict) -> str:
+    """What the mel cache did, for the start line ("" in memory)."""
+    if not corpus:
+        return ""
+    how = (f"{corpus['computed']} computed in {corpus['built_s']:g} s ({corpus['workers']} workers), "
+           f"{corpus['reused']} reused" if corpus["computed"] else f"all {corpus['reused']} reused")
+    return (f"mel cache {corpus['cache']}: {corpus['files']} files, {corpus['hours']:g} h, "
+            f"{corpus['bytes'] / 1e6:.0f} MB ({how}); ")
 
 
 def _budget_text(budget: dict) -> str:
@@ -743,6 +803,34 @@ def split_budget(minutes: float | None, prior_share: float) -> float | None:
     return None if minutes is None else minutes * (1.0 - prior_share)
 
 
+class ClipMels(Sequence):
+    """(name, log-mel [n_mels, frames]) of each clip, read when asked for: the prior's corpus without holding
+    every log-mel at once (a cached clip reads its file's rows from disk)."""
+
+    def __init__(self, clips: Sequence[Clip]):
+        self.clips = list(clips)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self.clips[i].name, self.clips[i].mel
+
+
+def prior_clips(clips: Sequence[Clip], max_frames: int) -> tuple[list[Clip], str]:
+    """The clips the prior learns from: all of them up to `max_frames` in total, else evenly spaced ones up to
+    it (its encoding is paid from its share of the budget), with a note saying so ("" when all)."""
+    total = sum(c.frames for c in clips)
+    if total <= max_frames:
+        return list(clips), ""
+    keep = max(1, int(len(clips) * max_frames / total))
+    chosen = [clips[j] for j in np.linspace(0, len(clips) - 1, keep).astype(int)]
+    return chosen, (f"the prior learns from {len(chosen)} of the {len(clips)} files (evenly chosen, about "
+                    f"{PRIOR_MAX_SECONDS / 3600:g} h of audio): encoding all of them would cost more than its budget")
+
+
 def train_prior_after(trainer: Trainer, minutes: float | None, prior_share: float) -> Iterator[TrainEvent]:
     """After `trainer.run()` finished: train the prior on the same clips' codes for its share of the budget
     (of `minutes`, or share/(1 - share) of the codec's time when the budget was in epochs), streaming its
@@ -761,8 +849,11 @@ def train_prior_after(trainer: Trainer, minutes: float | None, prior_share: floa
     seconds = minutes * 60 * prior_share if minutes is not None else \
         float(result.info.dataset.get("train_seconds", 60)) * prior_share / (1 - prior_share)
     try:   # the codec is done: nothing that goes wrong with the prior may cost it
-        prior = PriorTrainer.from_audio(result.codec, [(c.name, c.mel) for c in trainer.clips],
-                                        max(seconds, 5.0) / 60, stop=trainer._stop_requested)
+        clips, note = prior_clips(trainer.clips, trainer.mel_cfg.num_frames(int(PRIOR_MAX_SECONDS * result.codec.sample_rate)))
+        if note:
+            yield TrainEvent("warning", result.steps, 0.0, 0.0, stage="prior", message=note)
+        prior = PriorTrainer.from_audio(result.codec, ClipMels(clips), max(seconds, 5.0) / 60,
+                                        stop=trainer._stop_requested)
         yield from prior.run()
         broken = nonfinite_tensors(prior.result.model) if prior.result is not None else ["no result"]
         if broken:

@@ -1,0 +1,340 @@
+"""The training corpus's log-mels on disk: computed once (in worker processes), read back crop by crop.
+
+Why: in memory a corpus costs 128 mels x 94 frames/s x 4 bytes ~ 170 MB per hour of audio (100 hours ~ 17 GB),
+and every run recomputes it. Here each accepted file's log-mel is written once into one data file
+(`mels.f32`, float32, frame-major: a file's frames are rows [frames, n_mels], so a crop is one contiguous read)
+with an index (`index.json`: per file its path, size, mtime, a hash of its first and last 64 KiB, frames and
+first row), in a folder next to the model (`distill train` uses OUTPUT.cache). A second run, `--resume`,
+`distill prior` and every rank of a distributed run read the same cache; a file whose size, mtime or hashed bytes
+changed is computed again, a different front end (MelConfig) starts the cache over. Crops are read with
+`os.pread`, never mapped, so the process's memory does not grow with the corpus (a mapped file's touched
+pages count as the process's own).
+
+The values are the very floats `MelFrontEnd.logmel` returns in this process: crops from the cache are
+bit-identical to crops from the in-memory clips (`MemoryClip`) for the same seed (tests/test_melcache.py).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import contextlib
+import fcntl
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from .audio import AudioError, FileVerdict, content_problem, load_accepted
+from .fileio import atomic_write_text
+from .spectrogram import MelConfig, MelFrontEnd
+
+CACHE_FORMAT = "distill-mel-cache"
+CACHE_VERSION = 1
+DATA_NAME, INDEX_NAME, LOCK_NAME = "mels.f32", "index.json", "lock"
+HEAD_BYTES = 1 << 16          # the bytes hashed at each end of a file (with its size and mtime: the cache key)
+PARALLEL_MIN_FILES = 16       # fewer files than this to compute: in this process (a worker costs ~2 s to start)
+PARALLEL_MIN_SECONDS = 300.0  # ... or less audio than this
+MAX_IN_FLIGHT_PER_WORKER = 2  # finished log-mels waiting to be written, per worker (bounds the parent's memory)
+COMPACT_SHARE = 0.5           # rewrite the data file once over half of it belongs to no file in the index
+
+
+@dataclass(frozen=True)
+class MemoryClip:
+    """One file's log-mel held in memory (the studio's training, small runs without a cache)."""
+
+    name: str
+    mel: torch.Tensor  # [n_mels, frames]
+
+    @property
+    def frames(self) -> int:
+        return int(self.mel.shape[-1])
+
+    def window(self, start: int, length: int) -> torch.Tensor:
+        """[n_mels, min(length, frames - start)] from frame `start` (a view)."""
+        return self.mel[:, start:start + length]
+
+
+@dataclass(frozen=True)
+class DiskClip:
+    """One file's log-mel in a MelCache's data file: rows `row`..`row + frames` of [*, n_mels] float32."""
+
+    name: str
+    frames: int
+    row: int
+    data: str      # the data file's path
+    n_mels: int
+
+    def window(self, start: int, length: int) -> torch.Tensor:
+        """[n_mels, min(length, frames - start)] from frame `start`, read from disk (a fresh tensor)."""
+        start = max(0, min(int(start), self.frames))
+        n = max(0, min(int(length), self.frames - start))
+        if n == 0:
+            return torch.zeros(self.n_mels, 0)
+        size = n * self.n_mels * 4
+        fd = os.open(self.data, os.O_RDONLY)
+        try:
+            buf = os.pread(fd, size, (self.row + start) * self.n_mels * 4)
+        finally:
+            os.close(fd)
+        if len(buf) != size:
+            raise AudioError(f"{self.name}: the mel cache {self.data} is truncated (read {len(buf)} of {size} bytes); "
+                             "delete the cache folder and train again")
+        return torch.from_numpy(np.frombuffer(buf, dtype=np.float32).reshape(n, self.n_mels).T.copy())
+
+    @property
+    def mel(self) -> torch.Tensor:
+        """The whole log-mel [n_mels, frames] (for the passes that encode a whole file)."""
+        return self.window(0, self.frames)
+
+
+Clip = MemoryClip | DiskClip
+
+
+@dataclass
+class CorpusLoad:
+    """What loading a corpus left: the clips in the order of the accepted verdicts that loaded, those verdicts,
+    the ones skipped (changed since the scan), one warning per skipped file, and (with a cache) what it did."""
+
+    clips: list[Clip]
+    used: list[FileVerdict]
+    skipped: list[FileVerdict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    cache: dict = field(default_factory=dict)   # {} in memory; else path, files, hours, bytes, built_s, ...
+
+
+@lru_cache(maxsize=4)
+def _front(mel_json: str) -> MelFrontEnd:
+    return MelFrontEnd(MelConfig.from_dict(json.loads(mel_json)))
+
+
+def _mel_json(mel: MelConfig) -> str:
+    return json.dumps(mel.to_dict(), sort_keys=True)
+
+
+def file_logmel(v: FileVerdict, mel_json: str, max_seconds: float | None,
+                variable: str) -> tuple[torch.Tensor | None, str]:
+    """(log-mel [n_mels, frames], "") of an accepted file, or (None, why it is no longer usable)."""
+    sr = MelConfig.from_dict(json.loads(mel_json)).sample_rate
+    try:
+        wave = load_accepted(v, sr, max_seconds, variable)
+        why = content_problem(len(wave), sr, float(np.abs(wave).max()) if wave.size else 0.0)
+    except AudioError as exc:
+        text = str(exc)
+        why = text[len(v.name) + 2:] if text.startswith(f"{v.name}: ") else text
+    if why:
+        return None, why
+    return _front(mel_json).logmel(wave), ""
+
+
+def _worker_logmel(v: FileVerdict, mel_json: str, max_seconds: float | None,
+                   variable: str) -> tuple[np.ndarray | None, str]:
+    """file_logmel in a worker process, frame-major [frames, n_mels] float32 (the layout written). Never raises:
+    a file that breaks the decoder is one skipped file, not a failed build."""
+    try:
+        mel, why = file_logmel(v, mel_json, max_seconds, variable)
+    except Exception as exc:  # noqa: BLE001 - the reason is shown to the user with the file's name
+        return None, f"could not be read ({type(exc).__name__}: {exc})"
+    return (None, why) if mel is None else (np.ascontiguousarray(mel.T.numpy(), dtype=np.float32), "")
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)   # one core per worker; the parent's threads stay the parent's
+
+
+def skip_warning(v: FileVerdict, why: str) -> tuple[FileVerdict, str]:
+    """The verdict and warning of an accepted file that can no longer be used (one text for both loaders)."""
+    return (FileVerdict(v.path, False, f"changed since the scan: {why}", v.duration_s, v.sample_rate, v.channels),
+            f"{v.name} changed since the scan: {why}; skipped, training goes on without it")
+
+
+def load_in_memory(accepted: Sequence[FileVerdict], mel: MelConfig, max_seconds: float | None = None,
+                   variable: str = "") -> CorpusLoad:
+    """Every accepted file's log-mel in memory, one after another (today's small-folder path)."""
+    out = CorpusLoad([], [])
+    key = _mel_json(mel)
+    for v in accepted:
+        m, why = file_logmel(v, key, max_seconds, variable)
+        if m is None:
+            verdict, text = skip_warning(v, why)
+            out.skipped.append(verdict)
+            out.warnings.append(text)
+            continue
+        out.clips.append(MemoryClip(v.name, m))
+        out.used.append(v)
+    return out
+
+
+def file_key(path: str) -> dict:
+    """What says a file is the one cached: size, mtime (ns) and a SHA-1 of its first and last HEAD_BYTES.
+    OSError when it cannot be read (e.g. it disappeared)."""
+    st = os.stat(path)
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        h.update(f.read(HEAD_BYTES))
+        if st.st_size > 2 * HEAD_BYTES:
+            f.seek(st.st_size - HEAD_BYTES)
+        h.update(f.read(HEAD_BYTES))
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "head": h.hexdigest()}
+
+
+@contextlib.contextmanager
+def _locked(folder: str) -> Iterator[None]:
+    """One process at a time builds or updates the cache (the other ranks of a distributed run wait here, then
+    find it complete)."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, LOCK_NAME), "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _read_index(folder: str, mel: MelConfig) -> tuple[dict, str]:
+    """(the index, "") when it is this version's and this front end's; ({}, why it starts over) otherwise."""
+    path = os.path.join(folder, INDEX_NAME)
+    if not os.path.exists(path):
+        return {}, ""
+    try:
+        index = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, ValueError) as exc:
+        return {}, f"its index could not be read ({exc})"
+    if index.get("format") != CACHE_FORMAT or index.get("version") != CACHE_VERSION:
+        return {}, "it was written by another version"
+    if index.get("mel") != _mel_json(mel):
+        return {}, "the front-end settings (MelConfig) differ"
+    data = os.path.join(folder, DATA_NAME)
+    rows = os.path.getsize(data) // (4 * mel.n_mels) if os.path.exists(data) else 0
+    if any(e["row"] + e["frames"] > rows for e in index.get("files", {}).values()):
+        return {}, "its data file is shorter than its index says"
+    return index, ""
+
+
+def _compact(folder: str, index: dict, n_mels: int) -> None:
+    """Rewrite the data file with only the rows the index names (in place of rows of files since changed)."""
+    data = os.path.join(folder, DATA_NAME)
+    tmp = data + ".compact"
+    row = 0
+    with open(data, "rb") as src, open(tmp, "wb") as dst:
+        for entry in sorted(index["files"].values(), key=lambda e: e["row"]):
+            src.seek(entry["row"] * n_mels * 4)
+            dst.write(src.read(entry["frames"] * n_mels * 4))
+            entry["row"] = row
+            row += entry["frames"]
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, data)
+
+
+def in_workers(todo: Sequence[tuple[int, FileVerdict]], workers: int) -> bool:
+    """Whether computing these files pays for starting worker processes (else: in this process, one by one)."""
+    return (workers > 1 and len(todo) >= PARALLEL_MIN_FILES
+            and sum(v.duration_s for _, v in todo) >= PARALLEL_MIN_SECONDS)
+
+
+def _compute(todo: list[tuple[int, FileVerdict]], mel: MelConfig, max_seconds: float | None, variable: str,
+             workers: int) -> Iterator[tuple[int, np.ndarray | None, str]]:
+    """(position, log-mel [frames, n_mels] or None, why) for each file to compute, in worker processes when the
+    work is large enough to pay for starting them, in this process otherwise; in any order."""
+    key = _mel_json(mel)
+    if not in_workers(todo, workers):
+        for i, v in todo:
+            yield (i, *_worker_logmel(v, key, max_seconds, variable))
+        return
+    ctx = multiprocessing.get_context("spawn")   # never fork a process whose torch has started threads
+    with futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+        pending: dict[futures.Future, int] = {}
+        queue = iter(todo)
+        limit = workers * MAX_IN_FLIGHT_PER_WORKER
+        for i, v in queue:
+            pending[pool.submit(_worker_logmel, v, key, max_seconds, variable)] = i
+            if len(pending) < limit:
+                continue
+            done, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
+            for f in done:
+                yield (pending.pop(f), *f.result())
+        for f in futures.as_completed(list(pending)):
+            yield (pending.pop(f), *f.result())
+
+
+def load_cached(folder: str | os.PathLike, accepted: Sequence[FileVerdict], mel: MelConfig,
+                max_seconds: float | None = None, variable: str = "", workers: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> CorpusLoad:
+    """The accepted files' log-mels through the cache in `folder`: cached ones are reused, the rest computed
+    (`workers` processes; default: the cores, at most 8) and appended. `progress(done, total)` after each file
+    computed. A file that vanished or changed into something unusable is skipped with a warning."""
+    folder = os.path.abspath(os.fspath(folder))
+    workers = workers if workers is not None else min(8, os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    with _locked(folder):
+        index, why_new = _read_index(folder, mel)
+        data = os.path.join(folder, DATA_NAME)
+        if not index:
+            index = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "mel": _mel_json(mel), "n_mels": mel.n_mels,
+                     "files": {}}
+            with open(data, "wb"):
+                pass
+        entries: dict[str, dict] = index["files"]
+        out = CorpusLoad([], [])
+        found: dict[int, dict] = {}
+        todo: list[tuple[int, FileVerdict]] = []
+        keys: dict[int, dict] = {}
+        for i, v in enumerate(accepted):
+            path = os.path.abspath(v.path)
+            try:
+                keys[i] = file_key(path)
+            except OSError as exc:
+                keys[i] = {}
+                found[i] = {"why": f"it can no longer be read ({exc.strerror or exc})"}
+                continue
+            e = entries.get(path)
+            if e is not None and all(e.get(k) == keys[i][k] for k in keys[i]):
+                found[i] = e
+            else:
+                todo.append((i, v))
+        reused = len(found)
+        if todo:
+            with open(data, "ab") as f:
+                row = f.tell() // (4 * mel.n_mels)
+                for n, (i, m, why) in enumerate(_compute(todo, mel, max_seconds, variable, workers), 1):
+                    if m is None:
+                        found[i] = {"why": why}
+                    else:
+                        f.write(m.tobytes())
+                        e = {**keys[i], "frames": int(m.shape[0]), "row": row}
+                        row += int(m.shape[0])
+                        entries[os.path.abspath(accepted[i].path)] = found[i] = e
+                    if progress:
+                        progress(n, len(todo))
+                f.flush()
+                os.fsync(f.fileno())
+            total_rows = os.path.getsize(data) // (4 * mel.n_mels)
+            live = sum(e["frames"] for e in entries.values())
+            if total_rows and (total_rows - live) > COMPACT_SHARE * total_rows:
+                _compact(folder, index, mel.n_mels)
+            atomic_write_text(os.path.join(folder, INDEX_NAME), json.dumps(index))
+        for i, v in enumerate(accepted):
+            e = found[i]
+            if "why" in e:
+                verdict, text = skip_warning(v, e["why"])
+                out.skipped.append(verdict)
+                out.warnings.append(text)
+                continue
+            out.clips.append(DiskClip(v.name, int(e["frames"]), int(e["row"]), data, mel.n_mels))
+            out.used.append(v)
+    frames = sum(c.frames for c in out.clips)
+    out.cache = {"cache": folder, "files": len(out.clips), "computed": len(todo), "reused": reused,
+                 "hours": round(frames * mel.hop_length / mel.sample_rate / 3600, 3),
+                 "bytes": os.path.getsize(data), "built_s": round(time.perf_counter() - t0, 1),
+                 "workers": workers if in_workers(todo, workers) else 1,
+                 **({"started_over": why_new} if why_new else {})}
+    if why_new:
+        out.warnings.insert(0, f"the mel cache in {folder} was started over: {why_new}")
+    return out

@@ -124,3 +124,23 @@ def test_a_truncated_cache_is_started_over_not_read_past_its_end(folder, tmp_pat
     again = load_cached(cache, accepted(folder), MelConfig())
     assert again.cache["computed"] == 6
     assert any("shorter than its index" in w for w in again.warnings)
+
+
+def test_a_second_scan_takes_the_verdicts_of_unchanged_cached_files_and_inspects_the_rest(folder, tmp_path,
+                                                                                           monkeypatch):
+    from distill import audio
+
+    cache = tmp_path / "cache"
+    first = scan_paths(sorted(folder.iterdir()))
+    load_cached(cache, first.accepted, MelConfig())
+    (folder / "clip3.wav").write_bytes((folder / "clip0.wav").read_bytes())   # changed since it was cached
+    decoded = []
+    real = audio.inspect_file
+    monkeypatch.setattr(audio, "inspect_file", lambda p, *a, **k: decoded.append(os.path.basename(p)) or real(p, *a, **k))
+    again = scan_paths(sorted(folder.iterdir()), known=melcache.known_verdicts(cache, MelConfig()))
+    assert decoded == ["clip3.wav"]
+    assert [(v.name, v.accepted, round(v.duration_s, 3)) for v in again.verdicts if v.name != "clip3.wav"] == \
+        [(v.name, v.accepted, round(v.duration_s, 3)) for v in first.verdicts if v.name != "clip3.wav"]
+    limited = scan_paths(sorted(folder.iterdir()), max_seconds=0.5, known=melcache.known_verdicts(cache, MelConfig()))
+    assert [v.name for v in limited.accepted] == [v.name for v in again.accepted if v.duration_s <= 0.5] == \
+        ["clip0.wav", "clip3.wav"]   # a cached verdict over the limit is refused as a decode would refuse it

@@ -553,21 +553,29 @@ def scan_warnings(accepted: int) -> tuple[str, ...]:
 
 def scan_paths(paths: Iterable[str | os.PathLike], max_seconds: float | None = None,
                variable: str = "", workers: int = 1,
-               progress: Callable[[int, int], None] | None = None) -> ScanReport:
+               progress: Callable[[int, int], None] | None = None,
+               known: Callable[[str], FileVerdict | None] | None = None) -> ScanReport:
     """Verdict for each given file, in order (files over `max_seconds` rejected before a full decode:
     inspect_file); warns outside the designed 5-500 file range. `workers` threads decode files side by side
     (libsndfile and the checks release the GIL: a library of thousands of files scans in parallel);
-    `progress(done, total)` after each file."""
+    `progress(done, total)` after each file. `known(path)`: the verdict of a file already decoded and
+    unchanged since (the mel cache's, distill.melcache.known_verdicts), or None to inspect it."""
     paths = list(paths)
+
+    def check(p: str | os.PathLike, max_seconds: float | None, variable: str) -> FileVerdict:
+        v = known(os.fspath(p)) if known is not None else None
+        if v is not None and v.accepted and (max_seconds is None or v.duration_s <= max_seconds):
+            return v
+        return inspect_file(p, max_seconds, variable)
     if workers <= 1 or len(paths) < 2:
         verdicts = []
         for n, p in enumerate(paths, 1):
-            verdicts.append(inspect_file(p, max_seconds, variable))
+            verdicts.append(check(p, max_seconds, variable))
             if progress:
                 progress(n, len(paths))
     else:
         with ThreadPoolExecutor(workers) as pool:
-            jobs = [pool.submit(inspect_file, p, max_seconds, variable) for p in paths]
+            jobs = [pool.submit(check, p, max_seconds, variable) for p in paths]
             for n, _ in enumerate(as_completed(jobs), 1):
                 if progress:
                     progress(n, len(paths))

@@ -35,12 +35,13 @@ from .edits import OPERATIONS, EditError, parse_region, regenerate
 from .edits.operations import DEFAULT_STEPS, DEFAULT_TEMPERATURE
 from .edits.syntax import regenerate_settings
 from .fileio import atomic_write_text, atomic_write_wav
-from .melcache import load_cached, load_in_memory
+from .melcache import known_verdicts, load_cached, load_in_memory
 from .model import DOWNSAMPLE
 from .parallel import launched
 from .prior import DEFAULT_PRIOR_SHARE, PriorTrainer
 from .render import parse_donor_spec
 from .session import Clip, EditSession, decode_with_source, read_document
+from .spectrogram import MelConfig
 from .train import (
     ClipMels,
     Trainer,
@@ -170,8 +171,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CliError(f"--workers must be >= 1, got {workers}")
     # same walk as scan_folder; files over DISTILL_MAX_CLIP_SECONDS (when set) are rejected before they decode,
     # and the Trainer loads the rest under the same limit
+    cache = None if args.no_cache else (args.cache or args.output + ".cache")
     report = scan_paths([f for p in paths for f in _existing(p)], **clip_limit(), workers=workers,
-                        progress=_counter("scanned", not main_rank))
+                        progress=_counter("scanned", not main_rank),
+                        known=None if cache is None else known_verdicts(cache, MelConfig()))
     for v in report.rejected if main_rank else ():
         print(f"skipped {v.describe()}", file=sys.stderr)
     n = len(report.accepted)
@@ -196,7 +199,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     ckpt = args.checkpoint or (args.output + ".ckpt")
     every = {} if args.checkpoint_every is None else {"checkpoint_every_s": args.checkpoint_every}
     share = _prior_share(args.prior_share)
-    cache = None if args.no_cache else (args.cache or args.output + ".cache")
     trainer = Trainer(report, cfg, minutes=split_budget(minutes, share), epochs=epochs, checkpoint_path=ckpt,
                       resume_from=args.resume, cache_dir=cache, workers=workers,
                       on_progress=_counter("log-mels computed", not main_rank), **every)

@@ -264,6 +264,29 @@ def _compute(todo: list[tuple[int, FileVerdict]], mel: MelConfig, max_seconds: f
             yield (pending.pop(f), *f.result())
 
 
+def known_verdicts(folder: str | os.PathLike, mel: MelConfig) -> Callable[[str], FileVerdict | None]:
+    """A lookup for scan_paths(known=...): the accepted verdict the scan gave a file the cache in `folder` holds,
+    when the file is unchanged since (file_key); None for any other (it is decoded and inspected). A second run
+    over a large library then scans in the time it takes to read each file's ends, not to decode it all."""
+    index, _ = _read_index(os.path.abspath(os.fspath(folder)), mel) if os.path.isdir(folder) else ({}, "")
+    entries = index.get("files", {})
+
+    def known(path: str) -> FileVerdict | None:
+        e = entries.get(os.path.abspath(path))
+        if e is None or "verdict" not in e:
+            return None
+        try:
+            key = file_key(os.path.abspath(path))
+        except OSError:
+            return None
+        if any(e.get(k) != key[k] for k in key):
+            return None
+        v = e["verdict"]
+        return FileVerdict(path, True, v["reason"], v["duration_s"], v["sample_rate"], v["channels"])
+
+    return known
+
+
 def load_cached(folder: str | os.PathLike, accepted: Sequence[FileVerdict], mel: MelConfig,
                 max_seconds: float | None = None, variable: str = "", workers: int | None = None,
                 progress: Callable[[int, int], None] | None = None) -> CorpusLoad:
@@ -308,7 +331,10 @@ def load_cached(folder: str | os.PathLike, accepted: Sequence[FileVerdict], mel:
                         found[i] = {"why": why}
                     else:
                         f.write(m.tobytes())
-                        e = {**keys[i], "frames": int(m.shape[0]), "row": row}
+                        v = accepted[i]
+                        e = {**keys[i], "frames": int(m.shape[0]), "row": row, "verdict": {
+                            "duration_s": v.duration_s, "sample_rate": v.sample_rate, "channels": v.channels,
+                            "reason": v.reason}}
                         row += int(m.shape[0])
                         entries[os.path.abspath(accepted[i].path)] = found[i] = e
                     if progress:

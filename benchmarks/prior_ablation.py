@@ -12,20 +12,19 @@ same corpus and the same held-out split for every variant. Each variant is score
 the held-out bits/code of Timbre + Detail under a 1-16-column span, in the order the sampler draws
 (`evaluate_bits(steps=...)`), and the median of three 4 x 2 s Regenerate candidates, sampled and rendered.
 
-What each variant removes (VARIANTS); parts without a config switch are switched off here, by replacing a
-function in the module that calls it (never by editing src/):
-  - no network: the transformer's output h is zero and never computed (CodePrior.features keeps only the
-    nearest-visible-code lookup), so the network's part of the mixture is its tables alone: the code frequencies,
-    the copy bonus and the Structure gain; the training loop still runs for the budget and trains the tables;
-  - no latent path: latent_dim 0 (so no context part, recall, kernel, product or calibration either): the
-    network alone, as priors saved before the latent path;
+What each variant removes (VARIANTS; join names with + to remove several together, as the backward elimination
+of issue 26 did: each round's baseline is the previous round's cheapest removal). Parts without a config switch
+are switched off here, by replacing a function in the module that calls it (never by editing src/):
+  - no latent path: latent_dim 0 (so no context part, recall or calibration either): the code tables alone;
   - no context part: context_width 0 (context_same 0 with it, which needs the part; and so no shifted encodings);
-  - no ensemble: context_members 1;  no same-level context: context_same 0;  no recall kernel: recall_kernel 0;
-  - no product: product 0;
+  - no same-level context: context_same 0;
   - no shifted encodings: context_shifts returns 0 (the context part is fitted on the training clips only);
   - no calibration: calibrate_latent is skipped, the mixing tables keep their initial values (the training
     loop still moves them, as it does after calibration);
   - full again: the full prior a second time, last: how far the wall-clock budget alone moves the figures.
+The transformer, the context ensemble, the recall kernel and the product sharpening were removed from src/ by
+that elimination (each cost < 1% of the bits on both corpora when it went; benchmarks/README.md, "Prior
+ablation"); their variants went with them.
 """
 
 from __future__ import annotations
@@ -47,7 +46,6 @@ from prior import group_codec, training_items  # noqa: E402
 
 from distill import RegenerateSettings, load_source  # noqa: E402
 from distill.prior import (  # noqa: E402
-    CodePrior,
     PriorTrainer,
     edit_mask,
     encode_corpus,
@@ -56,7 +54,7 @@ from distill.prior import (  # noqa: E402
 )
 from distill.session import clip_from_source  # noqa: E402
 
-LATENT_OFF = {"latent_dim": 0, "context_width": 0, "recall_kernel": 0, "context_same": 0, "product": 0}
+LATENT_OFF = {"latent_dim": 0, "context_width": 0, "context_same": 0}
 
 
 @contextlib.contextmanager
@@ -69,30 +67,6 @@ def replaced(namespace: dict, name: str, value: object) -> Iterator[None]:
         yield
     finally:
         namespace[name] = old
-
-
-@contextlib.contextmanager
-def no_network() -> Iterator[None]:
-    """CodePrior.features without the transformer: h = 0, only the nearest visible codes (which the copy bonus and
-    the latent path read) are looked up."""
-    original = CodePrior.features
-    g = original.__globals__
-    nearest_positions, neighbours, PriorFeatures = g["nearest_positions"], g["neighbours"], g["PriorFeatures"]
-
-    def features(self: CodePrior, codes: torch.Tensor, pad: torch.Tensor | None = None):
-        N, L, B, T = codes.shape
-        if T > self.cfg.window:
-            raise ValueError(f"{T} columns exceed the prior's window of {self.cfg.window}")
-        pos_l, pos_r = nearest_positions(codes, self.mask_index, pad)
-        left, right, gap_l, gap_r = neighbours(codes, self.mask_index, pos_l, pos_r)
-        h = torch.zeros(N, L, B, T, self.cfg.cell_dim, dtype=self.embed.dtype)
-        return PriorFeatures(h, left, right, gap_l, gap_r, codes, pos_l, pos_r, pad)
-
-    CodePrior.features = features
-    try:
-        yield
-    finally:
-        CodePrior.features = original
 
 
 def _from_audio_globals() -> dict:
@@ -110,14 +84,10 @@ def _uncalibrated(*args, **kwargs) -> float:
 # name -> (what is removed, config overrides, context manager factory or None)
 VARIANTS: dict[str, tuple[str, dict, Callable[[], contextlib.AbstractContextManager] | None]] = {
     "full": ("nothing (the shipped prior)", {}, None),
-    "no_network": ("the transformer (its output zeroed; tables kept)", {}, no_network),
     "no_latent": ("the latent path (and with it context, recall, kernel, product, calibration)", LATENT_OFF, None),
     "no_context": ("the context part (and same-level context, shifted encodings)",
                    {"context_width": 0, "context_same": 0}, None),
-    "no_ensemble": ("the context ensemble (1 member, not 4)", {"context_members": 1}, None),
     "no_same": ("same-level context", {"context_same": 0}, None),
-    "no_kernel": ("the recall kernel", {"recall_kernel": 0}, None),
-    "no_product": ("the product sharpening", {"product": 0}, None),
     "no_shifts": ("the shifted encodings", {},
                   lambda: replaced(_from_audio_globals(), "context_shifts", lambda *a, **k: 0)),
     "no_calibration": ("the calibrated mixing (initial mixing tables)", {},
@@ -211,8 +181,7 @@ def run_variant(prep: dict, name: str, minutes: float) -> dict:
             "prior_seconds": round(prior_seconds, 1), "eval_seconds": round(eval_seconds, 1),
             "best_val_bits": meta.get("best_val_bits"), "speed_4x2s": seconds_4x2,
             "shifted": "shifted by parts of a column" in pt.encode_note, "encode_note": pt.encode_note.strip("; "),
-            "config": {f: getattr(cfg, f) for f in ("latent_dim", "context_width", "context_members", "recall_kernel",
-                                                    "context_same", "product")}}
+            "config": {f: getattr(cfg, f) for f in ("latent_dim", "context_width", "context_same")}}
 
 
 def run_ablation(root: str, groups: list[str], codec_minutes: float, budgets: list[float], variants: list[str],

@@ -281,7 +281,7 @@ def test_the_samplers_once_per_level_context_is_the_context_the_prior_computes_i
     span[:, :, 1:4] = True
     x = codes.clone()
     x[:, 1][span] = 32                                    # the finer level hidden in a span, Structure known
-    base = torch.zeros(3, 4, 6, model.cfg.context_members * 8)
+    base = torch.zeros(3, 4, 6, 8)
     base[span] = model.context_base(x, 1, span.nonzero().unbind(1))      # once, before the level is drawn
     x[:, 1, :2, 2] = codes[:, 1, :2, 2]                   # part-way: a few of the span's codes drawn
     cells = x[:, 1] == 32
@@ -314,24 +314,25 @@ def test_scoring_in_drawing_order_scores_each_hidden_cell_once_coarse_to_fine():
         [(q, sh.tolist(), sc.tolist()) for q, sh, sc in level_stages(hide)]
 
 
-def test_the_recall_through_the_kernel_lends_codes_whose_codewords_are_near_the_recalled_one():
-    """A recurring hit is seldom coded alike: the kernel part gives the codes near a recalled code's codeword more
-    than the far ones, where the plain recall gives them nothing."""
-    books = torch.tensor([[[0.0, 0.0], [0.0, 1.0], [0.0, 2.0], [0.0, 3.0]],          # Structure codewords
-                          [[0.0, 0.0], [0.3, 0.0], [5.0, 0.0], [-5.0, 0.0]]])       # code 1 is near code 0
-    cfg = PriorConfig(levels=2, bands=1, codebook_size=4, latent_dim=2, recall_kernel=1, **TINY)
-    model = CodePrior(cfg).eval()
-    with torch.no_grad():
-        model.books.copy_(books)
-        for t in (model.latent_mix, model.latent_rest, model.latent_recall):
-            t.fill_(-30.0)                     # every part but the kernel's silenced
-        model.latent_recall_near.fill_(0.0)
-        model.recall_sharp.fill_(math.log(20.0))   # only the cell whose Structure matches lends
-    codes = torch.tensor([[[[2, 2, 1]], [[0, 4, 3]]]])          # [1, L, B=1, T=3]: the middle cell's Timbre hidden
-    with torch.no_grad():
-        p = model.logits(model.features(codes), 1)[0, 0, 1].exp()   # [K] at the hidden cell
-    assert p[1] > 2 * p[2] and p[1] > 2 * p[3]        # recalled code 0 (its Structure matches): its neighbour 1 gains
-    assert p.sum() == pytest.approx(1.0, abs=1e-4)
+def test_a_prior_with_the_removed_parts_leaves_the_codec_usable_and_says_to_retrain(prior_codec, tmp_path):
+    """Priors saved before the ablation (benchmarks/README.md, "Prior ablation") hold the settings and weights of
+    parts since removed (the transformer, the context ensemble, the recall kernel, the product): their settings
+    are read and ignored, their weights refused with a note that says how to retrain; the codec is untouched."""
+    codec, path = prior_codec
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    record = json.loads(meta["prior"])
+    record["config"].update(width=32, layers=1, heads=2, cell_dim=8, band_width=16, band_layers=1, dropout=0.1,
+                            weight_decay=0.01, context_members=4, recall_kernel=1, product=1)
+    assert PriorConfig.from_dict(record["config"]) == PriorConfig.from_dict(json.loads(meta["prior"])["config"])
+    old = dict(tensors, **{"prior.embed": torch.zeros(2, 33, 8), "prior.latent_product": torch.zeros(2, 6)})
+    stale = tmp_path / "old_prior.distill"
+    save_file(old, str(stale), metadata=dict(meta, prior=json.dumps(record)))
+    loaded = Codec.load(stale)
+    assert loaded.prior is None and "parts since removed" in loaded.prior_note
+    assert "distill prior MODEL.distill FOLDER" in loaded.prior_note
+    assert loaded.fingerprint == codec.fingerprint
 
 
 def test_a_draw_keeps_to_the_nucleus_and_its_odds():
@@ -364,10 +365,8 @@ def test_every_cell_gets_a_distribution_even_without_any_context():
     padding, at every level."""
     corpus, books = flicker_corpus(4, 12, seed=1)
     model = initial_prior(PriorConfig(levels=2, bands=4, codebook_size=32, latent_dim=4, context_width=8,
-                                      recall_kernel=1, context_same=1, product=1, **TINY), corpus, books)
+                                      context_same=1, **TINY), corpus, books)
     fit_context(model, corpus, None)
-    with torch.no_grad():
-        model.latent_product.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))   # a product, not a mixture
     codes = torch.from_numpy(np.stack([g for g in corpus.grids]))[:, :, :, :12]
     codes = torch.nn.functional.pad(codes, (0, 4), value=32)             # 4 columns of padding
     pad = torch.zeros(4, 16, dtype=torch.bool)
@@ -443,7 +442,7 @@ def test_a_damaged_prior_never_blocks_the_codec(prior_codec, tmp_path):
 
 def test_prior_config_refuses_wrong_types_and_ranges():
     for bad in ({"levels": 3, "bands": 16}, {"levels": 3, "bands": 16, "codebook_size": 64.5},
-                {"levels": 3, "bands": 16, "codebook_size": 64, "width": 10**9}, {"levels": True, "bands": 1,
+                {"levels": 3, "bands": 16, "codebook_size": 64, "window": 10**9}, {"levels": True, "bands": 1,
                                                                                     "codebook_size": 8}):
         with pytest.raises(PriorError):
             PriorConfig.from_dict(bad)
@@ -527,23 +526,21 @@ def test_the_context_part_also_learns_from_the_training_clips_shifted_by_parts_o
 
 
 @pytest.mark.parametrize("levels, columns", [(2, 1), (4, 3), (3, 200)])
-@pytest.mark.parametrize("latent_dim, context_width, recall_kernel, newest", [(0, 0, 0, 0), (6, 0, 0, 0), (6, 8, 1, 0),
-                                                                             (6, 8, 1, 1)])
-def test_any_grid_size_regenerates_whole_with_kept_cells_exact(levels, columns, latent_dim, context_width, recall_kernel,
-                                                                newest):
+@pytest.mark.parametrize("latent_dim, context_width, newest", [(0, 0, 0), (6, 0, 0), (6, 8, 0), (6, 8, 1)])
+def test_any_grid_size_regenerates_whole_with_kept_cells_exact(levels, columns, latent_dim, context_width, newest):
     """A one-column clip (20 ms), a 4-level model, a clip far longer than the window, with the latent path and
     its context part, and without them (priors saved before them): every selected cell is drawn, nothing else
     moves."""
     from distill import CodeGrid
 
     cfg = PriorConfig(levels=levels, bands=4, codebook_size=16, latent_dim=latent_dim, context_width=context_width,
-                      recall_kernel=recall_kernel, context_same=newest, product=newest, **TINY)
+                      context_same=newest, **TINY)
     model = CodePrior(cfg)
     if latent_dim:
         model.books.normal_(generator=torch.Generator().manual_seed(levels))
-    with torch.no_grad():   # the drawn codes' taps and the product start at 0: give them a say
+    with torch.no_grad():   # the drawn codes' taps start at 0: give them a say
         for name, p in model.named_parameters():
-            if "same" in name or "product" in name:
+            if "same" in name:
                 p.normal_(0, 0.3, generator=torch.Generator().manual_seed(levels))
     model = build_prior(cfg, model.state_dict())   # and back through the loader, as from a file
     rng = np.random.default_rng(levels)
@@ -566,11 +563,11 @@ def test_a_prior_record_this_version_cannot_use_never_blocks_the_codec(prior_cod
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     record = json.loads(meta["prior"])
-    record["config"]["layers"] = 30
+    record["config"]["context_same"] = 3
     odd = tmp_path / "newer_prior.distill"
     save_file(tensors, str(odd), metadata=dict(meta, prior=json.dumps(record)))
     codec = Codec.load(odd)
-    assert codec.prior is None and "cannot be used" in codec.prior_note and "layers" in codec.prior_note
+    assert codec.prior is None and "cannot be used" in codec.prior_note and "context_same" in codec.prior_note
     assert main(["info", str(odd)]) == 0 and "unusable" in capsys.readouterr().out
 
 

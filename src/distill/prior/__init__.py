@@ -1,8 +1,10 @@
 """A masked-token prior over code grids: train it on a corpus's codes, then redraw cells so they fit their surroundings.
 
-The prior is a small bidirectional transformer whose sequence steps are code columns; each column
-carries its levels x bands tokens. It is trained by masked-token modelling with masks shaped like
-edits (time spans, band x time rectangles, coarser levels kept, random tokens) and sampled by
+The prior scores each hidden cell from the corpus's code tables (frequencies, copying the nearest visible code)
+and, through the codec's codewords, its latent path: the neighbours' latents, recalled cells of the same band,
+the Structure gain and a small context network over the coarser codewords around the cell, mixed by fitted
+weights (CodePrior's doc). It is fitted to the corpus and tuned on masks shaped like edits (time spans,
+band x time rectangles, coarser levels kept, random tokens), and sampled by
 iterative parallel decoding (MaskGIT: confidence-ranked re-masking on a cosine schedule), coarse to
 fine over levels. Cells outside the selection are never written, so they come back bit-identical.
 
@@ -60,8 +62,8 @@ from .fit import (
 from .masks import MASK_KINDS, cosine_ratio, edit_mask, hidden_after, level_steps, training_mask
 from .network import (
     CONTEXT_TAPS,
-    LATENT_PARTS,
     MAX_GAP,
+    RETIRED_WEIGHTS,
     SAME_TAPS,
     CodePrior,
     ContextNet,
@@ -91,8 +93,8 @@ from .trainer import (
 
 __all__ = [
     "CALIBRATION_STEPS", "CONTEXT_CELLS", "CONTEXT_SHARE", "CONTEXT_SHIFTS", "CONTEXT_TAPS", "CONTEXT_WIDTH",
-    "DEFAULT_PRIOR_SHARE", "DEFAULT_SEARCH_SECONDS_PER_SECOND", "EDGE_COLUMNS", "LATENT_PARTS", "MASK_KINDS",
-    "MAX_CORPUS_SECONDS_PER_FILE", "MAX_GAP", "MIN_VAL_GAIN", "NO_PRIOR_HELP", "PRIOR_PREFIX", "SAME_TAPS",
+    "DEFAULT_PRIOR_SHARE", "DEFAULT_SEARCH_SECONDS_PER_SECOND", "EDGE_COLUMNS", "MASK_KINDS",
+    "MAX_CORPUS_SECONDS_PER_FILE", "MAX_GAP", "MIN_VAL_GAIN", "NO_PRIOR_HELP", "PRIOR_PREFIX", "RETIRED_WEIGHTS", "SAME_TAPS",
     "SHIFT_SHARE", "STRUCTURE_SMOOTHING", "CodeCorpus", "CodePrior", "ContextCells", "ContextNet", "CorpusCodec",
     "DrawSettings", "LatentParts", "PriorConfig", "PriorError", "PriorFeatures", "PriorResult", "PriorTrainer",
     "Sampler", "build_prior", "calibrate_latent", "calibration_mask", "coarser_latent", "codeword_scores",

@@ -30,60 +30,34 @@ class PriorConfig:
     levels: int
     bands: int
     codebook_size: int
-    width: int = 64           # transformer width d (benchmarks/README.md: smaller and faster beat larger here)
-    layers: int = 2
-    heads: int = 4
-    cell_dim: int = 16        # embedding size of one (level, band) token before the column projection
-    band_width: int = 32      # width of the per-band time-attention stage
-    band_layers: int = 1
-    dropout: float = 0.1
     window: int = 32          # columns per training crop (~5.5 s) and the most context one pass sees
     batch_size: int = 16
     learning_rate: float = 2e-3
-    weight_decay: float = 0.01
     warmup_steps: int = 50
     label_smoothing: float = 0.1
     val_fraction: float = 0.2
     seed: int = 0
     latent_dim: int = 0       # the codec's codeword size: > 0 adds the latent path (0 = priors saved before it)
     context_width: int = 0    # hidden width of the latent path's context part (0 = none, as in priors saved before it)
-    context_members: int = 4  # its ensemble size
-    recall_kernel: int = 0    # 1 = the recall also lends codes near the recalled ones (0 in priors saved before it)
     context_same: int = 0     # 1 = the context part also reads the level's own codes drawn around the cell (0 before it)
-    product: int = 0          # 1 = the mixture is sharpened by its parts raised to fitted powers (0 before it)
 
     def __post_init__(self) -> None:
         checks = [
             (1 <= self.levels <= 8, f"levels must be 1-8, got {self.levels}"),
             (1 <= self.bands <= 64, f"bands must be 1-64, got {self.bands}"),
             (2 <= self.codebook_size <= 4096, f"codebook_size must be 2-4096, got {self.codebook_size}"),
-            (8 <= self.width <= 1024 and self.width % max(1, self.heads) == 0,
-             f"width must be 8-1024 and divisible by heads, got {self.width} / {self.heads}"),
-            (1 <= self.layers <= 24, f"layers must be 1-24, got {self.layers}"),
-            (1 <= self.heads <= 32, f"heads must be 1-32, got {self.heads}"),
-            (2 <= self.cell_dim <= 256, f"cell_dim must be 2-256, got {self.cell_dim}"),
-            (16 <= self.band_width <= 512 and self.band_width % 16 == 0,
-             f"band_width must be 16-512 and a multiple of 16, got {self.band_width}"),
-            (1 <= self.band_layers <= 8, f"band_layers must be 1-8, got {self.band_layers}"),
-            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
             (4 <= self.window <= 1024, f"window must be 4-1024 columns, got {self.window}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
             (0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
             (self.warmup_steps >= 1, f"warmup_steps must be >= 1, got {self.warmup_steps}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
             (0 <= self.latent_dim <= 1024, f"latent_dim must be 0-1024, got {self.latent_dim}"),
             (0 <= self.context_width <= 1024, f"context_width must be 0-1024, got {self.context_width}"),
             (not self.context_width or self.latent_dim, "context_width needs the latent path (latent_dim > 0)"),
-            (1 <= self.context_members <= 16, f"context_members must be 1-16, got {self.context_members}"),
-            (self.recall_kernel in (0, 1), f"recall_kernel must be 0 or 1, got {self.recall_kernel}"),
-            (not self.recall_kernel or self.latent_dim, "recall_kernel needs the latent path (latent_dim > 0)"),
             (self.context_same in (0, 1), f"context_same must be 0 or 1, got {self.context_same}"),
             (not self.context_same or self.context_width, "context_same needs the context part (context_width > 0)"),
-            (self.product in (0, 1), f"product must be 0 or 1, got {self.product}"),
-            (not self.product or self.latent_dim, "product needs the latent path (latent_dim > 0)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -94,7 +68,10 @@ class PriorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> PriorConfig:
-        """Known fields only; each must have its default's type (a crafted file never builds a strange model)."""
+        """Known fields only; each must have its default's type (a crafted file never builds a strange model).
+        Files saved before the ablation (benchmarks/README.md, "Prior ablation") also hold the removed parts'
+        settings (the transformer's width, layers, heads, cell_dim, band_width, band_layers, dropout, weight_decay;
+        context_members, recall_kernel, product): they are ignored (build_prior refuses those priors' weights)."""
         if not isinstance(d, dict):
             raise PriorError("prior config must be a JSON object")
         out = {}

@@ -1,5 +1,4 @@
-"""Fitting the prior's parts that are not trained by the transformer's loop: the start from the corpus's code
-frequencies and copy bonus (initial_prior), the context part (fit_context), the latent path's mixing tables
+"""Fitting the prior's parts: the start from the corpus's code frequencies and copy bonus (initial_prior), the context part (fit_context), the latent path's mixing tables
 (calibrate_latent) and the Structure gain (structure_gain)."""
 
 from __future__ import annotations
@@ -74,7 +73,7 @@ CONTEXT_WIDTH = 64        # the context part's hidden width (64 and 128 within n
 CONTEXT_CELLS = 16384     # most training cells per level the context part is fitted on (a 500-clip corpus has ~1M)
 # of the prior's budget the context part may take. Its fit is what a short budget buys: at the default share's 24 s
 # (prior held-out bits, drums / tonal, two or three runs each) 0.4 gave 5.70-5.76 / 3.84-3.87, 0.9 5.39-5.53 /
-# 3.74-3.78; the transformer's training after it moved nothing beyond the held-out noise. At 2 minutes the fit
+# 3.74-3.78; the tables' training loop after it moved nothing beyond the held-out noise. At 2 minutes the fit
 # stops on its step cap first (0.4: 5.109, 0.9: 5.101). 0.85: the calibration after it still ends near the budget.
 CONTEXT_SHARE = 0.85
 
@@ -156,7 +155,7 @@ def fit_context(model: CodePrior, train: CodeCorpus, val: CodeCorpus | None, ste
 
 def fit_context_level(model: CodePrior, q: int, cells: ContextCells, held: ContextCells | None, steps: int,
                       deadline: float, gen: torch.Generator, batch: int = 512, patience: int = 200) -> float:
-    """Train level q's context members on `cells` (each member on its own loss), checking the held-out cells every
+    """Train level q's context part on `cells`, checking the held-out cells every
     25 steps and keeping the best state, until `patience` steps bring no gain or `steps` or the clock (deadline,
     perf_counter seconds) run out. Returns the kept state's held-out nats/code (inf without held-out cells).
     With the drawn codes' taps, each batch hides a fresh random share of them (partly_drawn); the held-out cells
@@ -181,8 +180,8 @@ def fit_context_level(model: CodePrior, q: int, cells: ContextCells, held: Conte
         model.train()
         idx = torch.randint(0, len(cells.codes), (min(batch, len(cells.codes)),), generator=gen)
         same = partly_drawn(cells.same[idx], K, gen) if use_same else None
-        logp = model.context_logits(net(cells.inputs[idx], same, books), q, cells.band[idx], members=True)
-        loss = -logp.gather(-1, cells.codes[idx].expand(len(logp), -1)[..., None]).mean()
+        logp = model.context_logits(net(cells.inputs[idx], same, books), q, cells.band[idx])
+        loss = F.nll_loss(logp, cells.codes[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -229,7 +228,7 @@ def part_drawn_stages(hide: torch.Tensor, gen: torch.Generator) -> list[tuple[in
 def calibrate_latent(model: CodePrior, corpus: CodeCorpus, steps: int = CALIBRATION_STEPS, crops: int = 96,
                      seed: int = 0) -> float:
     """Fit the latent path's mixing tables (each side's precision and weight by gap, the recall's sharpness and
-    weight, the network's weight and how much of the Structure gain to trust) to edit-shaped masks of
+    weight, the tables' weight and how much of the Structure gain to trust) to edit-shaped masks of
     `corpus`, level by level as the sampler draws; everything else stays. Their starting values are guesses; how far a note holds, or how often a hit
     recurs, is the corpus's own. The evidence is computed once and only the mixing is repeated, so this
     takes seconds. Returns the fitted bits/code on those masks. Give it held-out files: the code tables
@@ -247,7 +246,7 @@ def calibrate_latent(model: CodePrior, corpus: CodeCorpus, steps: int = CALIBRAT
         for q, shown, scored in part_drawn_stages(hide, torch.Generator().manual_seed(seed)):
             cells = scored[:, q]
             f = model.features(codes.masked_fill(shown, K), pad)
-            parts = model.latent_parts(f, q, cells.nonzero().unbind(1), model.network_logits(f, q, cells))
+            parts = model.latent_parts(f, q, cells.nonzero().unbind(1), model.table_logits(f, q, cells))
             evidence.append((q, parts, codes[:, q][cells]))
     if not evidence:
         return math.nan

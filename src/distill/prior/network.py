@@ -1,5 +1,5 @@
-"""The prior's network: CodePrior (a transformer over code columns with the latent path on top), its
-ContextNet members, the features they read (nearest visible codes, coarser codewords, same-level taps), and
+"""The prior's model: CodePrior (code-frequency and copy tables with the latent path on top), its ContextNet,
+the features they read (nearest visible codes, coarser codewords, same-level taps), and
 building / naming its weights for the model file."""
 
 from __future__ import annotations
@@ -15,95 +15,64 @@ from .config import PRIOR_PREFIX, PriorConfig, PriorError
 
 
 class CodePrior(nn.Module):
-    """Transformer over code columns with a per-band time-attention stage on top.
+    """The prior over code grids: codes [N, L, B, T] with index `codebook_size` meaning MASK -> log-probabilities
+    [N, L, B, T, K] of every cell's code (benchmarks/README.md has the figures behind each part).
 
-    Input codes [N, L, B, T] with index `codebook_size` meaning MASK; output logits [N, L, B, T, K].
-    Stage 1 (context): each column's L*B token embeddings (a table per level) are concatenated,
-    projected to the model width and mixed over time by a bidirectional transformer.
-    Stage 2 (detail): one token per (band, column) - the column's context, that cell's codes at
-    every level, the band's embedding - attends over time within its band, so a hidden cell can
-    copy or vary what the same band does elsewhere (a column vector alone cannot carry 48 codes).
-    The output head is tied to the input tables: a code's meaning is learned once.
+    Tables: each (level, band)'s code frequencies (`bias`) and a bonus for the nearest visible code of the
+    same level and band, by side and distance (`copy_gain`): together "the code frequencies, and the note
+    goes on". Without the latent path (cfg.latent_dim 0) they are the prior.
 
-    Latent path (cfg.latent_dim > 0; benchmarks/README.md): a code index says nothing about which codes
-    are near it, but the codec's codewords do. A held note's latent barely moves, so the nearest visible
-    column's latent minus the cell's own known coarser codewords predicts the residual the hidden code
-    quantizes; each side's prediction gives a distribution over codes by distance to the codewords
-    (a Gaussian, its precision by level and gap). The output is a mixture of the left, the right and
-    the network's distribution, weighted by level and gap as fitted to the corpus (calibrate_latent):
-    where its sounds move, the network's share takes over. A fourth part recalls: the visible cells of the same level and band
-    whose known coarser codewords match the cell's (a drum hit that recurs in a loop) lend their codes,
-    weighted by how close the match is. Two more parts in priors made since (benchmarks/README.md): the context
-    part (cfg.context_width > 0; ContextNet, fit_context) predicts the hidden level's codeword from the coarser
-    codewords around the cell (its band and the two beside it, two columns either side, the column's mean):
-    a drum one-shot redrawn whole has no visible neighbours at its level, only its Structure. The recall
-    kernel (cfg.recall_kernel) lends the recalled codes once more, each spread over the codes whose codewords
-    are near its own: a hit that recurs is seldom coded exactly alike. With cfg.context_same the context part
-    also reads the level's codes the sampler has drawn around the cell (a hit's Timbre across a column is one
-    shape), and with cfg.product the parts, raised to fitted powers, sharpen the mixture where they agree.
+    Latent path (cfg.latent_dim > 0): a code index says nothing about which codes are near it, but the codec's
+    codewords do. A held note's latent barely moves, so the nearest visible column's latent minus the cell's
+    own known coarser codewords predicts the residual the hidden code quantizes; each side's prediction gives
+    a distribution over codes by distance to the codewords (a Gaussian, its precision by level and gap). The
+    output is a mixture of the left, the right, the recall, the tables (times the Structure gain) and the
+    context part, weighted by level and gap as fitted to the corpus (calibrate_latent). The recall: the visible
+    cells of the same level and band whose known coarser codewords match the cell's (a drum hit that recurs in
+    a loop) lend their codes, weighted by how close the match is. The context part (cfg.context_width > 0;
+    ContextNet, fit_context) predicts the hidden level's codeword from the coarser codewords around the cell
+    (its band and the two beside it, two columns either side, the column's mean): a drum one-shot redrawn whole
+    has no visible neighbours at its level, only its Structure. With cfg.context_same it also reads the level's
+    codes the sampler has drawn around the cell (a hit's Timbre across a column is one shape).
+
+    Removed by the ablation (benchmarks/README.md, "Prior ablation": each cost < 1% of the bits on both
+    corpora): the transformer over columns and bands (its output was 0 or nearly at every budget measured,
+    so the tables were its whole share), the context part's ensemble, the recall's codeword kernel and the
+    product sharpening.
     """
 
     def __init__(self, cfg: PriorConfig):
         super().__init__()
         self.cfg = cfg
-        L, B, K, e, d = cfg.levels, cfg.bands, cfg.codebook_size, cfg.cell_dim, cfg.width
-        db = cfg.band_width
-        self.embed = nn.Parameter(torch.randn(L, K + 1, e) * 0.1)       # row K = MASK
-        self.proj_in = nn.Linear(L * B * e, d)
-        self.pos = nn.Parameter(torch.randn(cfg.window, d) * 0.02)
-        layer = nn.TransformerEncoderLayer(d, cfg.heads, 4 * d, cfg.dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        layer.self_attn.dropout = 0.0   # dropout on attention weights cost 15% of a step and is not needed here
-        self.blocks = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(d)
-        self.to_bands = nn.Linear(d, B * db)
-        self.near_gap = nn.Embedding(MAX_GAP + 2, e)                     # how far the nearest visible codes are
-        # logit bonus for them, by level / side / gap; it starts as "copy the nearest column" (a strong guess for
-        # held sounds) and training tunes it, so even a short run starts from that baseline
+        L, B, K = cfg.levels, cfg.bands, cfg.codebook_size
+        self.bias = nn.Parameter(torch.zeros(L, B, K))                   # log code frequencies by level and band
+        # logit bonus for the nearest visible codes, by level / side / gap; it starts as "copy the nearest column"
+        # (a strong guess for held sounds) and initial_prior sets it from the corpus
         gap = torch.arange(MAX_GAP + 2, dtype=torch.float32)
         start = torch.where(gap <= MAX_GAP, 2.0 * torch.exp(-gap / 4.0), torch.zeros(()))
         self.copy_gain = nn.Parameter(start.expand(L, 2, MAX_GAP + 2).clone())
-        self.cell_in = nn.Linear(3 * L * e, db)
-        self.band = nn.Parameter(torch.randn(B, db) * 0.02)
-        self.band_pos = nn.Parameter(torch.randn(cfg.window, db) * 0.02)
-        band_layer = nn.TransformerEncoderLayer(db, max(1, db // 16), 4 * db, cfg.dropout, activation="gelu",
-                                                batch_first=True, norm_first=True)
-        band_layer.self_attn.dropout = 0.0
-        self.band_blocks = nn.TransformerEncoder(band_layer, cfg.band_layers, enable_nested_tensor=False)
-        self.band_norm = nn.LayerNorm(db)
-        self.proj_out = nn.Linear(db, L * e)
-        nn.init.zeros_(self.proj_out.weight)   # an untrained prior is exactly its frequencies + copy bonus
-        nn.init.zeros_(self.proj_out.bias)
-        self.bias = nn.Parameter(torch.zeros(L, B, K))
         D = cfg.latent_dim
         if D:
             self.register_buffer("books", torch.zeros(L, K, D))                      # the codec's codewords
             g = torch.arange(MAX_GAP + 2, dtype=torch.float32)
             self.latent_prec = nn.Parameter(torch.full((L, MAX_GAP + 2), math.log(3.0)))   # log precision by gap
             self.latent_mix = nn.Parameter((-0.25 * g).expand(L, 2, MAX_GAP + 2).clone())  # log weight of a side by gap
-            self.latent_rest = nn.Parameter(torch.zeros(L))                            # log weight of the network's part
+            self.latent_rest = nn.Parameter(torch.zeros(L))                            # log weight of the tables' part
             self.latent_recall = nn.Parameter(torch.zeros(L))                          # log weight of the recall part
             self.recall_sharp = nn.Parameter(torch.full((L,), math.log(0.2)))          # log sharpness of its match
             self.latent_bias = nn.Parameter(torch.zeros(L, B, K))                      # code frequencies inside a side
             self.given_structure = nn.Parameter(torch.zeros(L, K + 1, K))   # log P(code | the cell's Structure) / P(code)
             self.structure_weight = nn.Parameter(torch.ones(L))             # how much of it the corpus bears out
         if cfg.context_width:   # one per level below Structure (see ContextNet)
-            self.context = nn.ModuleList(ContextNet(CONTEXT_TAPS * D + B, cfg.context_width, D, cfg.context_members,
+            self.context = nn.ModuleList(ContextNet(CONTEXT_TAPS * D + B, cfg.context_width, D,
                                                     len(SAME_TAPS) if cfg.context_same else 0) for _ in range(L - 1))
             self.latent_context = nn.Parameter(torch.zeros(L))   # log weight of the part in the mixture
-        if cfg.recall_kernel:   # the recall once more, each lent code spread over the codes near its codeword
-            self.recall_prec = nn.Parameter(torch.full((L,), math.log(0.5)))   # log precision of that kernel
-            self.latent_recall_near = nn.Parameter(torch.zeros(L))             # log weight of the part
-        if cfg.product:   # each part's power in the product on top of the mixture (0 = the plain mixture)
-            self.latent_product = nn.Parameter(torch.zeros(L, LATENT_PARTS))
 
     def mixing_tables(self) -> list[nn.Parameter]:
         """The latent path's mixing weights (~100 numbers) that calibrate_latent fits; [] without the path."""
         if not self.cfg.latent_dim:
             return []
-        extra = ([self.latent_context] if self.cfg.context_width else []) + \
-            ([self.recall_prec, self.latent_recall_near] if self.cfg.recall_kernel else []) + \
-            ([self.latent_product] if self.cfg.product else [])
+        extra = [self.latent_context] if self.cfg.context_width else []
         return [self.latent_prec, self.latent_mix, self.latent_rest, self.latent_recall, self.recall_sharp,
                 self.structure_weight, *extra]
 
@@ -112,56 +81,40 @@ class CodePrior(nn.Module):
         return self.cfg.codebook_size
 
     def features(self, codes: torch.Tensor, pad: torch.Tensor | None = None) -> PriorFeatures:
-        """codes long [N, L, B, T] (T <= window; MASK where unknown), pad bool [N, T] (True = padding) ->
-        each cell's output vector and its nearest visible codes, from which `logits` scores any cells."""
-        cfg = self.cfg
-        N, L, B, T = codes.shape
-        if T > cfg.window:
-            raise PriorError(f"{T} columns exceed the prior's window of {cfg.window}")
-        e, db = cfg.cell_dim, cfg.band_width
-        emb = torch.stack([F.embedding(codes[:, q], self.embed[q]) for q in range(L)], 1)  # [N, L, B, T, e]
-        x = self.proj_in(emb.permute(0, 3, 1, 2, 4).reshape(N, T, L * B * e)) + self.pos[:T]
-        x = self.norm(self.blocks(x, src_key_padding_mask=pad))                       # [N, T, d]
+        """codes long [N, L, B, T] (T <= window; MASK where unknown), pad bool [N, T] (True = padding) -> each
+        cell's nearest visible codes of its level and band, from which `logits` scores any cells."""
+        if codes.shape[-1] > self.cfg.window:
+            raise PriorError(f"{codes.shape[-1]} columns exceed the prior's window of {self.cfg.window}")
         pos_l, pos_r = nearest_positions(codes, self.mask_index, pad)                 # [N, L, B, T] each
         left, right, gap_l, gap_r = neighbours(codes, self.mask_index, pos_l, pos_r)
-        near = torch.stack([F.embedding(left[:, q], self.embed[q]) + F.embedding(right[:, q], self.embed[q])
-                            for q in range(L)], 1)                                     # [N, L, B, T, e]
-        gaps = self.near_gap(gap_l) - self.near_gap(gap_r)
-        cell = torch.cat([emb, near, gaps], -1).permute(0, 2, 3, 1, 4).reshape(N, B, T, 3 * L * e)
-        cell = self.cell_in(cell)                                                      # [N, B, T, db]
-        z = self.to_bands(x).reshape(N, T, B, db).transpose(1, 2) + cell + self.band[:, None] + self.band_pos[:T]
-        band_pad = None if pad is None else pad[:, None].expand(N, B, T).reshape(N * B, T)
-        z = self.band_norm(self.band_blocks(z.reshape(N * B, T, db), src_key_padding_mask=band_pad))
-        h = self.proj_out(z).reshape(N, B, T, L, e).permute(0, 3, 1, 2, 4)            # [N, L, B, T, e]
-        return PriorFeatures(h, left, right, gap_l, gap_r, codes, pos_l, pos_r, pad)
+        return PriorFeatures(left, right, gap_l, gap_r, codes, pos_l, pos_r, pad)
 
     def logits(self, f: PriorFeatures, q: int, cells: torch.Tensor | None = None,
                context: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of level q: for every cell [N, B, T, K], or only where `cells` (bool [N, B, T]) is set [M, K].
-        With the latent path they are log-probabilities (the mixture); without, the network's logits.
+        With the latent path they are log-probabilities (the mixture); without, the tables' logits.
 
         Scoring only the cells a loss or a draw needs keeps training and sampling cheap with 256 codes. `context`
         [M, K]: the context part's log-probabilities at those cells when the caller has them (context_from)."""
-        out = self.network_logits(f, q, cells)
+        out = self.table_logits(f, q, cells)
         if not self.cfg.latent_dim:
             return out
         shape, K = out.shape, self.cfg.codebook_size
-        sel = torch.ones(f.h.shape[0], *f.h.shape[2:4], dtype=torch.bool) if cells is None else cells
+        sel = torch.ones(f.codes[:, q].shape, dtype=torch.bool) if cells is None else cells
         parts = self.latent_parts(f, q, sel.nonzero().unbind(1), out.reshape(-1, K), context)
         return self.mix(parts, q).reshape(shape)
 
-    def network_logits(self, f: PriorFeatures, q: int, cells: torch.Tensor | None = None) -> torch.Tensor:
-        """The network's own logits of level q (with the frequencies and the copy bonus), shaped as `logits`."""
+    def table_logits(self, f: PriorFeatures, q: int, cells: torch.Tensor | None = None) -> torch.Tensor:
+        """The tables' logits of level q (the code frequencies and the copy bonus), shaped as `logits`."""
         K = self.cfg.codebook_size
         if cells is None:
             def pick(t: torch.Tensor) -> torch.Tensor:
                 return t[:, q]
-            bias = self.bias[q][None, :, None, :]                                       # [1, B, 1, K]
+            out = self.bias[q][None, :, None, :].expand(*f.codes[:, q].shape, K)         # [N, B, T, K]
         else:
             def pick(t: torch.Tensor) -> torch.Tensor:
                 return t[:, q][cells]
-            bias = self.bias[q][cells.nonzero()[:, 1]]                                   # [M, K]
-        out = pick(f.h) @ self.embed[q, :K].T + bias
+            out = self.bias[q][cells.nonzero()[:, 1]]                                    # [M, K]
         # a direct route for "the note goes on": a learned bonus on the neighbours' codes, by distance
         for side, (code, gap) in enumerate(((f.left, f.gap_l), (f.right, f.gap_r))):
             c, g = pick(code), pick(gap)
@@ -172,7 +125,7 @@ class CodePrior(nn.Module):
     def latent_parts(self, f: PriorFeatures, q: int, where: tuple[torch.Tensor, ...], rest: torch.Tensor,
                      context: torch.Tensor | None = None) -> LatentParts:
         """What the latent path knows about level q at the M cells `where` = (n, b, t), before its tables weigh it
-        (see the class doc); `rest` [M, K] is the network's own logits, `context` [M, K] the context part's if
+        (see the class doc); `rest` [M, K] is the tables' logits, `context` [M, K] the context part's if
         already computed (it depends on the coarser levels only)."""
         n, b, t = where
         K, L = self.cfg.codebook_size, self.cfg.levels
@@ -207,7 +160,7 @@ class CodePrior(nn.Module):
     def context_base(self, codes: torch.Tensor, q: int, where: tuple[torch.Tensor, ...],
                      pad: torch.Tensor | None = None) -> torch.Tensor | None:
         """The context part's first layer at the M cells `where` = (n, b, t) from the coarser codewords alone
-        [M, E * H]; None without the part or at Structure. It changes only when a coarser level does, so the
+        [M, H]; None without the part or at Structure. It changes only when a coarser level does, so the
         sampler computes it once per level and only the drawn codes' share (context_from) once per step."""
         if not self.cfg.context_width or q == 0:
             return None
@@ -222,20 +175,17 @@ class CodePrior(nn.Module):
         same = same_level_codes(codes, q, self.cfg.codebook_size, where, pad) if self.cfg.context_same else None
         return self.context_logits(net.head(base + net.same_term(same, self.books[q], table)), q, where[1])
 
-    def context_logits(self, mu: torch.Tensor, q: int, band: torch.Tensor, members: bool = False) -> torch.Tensor:
-        """The context part's log-probabilities [M, K] of level q >= 1 from its members' expected codewords mu
-        [E, M, D] (ContextNet) at cells of the bands `band` [M]: each member's Gaussian over the codewords around
-        its mu, on top of the band's code frequencies, averaged over the members ([E, M, K] each if `members`)."""
+    def context_logits(self, mu: torch.Tensor, q: int, band: torch.Tensor) -> torch.Tensor:
+        """The context part's log-probabilities [M, K] of level q >= 1 from its expected codewords mu [M, D]
+        (ContextNet) at cells of the bands `band` [M]: a Gaussian over the codewords around mu, on top of the
+        band's code frequencies."""
         net, books = self.context[q - 1], self.books[q]
-        logits = net.prec.exp()[:, None, None] * codeword_scores(mu, books) + net.freq[:, None, None] * self.bias[q][band]
-        logp = logits.log_softmax(-1)
-        return logp if members else logp.logsumexp(0) - math.log(len(logp))
+        return (net.prec.exp() * codeword_scores(mu, books) + net.freq * self.bias[q][band]).log_softmax(-1)
 
     def mix(self, parts: LatentParts, q: int) -> torch.Tensor:
         """Log-probabilities [M, K] of level q: the mixture of both neighbours' Gaussians over the codewords (their
-        precision by gap), the recall (its sharpness; and through the codeword kernel), the network and the
-        context part, weighted by gap (the class doc); with cfg.product times each present part to its fitted
-        power, renormalised."""
+        precision by gap), the recall (its sharpness), the tables (with the Structure gain) and the context part,
+        weighted by gap (the class doc)."""
         K = self.cfg.codebook_size
         comps, weights = [], []
         for side in range(2):
@@ -251,21 +201,11 @@ class CodePrior(nn.Module):
         nothing_seen = ~parts.visible.any(-1)   # no visible cell in the band row: nothing to recall
         weights += [self.latent_recall[q].expand_as(weights[0]).masked_fill(nothing_seen, -1e4),
                     self.latent_rest[q].expand_as(weights[0])]
-        if self.cfg.recall_kernel:
-            kernel = (self.recall_prec[q].exp() * codeword_scores(self.books[q], self.books[q])).softmax(-1)   # [K, K]
-            comps.append((probs @ kernel * (1 - K * floor) + floor).log())
-            weights.append(self.latent_recall_near[q].expand_as(weights[0]).masked_fill(nothing_seen, -1e4))
         if parts.context is not None and parts.context_ok is not None:
             comps.append(parts.context.log_softmax(-1))
             weights.append(self.latent_context[q].expand_as(weights[0]).masked_fill(~parts.context_ok, -1e4))
         raw, parts_logp = torch.stack(weights, -1), torch.stack(comps, -1)       # [M, parts], [M, K, parts]
-        out = (parts_logp + raw.log_softmax(-1)[:, None, :]).logsumexp(-1)
-        if not self.cfg.product:
-            return out
-        # a mixture can only average what its parts know; where two of them know something about the same cell
-        # (its Structure's context and the codes drawn beside it) the product of their powers sharpens it
-        power = self.latent_product[q, :len(comps)] * (raw > -1e3)                 # [M, parts]; 0 where absent
-        return (out + (parts_logp @ power[:, :, None])[..., 0]).log_softmax(-1)
+        return (parts_logp + raw.log_softmax(-1)[:, None, :]).logsumexp(-1)
 
     def _recall_parts(self, f: PriorFeatures, q: int, where: tuple[torch.Tensor, ...]
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -294,10 +234,9 @@ class CodePrior(nn.Module):
 
 @dataclass
 class PriorFeatures:
-    """What CodePrior.features computes once per pass: h float [N, L, B, T, e] (each cell's output vector) and,
-    per cell, the nearest visible codes of its level and band, their distances and columns (long [N, L, B, T])."""
+    """What CodePrior.features computes once per pass: per cell, the nearest visible codes of its level and band,
+    their distances and columns (long [N, L, B, T])."""
 
-    h: torch.Tensor
     left: torch.Tensor
     right: torch.Tensor
     gap_l: torch.Tensor
@@ -313,7 +252,7 @@ class LatentParts:
     """The latent path's per-cell evidence for one level at M cells, before its mixing tables weigh it (so the
     tables can be fitted on it cheaply): near float [M, 2, K] (mu.c - |c|^2/2 for the left and right
     neighbours' predictions), gaps long [M, 2], band long [M], dist float [M, T] / row long [M, T] /
-    visible bool [M, T] (the recall's band row), rest float [M, K] (the network's logits), structure float
+    visible bool [M, T] (the recall's band row), rest float [M, K] (the tables' logits), structure float
     [M, K] (the cell's Structure code's gain, given_structure); context float [M, K] / context_ok bool [M] (the
     context part's logits and where it applies; None at Structure or without the part)."""
 
@@ -330,10 +269,9 @@ class LatentParts:
 
 
 class ContextNet(nn.Module):
-    """The latent path's context part for one level: E small networks, each mapping a cell's context_inputs
-    [M, F] to the codeword of the level [E, M, D] it expects, with its own precision and frequency weight.
-    Few thousand cells fit one network loosely; the members' average scored 0.13-0.19 bits/code better than
-    one member on held-out drums (benchmarks/README.md). One wide first layer computes all members at once.
+    """The latent path's context part for one level: a small network mapping a cell's context_inputs [M, F] to
+    the codeword of the level [M, D] it expects, with a precision and a weight of the code frequencies.
+    (An ensemble of 4 scored 0.6-0.8% better on both corpora, below the ablation's 1%: benchmarks/README.md.)
 
     With `same` taps (PriorConfig.context_same) the first layer also reads the level's own codes already drawn
     around the cell (same_level_codes): the bands beside it in its column and its band's neighbouring columns.
@@ -341,29 +279,28 @@ class ContextNet(nn.Module):
     tells the cells still hidden in that column what to expect. Each tap adds W_s c + v_s for a drawn code
     with codeword c and nothing for a hidden one: linear in the codeword, so codes that sound alike weigh alike."""
 
-    def __init__(self, inputs: int, width: int, dim: int, members: int, same: int = 0):
+    def __init__(self, inputs: int, width: int, dim: int, same: int = 0):
         super().__init__()
-        self.members, self.width = members, width
-        self.inp = nn.Linear(inputs, members * width)
+        self.inp = nn.Linear(inputs, width)
         self.drop = nn.Dropout(0.2)
-        self.out = nn.Parameter(torch.randn(members, width, dim) / math.sqrt(width))
-        self.out_bias = nn.Parameter(torch.zeros(members, 1, dim))
-        self.prec = nn.Parameter(torch.zeros(members))     # log precision of each member's Gaussian
-        self.freq = nn.Parameter(torch.ones(members))      # weight of the code frequencies inside it
+        self.out = nn.Parameter(torch.randn(width, dim) / math.sqrt(width))
+        self.out_bias = nn.Parameter(torch.zeros(dim))
+        self.prec = nn.Parameter(torch.zeros(()))     # log precision of its Gaussian
+        self.freq = nn.Parameter(torch.ones(()))      # weight of the code frequencies inside it
         if same:   # zero at first: the part starts as it is without the taps
-            self.same = nn.Parameter(torch.zeros(same, dim, members * width))
-            self.same_seen = nn.Parameter(torch.zeros(same, members * width))
+            self.same = nn.Parameter(torch.zeros(same, dim, width))
+            self.same_seen = nn.Parameter(torch.zeros(same, width))
 
     def forward(self, x: torch.Tensor, same: torch.Tensor | None = None, books: torch.Tensor | None = None
                 ) -> torch.Tensor:
         """x: context_inputs [M, F] (and with taps, same_level_codes long [M, S] and the level's codewords books
-        [K, D]) -> the members' expected codewords [E, M, D]."""
+        [K, D]) -> the expected codewords [M, D]."""
         return self.head(self.inp(x) + self.same_term(same, books))
 
     def same_term(self, same: torch.Tensor | None, books: torch.Tensor | None, table: torch.Tensor | None = None
                   ) -> torch.Tensor | float:
         """The first layer's share from the drawn codes around the cells: same long [M, S] (K = hidden, padding or
-        off the grid), books float [K, D] -> [M, E * H]; 0 without taps. `table`: same_table(books) if the caller
+        off the grid), books float [K, D] -> [M, H]; 0 without taps. `table`: same_table(books) if the caller
         keeps it (it depends on the weights and codewords only)."""
         if same is None or not hasattr(self, "same"):
             return 0.0
@@ -371,14 +308,13 @@ class ContextNet(nn.Module):
         return table[torch.arange(same.shape[1]), same].sum(1)
 
     def same_table(self, books: torch.Tensor) -> torch.Tensor:
-        """Each tap's first-layer share for each code [S, K + 1, E * H] (row K, a hidden code: nothing)."""
-        table = torch.einsum("kd,sdh->skh", books, self.same) + self.same_seen[:, None]        # [S, K, E * H]
+        """Each tap's first-layer share for each code [S, K + 1, H] (row K, a hidden code: nothing)."""
+        table = torch.einsum("kd,sdh->skh", books, self.same) + self.same_seen[:, None]        # [S, K, H]
         return F.pad(table, (0, 0, 0, 1))
 
     def head(self, pre: torch.Tensor) -> torch.Tensor:
-        """The first layer's output pre [M, E * H] -> the members' expected codewords [E, M, D]."""
-        h = self.drop(F.gelu(pre)).reshape(len(pre), self.members, self.width).transpose(0, 1)   # [E, M, H]
-        return h @ self.out + self.out_bias
+        """The first layer's output pre [M, H] -> the expected codewords [M, D]."""
+        return self.drop(F.gelu(pre)) @ self.out + self.out_bias
 
 
 def codeword_scores(mu: torch.Tensor, books: torch.Tensor) -> torch.Tensor:
@@ -432,7 +368,6 @@ def same_level_codes(codes: torch.Tensor, q: int, k: int, where: tuple[torch.Ten
     return torch.stack([row[n, b + 2 + db, t + 1 + dt] for db, dt in SAME_TAPS], 1)
 
 
-LATENT_PARTS = 6   # the mixture's parts at most: both neighbours, the recall, the network, the kernel recall, the context
 MAX_GAP = 16   # distances to the nearest visible code are told apart up to this many columns
 
 
@@ -475,6 +410,13 @@ def neighbours(codes: torch.Tensor, mask_index: int, left_idx: torch.Tensor, rig
     return left, right, gap_l, gap_r
 
 
+# the top-level weight names of the parts the ablation removed (the transformer, the recall kernel, the product); every
+# prior saved with the context part's ensemble has the transformer's too
+RETIRED_WEIGHTS = frozenset({"embed", "proj_in", "pos", "blocks", "norm", "to_bands", "near_gap", "cell_in", "band",
+                             "band_pos", "band_blocks", "band_norm", "proj_out", "recall_prec", "latent_recall_near",
+                             "latent_product"})
+
+
 def build_prior(cfg: PriorConfig, tensors: dict[str, torch.Tensor] | None = None) -> CodePrior:
     """A CodePrior from its config and (optionally) saved tensors; PriorError when they do not match.
 
@@ -486,6 +428,11 @@ def build_prior(cfg: PriorConfig, tensors: dict[str, torch.Tensor] | None = None
         skeleton = CodePrior(cfg)
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in tensors.items()}
+    retired = sorted(k for k in set(found) - set(expected) if k.split(".")[0] in RETIRED_WEIGHTS)
+    if retired:
+        raise PriorError(f"this prior was made by an earlier version of distill and has weights for parts since removed "
+                         f"(e.g. {retired[0]}; benchmarks/README.md, \"Prior ablation\"): retrain it with "
+                         "`distill prior MODEL.distill FOLDER` (the folder the model was trained on)")
     if expected != found:
         diff = sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]
         raise PriorError(f"prior weights do not match its settings (e.g. {diff[0]})")

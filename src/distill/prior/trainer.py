@@ -1,5 +1,5 @@
 """PriorTrainer: train a CodePrior on a code corpus (or audio, from_audio) within a wall-clock budget, streaming
-TrainEvents: the fitted start, the context part, the calibration, then the transformer's masked-token loop
+TrainEvents: the fitted start, the context part, the calibration, then a masked-token loop over the tables
 with held-out validation."""
 
 from __future__ import annotations
@@ -84,8 +84,7 @@ class PriorTrainer:
         codebooks = None if codebooks is None else torch.as_tensor(codebooks).detach().float().cpu()
         D = 0 if codebooks is None else int(codebooks.shape[-1])
         self.config = config or PriorConfig(levels=L, bands=B, codebook_size=codebook_size, latent_dim=D,
-                                            context_width=CONTEXT_WIDTH if D else 0, recall_kernel=int(D > 0),
-                                            context_same=int(D > 0), product=int(D > 0))
+                                            context_width=CONTEXT_WIDTH if D else 0, context_same=int(D > 0))
         if (self.config.levels, self.config.bands, self.config.codebook_size) != (L, B, codebook_size):
             raise PriorError(f"prior settings {self.config.levels}x{self.config.bands}x{self.config.codebook_size} "
                              f"do not match the codes {L}x{B}x{codebook_size}")
@@ -176,16 +175,13 @@ class PriorTrainer:
         weights = np.array([min(g.shape[2], 10 * cfg.window) for g in train.grids], dtype=np.float64)
         weights /= weights.sum()
         val_set = fixed_eval_set(held, cfg.window, K)
-        # a few scalars per code, without decay. Without the latent path they move 10x faster (600 steps moved them
-        # too little to matter); with it the start is already near its best for edit-shaped masks and faster
-        # tables drifted toward the training masks' mix (held-out bits rose from step 0; benchmarks/README.md)
-        tables = [model.bias, model.copy_gain, *model.mixing_tables()]
-        if cfg.latent_dim:
-            tables += [model.latent_bias, model.given_structure]
-        rest = [p for p in model.parameters() if p.requires_grad and all(p is not f for f in tables)]
-        opt = torch.optim.AdamW([{"params": rest, "scale": 1.0, "weight_decay": cfg.weight_decay},
-                                 {"params": tables, "scale": 1.0 if cfg.latent_dim else 10.0, "weight_decay": 0.0}],
-                                lr=cfg.learning_rate)
+        # what the loop trains: the tables, a few scalars per code, without decay. Without the latent path they move
+        # 10x faster (600 steps moved them too little to matter); with it the start is already near its best for
+        # edit-shaped masks and faster tables drifted toward the training masks' mix (held-out bits rose from step
+        # 0; benchmarks/README.md). The best held-out checkpoint is kept, often the fitted start.
+        tables = [p for p in model.parameters() if p.requires_grad]
+        scale = 1.0 if cfg.latent_dim else 10.0
+        opt = torch.optim.AdamW(tables, lr=cfg.learning_rate * scale, weight_decay=0.0)
         budget = self.minutes * 60.0
         yield TrainEvent("start", 0, 0.0, 0.0, eta_s=budget, stage="prior",
                          message=f"prior: {self.encode_note}{len(train.grids)} training / {len(val.grids) if val else 0} validation "
@@ -220,7 +216,7 @@ class PriorTrainer:
             progress = elapsed() / budget
             lr = cfg.learning_rate * min(1.0, (step + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * progress))
             for g in opt.param_groups:
-                g["lr"] = lr * g["scale"]
+                g["lr"] = lr * scale
             ts = time.perf_counter()
             codes, pad = crop_batch(train, cfg.window, cfg.batch_size, rng, weights, K)
             hide = torch.from_numpy(np.stack([training_mask(cfg.levels, cfg.bands, cfg.window, rng)

@@ -76,7 +76,7 @@ def codec(trained) -> Codec:
     return Codec.load(trained[1])
 
 
-TINY_PRIOR = dict(width=32, layers=1, heads=2, cell_dim=8, band_width=16, window=16, batch_size=8, warmup_steps=5)
+TINY_PRIOR = dict(window=16, batch_size=8, warmup_steps=5)
 
 
 def patterned_corpus(levels: int, bands: int, k: int, files: int = 6, columns: int = 40, seed: int = 0) -> CodeCorpus:

@@ -19,6 +19,7 @@ are switched off here, by replacing a function in the module that calls it (neve
   - no context part: context_width 0 (context_same 0 with it, which needs the part; and so no shifted encodings);
   - no same-level context: context_same 0;
   - no shifted encodings: context_shifts returns 0 (the context part is fitted on the training clips only);
+  - no loop: the masked-token loop over the tables runs with a loss of zero gradient (the fitted start is kept);
   - no calibration: calibrate_latent is skipped, the mixing tables keep their initial values (the training
     loop still moves them, as it does after calibration);
   - full again: the full prior a second time, last: how far the wall-clock budget alone moves the figures.
@@ -77,6 +78,12 @@ def _run_globals() -> dict:
     return PriorTrainer.run.__globals__
 
 
+def _still(model, *args, **kwargs) -> torch.Tensor:
+    """A loss whose gradient is zero everywhere: the loop runs and validates, and no table moves (AdamW without
+    decay makes no update from zero gradients)."""
+    return sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
+
+
 def _uncalibrated(*args, **kwargs) -> float:
     return math.nan
 
@@ -90,6 +97,8 @@ VARIANTS: dict[str, tuple[str, dict, Callable[[], contextlib.AbstractContextMana
     "no_same": ("same-level context", {"context_same": 0}, None),
     "no_shifts": ("the shifted encodings", {},
                   lambda: replaced(_from_audio_globals(), "context_shifts", lambda *a, **k: 0)),
+    "no_loop": ("the masked-token loop over the tables (the fitted start is kept)", {},
+                lambda: replaced(_run_globals(), "masked_nll", _still)),
     "no_calibration": ("the calibrated mixing (initial mixing tables)", {},
                        lambda: replaced(_run_globals(), "calibrate_latent", _uncalibrated)),
     "full_again": ("nothing (the full prior again, last: the budget's own noise)", {}, None),

@@ -1,4 +1,7 @@
-"""Audio in: load, validate and resample any clip, and scan a folder with a verdict per file."""
+"""Audio in: load, validate and resample any clip, and scan a folder with a verdict per file.
+
+Just over 600 lines on purpose: what a file is (its verdict), how it is decoded under a length limit and how a
+scan or a training load reads it again are one set of rules; split, the limit would be checked in two places."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ one process vs two torch.distributed ranks on the same CPU.
     python benchmarks/scale.py make /usr/share/lmms/samples --out /tmp/scale_corpus --hours 2 3 15 [--seed 0] [--processes 2]
     python benchmarks/scale.py memory --corpus /tmp/scale_corpus --minutes 1 [--sets 2 5 20] [--json mem.json]
     python benchmarks/scale.py ddp --corpus /tmp/scale_corpus --hours 2 --minutes 2 [--json ddp.json]
+    python benchmarks/scale.py small /usr/share/lmms/samples/drums /usr/share/lmms/samples/beats [--rounds 3]
 
 **make** cuts real recordings (every .wav/.ogg/.flac under the source folder that soundfile opens) into
 clips of 10-40 s: random crops of random samples, some looped, reversed, sped up or slowed down by
@@ -52,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -652,6 +654,32 @@ def machine() -> dict:
     return {"cpus": os.cpu_count(), "load": load, "git": rev, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+def cmd_small(args: argparse.Namespace) -> dict:
+    """A small folder keeps its speed: time to the first training step with the log-mels in memory
+    (--no-cache, as before the cache), through a cache built on the way, and through the cache reused;
+    `--rounds` rounds of the three in turn (a busy moment falls on all of them alike), medians."""
+    os.makedirs(args.out_dir, exist_ok=True)
+    output = os.path.join(args.out_dir, "small.distill")
+    cache = CACHE_PATH.format(output=output)
+    arms = {"in memory (--no-cache)": ["--no-cache"], "cache, built": [], "cache, reused": []}
+    times: dict[str, list[float]] = {a: [] for a in arms}
+    for r in range(args.rounds):
+        for arm, extra in arms.items():
+            if arm == "cache, built":
+                remove(cache)
+            command = [sys.executable, "-m", "distill.cli", "train", *args.folders, "-o", output, "--epochs", "0.2",
+                       "--prior-share", "0", "--checkpoint", output + ".ckpt", *extra]
+            print(f"round {r + 1}, {arm}: {' '.join(command)}", flush=True)
+            run = train_once(command, {}, output, output + ".small.log", args, cache)
+            times[arm].append(run.first_step_s if run.first_step_s is not None else math.nan)
+    rows = {a: float(np.median(t)) for a, t in times.items()}
+    print("\n| arm | time to the first step, median of "
+          f"{args.rounds} (s) | each round (s) |\n|---|---|---|")
+    for a, t in times.items():
+        print(f"| {a} | {rows[a]:.2f} | {', '.join(f'{x:.2f}' for x in t)} |")
+    return {"folders": args.folders, "times": times, "medians": rows}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Issue 27: build a 2/5/20 h corpus; training memory; one process vs DDP.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -675,6 +703,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         else:
             s.add_argument("--hours", type=float, default=2.0, help="cumulative hours of the set to train on")
             s.add_argument("--nproc", type=int, default=2, help="torchrun ranks (default 2)")
+    sm = sub.add_parser("small", help="time to the first step on a small folder: in memory vs the cache")
+    sm.add_argument("folders", nargs="+")
+    sm.add_argument("--rounds", type=int, default=3)
+    sm.add_argument("--out-dir", default=OUT_DIR)
+    sm.add_argument("--timeout-min", type=float, default=10.0)
+    sm.add_argument("--max-rss-gb", type=float, default=0.8 * total_memory() / 2**30)
     for s in sub.choices.values():
         s.add_argument("--json", help="write the results here")
     return p.parse_args(argv)
@@ -687,7 +721,7 @@ def total_memory() -> int:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     info = machine()
-    result = {"make": cmd_make, "memory": cmd_memory, "ddp": cmd_ddp}[args.cmd](args)
+    result = {"make": cmd_make, "memory": cmd_memory, "ddp": cmd_ddp, "small": cmd_small}[args.cmd](args)
     if args.json:
         Path(args.json).write_text(json.dumps({"command": sys.argv, "machine": info, **result}, indent=1,
                                               default=str))

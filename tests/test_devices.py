@@ -144,3 +144,20 @@ def _exercise(device: torch.device, corpus_dir, tiny_config, tmp_path, monkeypat
 
 def test_training_encode_decode_and_render_on_cuda(corpus_dir, tiny_config, tmp_path, monkeypatch):
     _exercise(_cuda(), corpus_dir, tiny_config, tmp_path, monkeypatch)
+
+
+def test_training_from_the_mel_cache_on_cuda_trains_what_it_trains_on_the_cpu(corpus_dir, tiny_config, tmp_path):
+    """The disk-backed corpus on a GPU: crops read from the cache, page-locked and copied to the device, train a
+    finite model that encodes; the loss curve is summed on the device and read back only when logged."""
+    device = _cuda()
+    from distill.train import Trainer
+
+    cfg = dataclasses.replace(tiny_config, device=device.type)
+    trainer = Trainer(sorted(corpus_dir.iterdir()), cfg, epochs=3, cache_dir=tmp_path / "cache")
+    events = list(trainer.run())
+    steps = [e for e in events if e.kind == "step"]
+    assert steps and all(np.isfinite(e.loss) for e in steps)
+    assert trainer.result.info.dataset["training"]["devices"] == "cuda"
+    assert trainer.result.info.dataset["corpus"]["files"] == len(trainer.clips)
+    codec = trainer.result.codec
+    assert codec.encode(tone(1.0)).codes.shape[0] == cfg.num_quantizers

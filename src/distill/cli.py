@@ -218,13 +218,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     _stream(trainer, train_prior_after(trainer, minutes, share), args.quiet)
     result = trainer.result
     prior = result.codec.info.prior
-    prior_text = (f"prior: {prior['steps']} steps, held-out {prior['best_val_bits']} bits/code" if prior else
+    prior_text = (f"prior: {_prior_steps(prior)}held-out {prior['best_val_bits']} bits/code" if prior else
                   "no prior (--prior-share 0)" if share == 0 else "no prior")
     result.save(args.output)
     print(f"saved {args.output} (fingerprint {result.info.fingerprint}, {result.steps} steps"
           f"{', cancelled' if result.cancelled else ''}"
           f"{', stopped early on a non-finite loss: the best model so far' if result.stopped else ''}; {prior_text})")
     return 0
+
+
+def _prior_steps(meta: dict) -> str:
+    """"N steps, " of a prior whose tables a loop trained; "" for one fitted whole (the latent path's)."""
+    return f"{meta['steps']} steps, " if meta.get("steps") else f"fitted in {meta.get('train_seconds', '?')} s, "
 
 
 def _prior_share(share: float | None) -> float:
@@ -273,7 +278,7 @@ def _train_prior(codec: Codec, items: list, minutes: float, quiet: bool) -> tupl
     res = trainer.result
     if res is None:
         raise CliError("prior training was interrupted before a prior existed")
-    return codec.with_prior(res.model, res.meta), (f"prior: {res.meta['steps']} steps, held-out "
+    return codec.with_prior(res.model, res.meta), (f"prior: {_prior_steps(res.meta)}held-out "
                                                     f"{res.meta['best_val_bits']} bits/code")
 
 

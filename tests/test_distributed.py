@@ -38,18 +38,20 @@ def setup(tmp_path_factory):
     return root
 
 
-def test_two_gloo_processes_train_one_model_that_rank_0_alone_writes(setup):
-    out = setup / "run"
+@pytest.mark.parametrize("norm", ["channel", "batch"])   # the default, and BatchNorm's running statistics
+def test_two_gloo_processes_train_one_model_that_rank_0_alone_writes(setup, norm):
+    out = setup / f"run-{norm}"
     out.mkdir()
     model = out / "two.distill"
+    (setup / f"tiny-{norm}.json").write_text(json.dumps({**TINY, "norm": norm}))
     proc = subprocess.run(torchrun(str(setup / "audio"), "-o", str(model), "--epochs", "3", "--prior-share", "0",
-                                   "--config", str(setup / "tiny.json"), "-q"),
+                                   "--config", str(setup / f"tiny-{norm}.json"), "-q"),
                           capture_output=True, text=True, env=env(), timeout=240)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-3000:]
     digests = dict(re.findall(r"rank (\d) of 2, codebooks ([0-9a-f]{16})", text))
     assert set(digests) == {"0", "1"}, text[-3000:]
-    assert digests["0"] == digests["1"]                         # one codebook, not two
+    assert digests["0"] == digests["1"]                 # one model (weights, codebooks, statistics), not two
     assert sorted(p.name for p in out.iterdir()) == ["two.distill", "two.distill.cache", "two.distill.ckpt"]
     assert text.count("saved ") == 1                            # rank 0 alone saved
     codec = Codec.load(model)
@@ -119,3 +121,12 @@ def test_a_rank_killed_mid_run_ends_the_job_with_a_message_and_a_checkpoint_resu
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
     assert re.search(r"resumed at step \d+", resumed.stderr)
     assert Codec.load(model).info.dataset["training"]["world_size"] == 1
+
+
+def test_only_errors_of_the_process_group_are_called_a_lost_rank():
+    from distill.parallel import lost_rank
+    from distill.train import TrainingError
+
+    assert lost_rank(RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer"))
+    assert not lost_rank(TrainingError("cannot resume from a.ckpt: this run differs (num_quantizers 3 -> 4)"))
+    assert not lost_rank(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))

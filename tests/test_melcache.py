@@ -118,7 +118,7 @@ def test_the_cache_is_computed_in_worker_processes_with_the_same_values(folder, 
 def test_a_truncated_cache_is_started_over_not_read_past_its_end(folder, tmp_path):
     cache = tmp_path / "cache"
     load_cached(cache, accepted(folder), MelConfig())
-    data = cache / melcache.DATA_NAME
+    data = cache / json.loads((cache / melcache.INDEX_NAME).read_text())["data"]
     with open(data, "r+b") as f:
         f.truncate(os.path.getsize(data) // 2)
     again = load_cached(cache, accepted(folder), MelConfig())
@@ -144,3 +144,38 @@ def test_a_second_scan_takes_the_verdicts_of_unchanged_cached_files_and_inspects
     limited = scan_paths(sorted(folder.iterdir()), max_seconds=0.5, known=melcache.known_verdicts(cache, MelConfig()))
     assert [v.name for v in limited.accepted] == [v.name for v in again.accepted if v.duration_s <= 0.5] == \
         ["clip0.wav", "clip3.wav"]   # a cached verdict over the limit is refused as a decode would refuse it
+
+
+def test_a_run_reading_the_cache_keeps_its_rows_when_another_run_starts_it_over_or_compacts_it(folder, tmp_path):
+    cache = tmp_path / "cache"
+    reading = load_cached(cache, accepted(folder), MelConfig())
+    truth = [c.mel.clone() for c in reading.clips]
+    load_cached(cache, accepted(folder), MelConfig(f_min=30.0))          # started over: a new data file
+    assert all(torch.equal(c.mel, t) for c, t in zip(reading.clips, truth, strict=True))
+    names = []
+    for seed in (1, 2):                                                   # every file changed twice: compaction
+        for i, p in enumerate(sorted(folder.iterdir())):
+            sf.write(p, tone(0.4 + 0.25 * i, 300.0 + seed, 44100, seed=seed), 44100)
+        second = load_cached(cache, accepted(folder), MelConfig(f_min=30.0))
+        names.append(json.loads((cache / melcache.INDEX_NAME).read_text())["data"])
+    assert second.cache["computed"] == 6 and names[0] != names[1]      # the second round compacted into a new file
+    assert all(torch.equal(c.mel, t) for c, t in zip(reading.clips, truth, strict=True))
+    assert len([p for p in cache.iterdir() if p.suffix == ".f32"]) == 1
+    fresh = load_in_memory(accepted(folder), MelConfig(f_min=30.0))
+    assert all(torch.equal(a.mel, b.mel) for a, b in zip(second.clips, fresh.clips, strict=True))
+
+
+def test_a_stopped_build_keeps_what_it_computed_and_the_next_run_computes_only_the_rest(folder, tmp_path):
+    cache = tmp_path / "cache"
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) >= 2
+
+    with pytest.raises(melcache.BuildStopped, match="2 of 6 files computed"):
+        load_cached(cache, accepted(folder), MelConfig(), stop=stop)
+    again = load_cached(cache, accepted(folder), MelConfig())
+    assert again.cache["reused"] == 2 and again.cache["computed"] == 4
+    fresh = load_in_memory(accepted(folder), MelConfig())
+    assert all(torch.equal(a.mel, b.mel) for a, b in zip(again.clips, fresh.clips, strict=True))

@@ -37,16 +37,18 @@ from .edits.syntax import regenerate_settings
 from .fileio import atomic_write_text, atomic_write_wav
 from .melcache import known_verdicts, load_cached, load_in_memory
 from .model import DOWNSAMPLE
-from .parallel import launched
+from .parallel import launched, lost_rank
 from .prior import DEFAULT_PRIOR_SHARE, PriorTrainer
 from .render import parse_donor_spec
 from .session import Clip, EditSession, decode_with_source, read_document
 from .spectrogram import MelConfig
 from .train import (
+    PRIOR_MAX_SECONDS,
     ClipMels,
     Trainer,
     TrainEvent,
     TrainingError,
+    prior_clips,
     resumed_config,
     split_budget,
     train_prior_after,
@@ -173,7 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # and the Trainer loads the rest under the same limit
     cache = None if args.no_cache else (args.cache or args.output + ".cache")
     report = scan_paths([f for p in paths for f in _existing(p)], **clip_limit(), workers=workers,
-                        progress=_counter("scanned", not main_rank),
+                        progress=_counter("scanned", args.quiet or not main_rank),
                         known=None if cache is None else known_verdicts(cache, MelConfig()))
     for v in report.rejected if main_rank else ():
         print(f"skipped {v.describe()}", file=sys.stderr)
@@ -201,16 +203,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     share = _prior_share(args.prior_share)
     trainer = Trainer(report, cfg, minutes=split_budget(minutes, share), epochs=epochs, checkpoint_path=ckpt,
                       resume_from=args.resume, cache_dir=cache, workers=workers,
-                      on_progress=_counter("log-mels computed", not main_rank), **every)
+                      on_progress=_counter("log-mels computed", args.quiet or not main_rank), **every)
     try:
         _stream(trainer, trainer.run(), args.quiet or not main_rank, quiet_all=not main_rank)
+    except TrainingError:
+        raise
     except RuntimeError as exc:
-        if not trainer.world.distributed:
+        if not (trainer.world.distributed and lost_rank(exc)):
             raise
         resume = (f"; the checkpoint {ckpt} continues it: run the same command with --resume {ckpt}"
                   if os.path.exists(ckpt) else "; no checkpoint was written yet")
         raise TrainingError(f"rank {trainer.world.rank} of {trainer.world.size}: the run lost another rank (it "
-                            f"stopped or was killed: {_first_line(exc)}){resume}") from exc
+                            f"stopped or was killed: {' '.join(str(exc).split())}){resume}") from exc
     if not trainer.world.main:
         return 0   # rank 0 writes the model and trains the prior
     if trainer.result is None:
@@ -237,10 +241,6 @@ def _prior_share(share: float | None) -> float:
     if not (0.0 <= share <= 0.9):
         raise CliError(f"--prior-share must be within 0-0.9, got {share:g}")
     return share
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _stream(worker: Trainer | PriorTrainer, events, quiet: bool, quiet_all: bool = False) -> None:
@@ -298,7 +298,10 @@ def cmd_prior(args: argparse.Namespace) -> int:
         load = load_in_memory(report.accepted, codec.mel_cfg, **limit)
     for w in load.warnings:
         warn(w)
-    items = ClipMels(load.clips)
+    clips, note = prior_clips(load.clips, codec.mel_cfg.num_frames(int(PRIOR_MAX_SECONDS * codec.sample_rate)))
+    if note:
+        warn(note)
+    items = ClipMels(clips)
     if not items:
         raise CliError(f"no usable audio files in {' '.join(args.data)} (checked {len(report.verdicts)} files)")
     had = "retrained" if codec.prior is not None else "added"

@@ -10,8 +10,16 @@ changed is computed again, a different front end (MelConfig) starts the cache ov
 `os.pread`, never mapped, so the process's memory does not grow with the corpus (a mapped file's touched
 pages count as the process's own).
 
-The values are the very floats `MelFrontEnd.logmel` returns in this process: crops from the cache are
+Computed in this process, the values are the very floats `MelFrontEnd.logmel` returns: crops from the cache are
 bit-identical to crops from the in-memory clips (`MemoryClip`) for the same seed (tests/test_melcache.py).
+Worker processes compute with one thread each; their floats matched here, and are only checked to 1e-5 (a
+many-core BLAS may sum in another order).
+
+The index is the commit point: it names the data file and how many of its rows are committed, and it is
+written after the data (every COMMIT_EVERY_S during a build, and at its end, also when it is stopped). A run holds
+its data file open: another run that compacts the cache or starts it over writes a new data file, so the rows a
+running trainer reads never change under it. Entries of files no run uses any more stay (a cache shared by
+several corpora only grows; delete the folder to reclaim it).
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -37,7 +47,8 @@ from .spectrogram import MelConfig, MelFrontEnd
 
 CACHE_FORMAT = "distill-mel-cache"
 CACHE_VERSION = 1
-DATA_NAME, INDEX_NAME, LOCK_NAME = "mels.f32", "index.json", "lock"
+INDEX_NAME, LOCK_NAME = "index.json", "lock"   # the data file's name is in the index (mels-XXXXXXXX.f32)
+COMMIT_EVERY_S = 30.0         # a build commits its index this often: an interrupted build keeps what it computed
 HEAD_BYTES = 1 << 16          # the bytes hashed at each end of a file (with its size and mtime: the cache key)
 PARALLEL_MIN_FILES = 16       # fewer files than this to compute: in this process (a worker costs ~2 s to start)
 PARALLEL_MIN_SECONDS = 300.0  # ... or less audio than this
@@ -61,6 +72,29 @@ class MemoryClip:
         return self.mel[:, start:start + length]
 
 
+class MelData:
+    """A cache's data file, opened once (while the cache was locked) and read with os.pread. Held open, it stays
+    the file this run loaded: a later run that compacts or starts the cache over writes a new file and removes
+    this one's name, and these rows stay readable until the run ends."""
+
+    def __init__(self, path: str, n_mels: int):
+        self.path, self.n_mels = path, n_mels
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def rows(self, row: int, n: int, name: str) -> np.ndarray:
+        """Rows row..row+n as float32 [n, n_mels]; AudioError naming the clip when the file is short."""
+        size = n * self.n_mels * 4
+        buf = os.pread(self.fd, size, row * self.n_mels * 4)
+        if len(buf) != size:
+            raise AudioError(f"{name}: the mel cache {self.path} is truncated (read {len(buf)} of {size} bytes); "
+                             "delete the cache folder and train again")
+        return np.frombuffer(buf, dtype=np.float32).reshape(n, self.n_mels)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            os.close(self.fd)
+
+
 @dataclass(frozen=True)
 class DiskClip:
     """One file's log-mel in a MelCache's data file: rows `row`..`row + frames` of [*, n_mels] float32."""
@@ -68,25 +102,15 @@ class DiskClip:
     name: str
     frames: int
     row: int
-    data: str      # the data file's path
-    n_mels: int
+    data: MelData
 
     def window(self, start: int, length: int) -> torch.Tensor:
         """[n_mels, min(length, frames - start)] from frame `start`, read from disk (a fresh tensor)."""
         start = max(0, min(int(start), self.frames))
         n = max(0, min(int(length), self.frames - start))
         if n == 0:
-            return torch.zeros(self.n_mels, 0)
-        size = n * self.n_mels * 4
-        fd = os.open(self.data, os.O_RDONLY)
-        try:
-            buf = os.pread(fd, size, (self.row + start) * self.n_mels * 4)
-        finally:
-            os.close(fd)
-        if len(buf) != size:
-            raise AudioError(f"{self.name}: the mel cache {self.data} is truncated (read {len(buf)} of {size} bytes); "
-                             "delete the cache folder and train again")
-        return torch.from_numpy(np.frombuffer(buf, dtype=np.float32).reshape(n, self.n_mels).T.copy())
+            return torch.zeros(self.data.n_mels, 0)
+        return torch.from_numpy(self.data.rows(self.row + start, n, self.name).T.copy())
 
     @property
     def mel(self) -> torch.Tensor:
@@ -146,6 +170,7 @@ def _worker_logmel(v: FileVerdict, mel_json: str, max_seconds: float | None,
 
 def _worker_init() -> None:
     torch.set_num_threads(1)   # one core per worker; the parent's threads stay the parent's
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl+C is the parent's: it stops the build and keeps what is done
 
 
 def skip_warning(v: FileVerdict, why: str) -> tuple[FileVerdict, str]:
@@ -198,7 +223,9 @@ def _locked(folder: str) -> Iterator[None]:
 
 
 def _read_index(folder: str, mel: MelConfig) -> tuple[dict, str]:
-    """(the index, "") when it is this version's and this front end's; ({}, why it starts over) otherwise."""
+    """(the index, "") when it is this version's and this front end's and its data file holds every row it names;
+    ({}, why it starts over) otherwise. The index is the commit point: rows past its `rows` are from a build
+    that was interrupted and are written over."""
     path = os.path.join(folder, INDEX_NAME)
     if not os.path.exists(path):
         return {}, ""
@@ -210,27 +237,48 @@ def _read_index(folder: str, mel: MelConfig) -> tuple[dict, str]:
         return {}, "it was written by another version"
     if index.get("mel") != _mel_json(mel):
         return {}, "the front-end settings (MelConfig) differ"
-    data = os.path.join(folder, DATA_NAME)
-    rows = os.path.getsize(data) // (4 * mel.n_mels) if os.path.exists(data) else 0
-    if any(e["row"] + e["frames"] > rows for e in index.get("files", {}).values()):
+    data = os.path.join(folder, str(index.get("data", "")))
+    rows = int(index.get("rows", -1))
+    have = os.path.getsize(data) // (4 * mel.n_mels) if os.path.isfile(data) else -1
+    if have < rows or rows < 0 or any(e["row"] + e["frames"] > rows for e in index.get("files", {}).values()):
         return {}, "its data file is shorter than its index says"
     return index, ""
 
 
+def _new_data_name() -> str:
+    return f"mels-{uuid.uuid4().hex[:8]}.f32"
+
+
+def _commit(folder: str, index: dict, f) -> None:
+    """Make everything written to the data file `f` so far part of the cache: data to disk first, then the index."""
+    f.flush()
+    os.fsync(f.fileno())
+    index["rows"] = f.tell() // (4 * index["n_mels"])
+    atomic_write_text(os.path.join(folder, INDEX_NAME), json.dumps(index))
+
+
+def _remove_other_data(folder: str, keep: str) -> None:
+    """Data files no index names any more (a run that still has one open reads it to its end)."""
+    for name in os.listdir(folder):
+        if name.startswith("mels") and name.endswith(".f32") and name != keep:
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, name))
+
+
 def _compact(folder: str, index: dict, n_mels: int) -> None:
-    """Rewrite the data file with only the rows the index names (in place of rows of files since changed)."""
-    data = os.path.join(folder, DATA_NAME)
-    tmp = data + ".compact"
+    """Write the rows the index names into a new data file, commit it, then remove the old one's name."""
+    old = os.path.join(folder, index["data"])
+    name = _new_data_name()
     row = 0
-    with open(data, "rb") as src, open(tmp, "wb") as dst:
+    with open(old, "rb") as src, open(os.path.join(folder, name), "wb") as dst:
         for entry in sorted(index["files"].values(), key=lambda e: e["row"]):
             src.seek(entry["row"] * n_mels * 4)
             dst.write(src.read(entry["frames"] * n_mels * 4))
             entry["row"] = row
             row += entry["frames"]
-        dst.flush()
-        os.fsync(dst.fileno())
-    os.replace(tmp, data)
+        index["data"] = name
+        _commit(folder, index, dst)
+    _remove_other_data(folder, name)
 
 
 def in_workers(todo: Sequence[tuple[int, FileVerdict]], workers: int) -> bool:
@@ -287,23 +335,27 @@ def known_verdicts(folder: str | os.PathLike, mel: MelConfig) -> Callable[[str],
     return known
 
 
+class BuildStopped(AudioError):
+    """The build was stopped (Stop / Ctrl+C) or lost a worker; what it computed is kept for the next run."""
+
+
 def load_cached(folder: str | os.PathLike, accepted: Sequence[FileVerdict], mel: MelConfig,
                 max_seconds: float | None = None, variable: str = "", workers: int | None = None,
-                progress: Callable[[int, int], None] | None = None) -> CorpusLoad:
+                progress: Callable[[int, int], None] | None = None,
+                stop: Callable[[], bool] | None = None) -> CorpusLoad:
     """The accepted files' log-mels through the cache in `folder`: cached ones are reused, the rest computed
     (`workers` processes; default: the cores, at most 8) and appended. `progress(done, total)` after each file
-    computed. A file that vanished or changed into something unusable is skipped with a warning."""
+    computed. A file that vanished or changed into something unusable is skipped with a warning. `stop()` true
+    (or a worker process that dies) ends the build with BuildStopped; the files computed so far stay cached."""
     folder = os.path.abspath(os.fspath(folder))
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)
     t0 = time.perf_counter()
     with _locked(folder):
         index, why_new = _read_index(folder, mel)
-        data = os.path.join(folder, DATA_NAME)
         if not index:
             index = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "mel": _mel_json(mel), "n_mels": mel.n_mels,
-                     "files": {}}
-            with open(data, "wb"):
-                pass
+                     "data": _new_data_name(), "rows": 0, "files": {}}
+        data = os.path.join(folder, index["data"])
         entries: dict[str, dict] = index["files"]
         out = CorpusLoad([], [])
         found: dict[int, dict] = {}
@@ -323,29 +375,46 @@ def load_cached(folder: str | os.PathLike, accepted: Sequence[FileVerdict], mel:
             else:
                 todo.append((i, v))
         reused = len(found)
-        if todo:
-            with open(data, "ab") as f:
-                row = f.tell() // (4 * mel.n_mels)
-                for n, (i, m, why) in enumerate(_compute(todo, mel, max_seconds, variable, workers), 1):
+        with open(data, "ab") as f:
+            f.truncate(index["rows"] * 4 * mel.n_mels)   # rows an interrupted build left past the commit point
+            f.seek(0, os.SEEK_END)
+            if not entries:
+                _commit(folder, index, f)
+                _remove_other_data(folder, index["data"])
+            row, last_commit, done = index["rows"], time.perf_counter(), 0
+            jobs = _compute(todo, mel, max_seconds, variable, workers)
+            try:
+                for done, (i, m, why) in enumerate(jobs, 1):
                     if m is None:
                         found[i] = {"why": why}
                     else:
                         f.write(m.tobytes())
                         v = accepted[i]
-                        e = {**keys[i], "frames": int(m.shape[0]), "row": row, "verdict": {
-                            "duration_s": v.duration_s, "sample_rate": v.sample_rate, "channels": v.channels,
-                            "reason": v.reason}}
+                        entries[os.path.abspath(v.path)] = found[i] = {
+                            **keys[i], "frames": int(m.shape[0]), "row": row,
+                            "verdict": {"duration_s": v.duration_s, "sample_rate": v.sample_rate,
+                                        "channels": v.channels, "reason": v.reason}}
                         row += int(m.shape[0])
-                        entries[os.path.abspath(accepted[i].path)] = found[i] = e
                     if progress:
-                        progress(n, len(todo))
-                f.flush()
-                os.fsync(f.fileno())
-            total_rows = os.path.getsize(data) // (4 * mel.n_mels)
-            live = sum(e["frames"] for e in entries.values())
-            if total_rows and (total_rows - live) > COMPACT_SHARE * total_rows:
-                _compact(folder, index, mel.n_mels)
-            atomic_write_text(os.path.join(folder, INDEX_NAME), json.dumps(index))
+                        progress(done, len(todo))
+                    if time.perf_counter() - last_commit >= COMMIT_EVERY_S:
+                        _commit(folder, index, f)
+                        last_commit = time.perf_counter()
+                    if stop is not None and stop() and done < len(todo):
+                        raise BuildStopped(f"stopped while computing the log-mels: {done} of {len(todo)} files "
+                                           f"computed, kept in {folder} for the next run")
+            except futures.process.BrokenProcessPool as exc:
+                raise BuildStopped(f"a worker process computing the log-mels died ({exc}; out of memory?) after "
+                                   f"{done} of {len(todo)} files, kept in {folder}; run again, or with --workers 1"
+                                   ) from exc
+            finally:
+                jobs.close()
+                _commit(folder, index, f)
+        total_rows = index["rows"]
+        live = sum(e["frames"] for e in entries.values())
+        if total_rows and (total_rows - live) > COMPACT_SHARE * total_rows:
+            _compact(folder, index, mel.n_mels)
+        store = MelData(os.path.join(folder, index["data"]), mel.n_mels)
         for i, v in enumerate(accepted):
             e = found[i]
             if "why" in e:
@@ -353,12 +422,12 @@ def load_cached(folder: str | os.PathLike, accepted: Sequence[FileVerdict], mel:
                 out.skipped.append(verdict)
                 out.warnings.append(text)
                 continue
-            out.clips.append(DiskClip(v.name, int(e["frames"]), int(e["row"]), data, mel.n_mels))
+            out.clips.append(DiskClip(v.name, int(e["frames"]), int(e["row"]), store))
             out.used.append(v)
     frames = sum(c.frames for c in out.clips)
     out.cache = {"cache": folder, "files": len(out.clips), "computed": len(todo), "reused": reused,
                  "hours": round(frames * mel.hop_length / mel.sample_rate / 3600, 3),
-                 "bytes": os.path.getsize(data), "built_s": round(time.perf_counter() - t0, 1),
+                 "bytes": os.path.getsize(store.path), "built_s": round(time.perf_counter() - t0, 1),
                  "workers": workers if in_workers(todo, workers) else 1,
                  **({"started_over": why_new} if why_new else {})}
     if why_new:

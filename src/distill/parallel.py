@@ -60,7 +60,10 @@ def start_world(device_name: str) -> tuple[World, str]:
     if not launched():
         return World(), device_name
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
+    cuda = (device_name == "auto" or device_name.startswith("cuda")) and torch.cuda.is_available()
+    if device_name.startswith("cuda:"):
+        raise RuntimeError(f"--device {device_name}: under torchrun each process takes the GPU of its LOCAL_RANK; "
+                           "give --device cuda (choose the GPUs with CUDA_VISIBLE_DEVICES)")
     if device_name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for, but this machine has no CUDA GPU")
     backend = "nccl" if cuda else "gloo"
@@ -95,6 +98,29 @@ def reduce_sum(world: World, values: list[float], device: torch.device) -> list[
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def average_norm_statistics(world: World, model: torch.nn.Module) -> None:
+    """Average BatchNorm's running statistics over the ranks (one all-reduce per buffer), so validation, the
+    checkpoint and the saved model see every rank's crops. (SyncBatchNorm would do it per step, on GPUs only;
+    the default model has no BatchNorm, the seed design does.)"""
+    if not world.distributed:
+        return
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            for t in (m.running_mean, m.running_var):
+                if t is not None:
+                    dist.all_reduce(t)
+                    t.div_(world.size)
+
+
+def lost_rank(exc: BaseException) -> bool:
+    """Whether an error from a collective means another rank is gone (its connection closed, a timeout), not a
+    mistake of this one."""
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    text = str(exc).lower()
+    return any(w in text for w in ("gloo", "nccl", "connection", "connect", "timed out", "timeout", "peer"))
 
 
 def finish(world: World) -> None:

@@ -32,13 +32,14 @@ from .events import TrainEvent
 from .fileio import atomic_write
 from .health import LOW_UTILIZATION, LevelHealth, code_counts, health_from_counts, level_health
 from .losses import compute_losses, total_loss
-from .melcache import Clip, CorpusLoad, load_cached, load_in_memory
+from .melcache import BuildStopped, Clip, CorpusLoad, load_cached, load_in_memory
 from .model import DOWNSAMPLE, ConvVQVAE
-from .parallel import World, decide, finish, reduce_sum, start_world, step_plan
+from .parallel import World, average_norm_statistics, decide, finish, reduce_sum, start_world, step_plan
 from .prior import PriorError, PriorTrainer
 from .spectrogram import MelConfig, MelFrontEnd
 
 MAX_VAL_CROPS = 64
+MAX_VAL_FILES_CROPS = 256   # with more held-out files than MAX_VAL_CROPS, one crop from each of at most this many
 VAL_TIME_SHARE = 0.05  # default validation cadence: at most ~5% of training time (it was 17% on lmms)
 MAX_USAGE_SECONDS_PER_FILE = 60.0
 PRIOR_MAX_SECONDS = 3600.0   # the prior after training encodes about an hour of the corpus at most
@@ -175,8 +176,11 @@ def fixed_crops(clips: Sequence[Clip], length: int, limit: int = MAX_VAL_CROPS) 
         for s in starts:
             crops.append(crop_from(clip, int(s), length))
             valid.append(min(clip.frames - int(s), length))
-    keep = max(limit, len(clips))
-    return torch.stack(crops[:keep])[:, None], frame_mask(valid[:keep], length)
+    most = max(limit, min(len(clips), MAX_VAL_FILES_CROPS))
+    if len(crops) > most:   # a library's thousands of held-out files: evenly chosen ones, one crop each
+        pick = np.linspace(0, len(crops) - 1, most).astype(int)
+        crops, valid = [crops[i] for i in pick], [valid[i] for i in pick]
+    return torch.stack(crops)[:, None], frame_mask(valid, length)
 
 
 class Trainer:
@@ -263,8 +267,11 @@ class Trainer:
         (and recorded in self.skipped), and training goes on."""
         accepted = self.report.accepted
         if self.cache_dir is not None:
-            load = load_cached(self.cache_dir, accepted, self.mel_cfg, self.max_seconds, self.limit_variable,
-                               self.workers, self.on_progress)
+            try:
+                load = load_cached(self.cache_dir, accepted, self.mel_cfg, self.max_seconds, self.limit_variable,
+                                   self.workers, self.on_progress, stop=self._stop_requested)
+            except BuildStopped as exc:
+                raise TrainingError(f"{exc}: nothing was trained") from exc
         else:
             load = load_in_memory(accepted, self.mel_cfg, self.max_seconds, self.limit_variable)
         self.load_warnings, self.skipped = load.warnings, load.skipped
@@ -289,10 +296,11 @@ class Trainer:
             raise TrainingError("none of the accepted files could be loaded: they changed since the scan ("
                                 + "; ".join(f"{v.name}: {v.reason}" for v in self.skipped[:5]) + ")")
         payload = read_checkpoint(self.resume_from) if self.resume_from else None
-        files = file_records(used) if (self.checkpoint_path or payload is not None) else []
+        # the files' SHA-256 (a resume checks them): rank 0 alone reads every byte, the others follow its checks
+        files = file_records(used) if (self.checkpoint_path or payload is not None) and world.main else []
         budget = {"minutes": self.minutes, "epochs": None if self.minutes is not None else self.epochs}
         if payload is not None:
-            check_resumable(self.resume_from, payload, cfg, mel_cfg, files)
+            check_resumable(self.resume_from, payload, cfg, mel_cfg, files if world.main else None)
             before = json.loads(payload["budget_json"])
             if not self._budget_given:  # `--resume` alone continues the run it resumes
                 budget = before
@@ -311,7 +319,7 @@ class Trainer:
         weights = np.array([min(c.frames, 10 * length) for c in train_clips], dtype=np.float64)
         weights /= weights.sum()
         crops_per_epoch = sum(max(1, c.frames // length) for c in train_clips)
-        steps_per_epoch = max(1, math.ceil(crops_per_epoch / cfg.batch_size))
+        steps_per_epoch = max(1, math.ceil(crops_per_epoch / (cfg.batch_size * world.size)))  # all ranks' crops
         total_steps = None if self.minutes is not None else max(1, int(round(self.epochs * steps_per_epoch)))
         budget_s = self.minutes * 60 if self.minutes is not None else None
         validate_every = self.validate_every or max(10, min(200, steps_per_epoch))
@@ -332,8 +340,9 @@ class Trainer:
             rng = np.random.default_rng([cfg.seed, world.rank, state.step])
             resumed += f"rank {world.rank} of {world.size} ({world.backend}); "
         net = model if not world.distributed else torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            forward_sync_buffers=False)  # the codebooks' buffers are kept equal by sync_codebook, not copied
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+        # DDP copies rank 0's buffers before each forward (BatchNorm statistics stay one model's); the codebooks'
+        # EMA updates in that forward are reduced by sync_codebook, so they stay one codebook after it too
         yield TrainEvent("start", state.step, state.step / steps_per_epoch, state.elapsed,
                          total_steps=total_steps,
                          message=f"{resumed}{_corpus_text(self.corpus)}{len(train_clips)} training / "
@@ -515,8 +524,9 @@ class Trainer:
         """
         t0 = time.perf_counter()
         cfg = self.config
-        model.eval()
         world = self.world
+        average_norm_statistics(world, model)   # every rank is here together: one model's statistics to score
+        model.eval()
         # each rank scores its share of the fixed crops; the sums and code counts are reduced over the ranks
         share = list(range(world.rank, len(val_batch), world.size)) or [0]
         weight = 1.0 if world.rank < len(val_batch) else 0.0   # a rank past the crops counts nothing
@@ -571,7 +581,7 @@ class Trainer:
             mel = clips[i].window(0, max_frames).to(device)[None, None]
             _, codes, _ = model.quantize(model.encode(mel))
             usage += code_counts(codes[0].cpu().numpy(), cfg.codebook_size)
-        _, val_codes, _ = model.quantize(model.encode(val_batch))
+        val_codes = torch.cat([model.quantize(model.encode(chunk))[1] for chunk in torch.split(val_batch, 16)])
         val_health = level_health(val_codes.permute(1, 0, 2, 3).cpu().numpy(), cfg.codebook_size, cfg.level_names)
         tensors = state_to_tensors(model)
         dataset = {
@@ -609,12 +619,12 @@ class _RunState:
 
 
 def codebook_digest(model: torch.nn.Module) -> str:
-    """SHA-256 (first 16 hex digits) of the quantizer's state: the ranks of a run print it to show one codebook."""
+    """SHA-256 (first 16 hex digits) of the model's state, weights and buffers (codebooks, BatchNorm statistics):
+    the ranks of a run print it to show they hold one model."""
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
-        if k.startswith("quantizer."):
-            h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -701,8 +711,9 @@ def resumed_config(path: str | os.PathLike, overrides: dict) -> VQVAEConfig:
     return before.replace(**overrides)
 
 
-def check_resumable(path, payload: dict, cfg: VQVAEConfig, mel: MelConfig, files: list[dict]) -> None:
-    """TrainingError saying what differs unless this run has the checkpoint's settings and files."""
+def check_resumable(path, payload: dict, cfg: VQVAEConfig, mel: MelConfig, files: list[dict] | None) -> None:
+    """TrainingError saying what differs unless this run has the checkpoint's settings and files (files None: the
+    settings only; the other ranks of a distributed run leave the files to rank 0)."""
     diffs = []
     try:
         before = VQVAEConfig.from_dict(json.loads(payload["config_json"])).to_dict()
@@ -715,7 +726,7 @@ def check_resumable(path, payload: dict, cfg: VQVAEConfig, mel: MelConfig, files
               if k not in RESUME_FREE_FIELDS and before.get(k) != now.get(k)]
     if mel_before != mel_json(mel):
         diffs.append("mel front-end settings differ")
-    if files_before != files:
+    if files is not None and files_before != files:
         old = {f["name"]: f for f in files_before}
         new = {f["name"]: f for f in files}
         parts = [f"{label} {_names(names)}" for label, names in (
@@ -867,10 +878,13 @@ def train_prior_after(trainer: Trainer, minutes: float | None, prior_share: floa
     result.codec = result.codec.with_prior(prior.result.model, prior.result.meta)
 
 
-def train(files: Sequence[str | os.PathLike] | ScanReport, **kwargs) -> TrainResult:
-    """Run a Trainer to the end and return its result (for scripts that need no progress)."""
+def train(files: Sequence[str | os.PathLike] | ScanReport, **kwargs) -> TrainResult | None:
+    """Run a Trainer to the end and return its result (for scripts that need no progress). Under torchrun only
+    rank 0 has one: the other ranks get None (they train with it, rank 0 keeps the model)."""
     trainer = Trainer(files, **kwargs)
     for _ in trainer.run():
         pass
+    if trainer.result is None and not trainer.world.main:
+        return None
     assert trainer.result is not None
     return trainer.result

@@ -410,8 +410,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  {h['name']:<11} {h['verdict']}: {h['utilization']:.0%} of codes used on validation, perplexity "
               f"{h['perplexity']:.1f}, {h['dead_codes']} unused")
     pr = info.prior
+    refused = Codec.load(args.model).prior_note if pr and not pr.get("error") else ""   # as regenerate would load it
     if pr.get("error"):
         print(f"  prior       unusable ({pr['error']}); retrain it with `distill prior MODEL FOLDER`")
+    elif refused:
+        print(f"  prior       unusable: {refused}")
     elif pr:
         cfg = pr.get("config") or {}
         latent = (("with the latent path and its context part" if cfg.get("context_same") else
@@ -420,7 +423,8 @@ def cmd_info(args: argparse.Namespace) -> int:
                    "with the latent path, no context part (`distill prior MODEL FOLDER` retrains it with one)")
                   if cfg.get("latent_dim") else
                   "no latent path (made before it: `distill prior MODEL FOLDER` retrains it with one)")
-        print(f"  prior       {pr.get('steps', '?')} steps in {pr.get('train_seconds', '?')} s on "
+        how = f"{pr['steps']} steps in" if pr.get("steps") else "fitted in"
+        print(f"  prior       {how} {pr.get('train_seconds', '?')} s on "
               f"{len(pr.get('train_files', []))} files; held-out {pr.get('best_val_bits')} bits/code, "
               f"{latent} (regenerate is available)")
     else:

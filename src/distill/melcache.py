@@ -46,7 +46,7 @@ from .fileio import atomic_write_text
 from .spectrogram import MelConfig, MelFrontEnd
 
 CACHE_FORMAT = "distill-mel-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2   # 2: the index names its data file and its committed rows
 INDEX_NAME, LOCK_NAME = "index.json", "lock"   # the data file's name is in the index (mels-XXXXXXXX.f32)
 COMMIT_EVERY_S = 30.0         # a build commits its index this often: an interrupted build keeps what it computed
 HEAD_BYTES = 1 << 16          # the bytes hashed at each end of a file (with its size and mtime: the cache key)

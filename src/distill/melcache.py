@@ -29,6 +29,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -54,6 +55,8 @@ PARALLEL_MIN_FILES = 16       # fewer files than this to compute: in this proces
 PARALLEL_MIN_SECONDS = 300.0  # ... or less audio than this
 MAX_IN_FLIGHT_PER_WORKER = 2  # finished log-mels waiting to be written, per worker (bounds the parent's memory)
 COMPACT_SHARE = 0.5           # rewrite the data file once over half of it belongs to no file in the index
+
+log = logging.getLogger("distill.melcache")
 
 
 @dataclass(frozen=True)
@@ -325,7 +328,8 @@ def known_verdicts(folder: str | os.PathLike, mel: MelConfig) -> Callable[[str],
             return None
         try:
             key = file_key(os.path.abspath(path))
-        except OSError:
+        except OSError as exc:   # the scan decodes it instead, and its verdict names the file and the reason
+            log.info("%s: its cached verdict is not used (%s); inspecting the file", path, exc)
             return None
         if any(e.get(k) != key[k] for k in key):
             return None

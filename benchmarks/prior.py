@@ -155,6 +155,185 @@ def plausibility(codec: Codec, clips: list[Clip], usage: list[list[int]], levels
             for k, d in out.items()}
 
 
+SPANS = (1, 2, 4, 8, 16)      # columns regenerated (decoded measures)
+VERSIONS = 3
+
+
+def span_mel_stats(mel: np.ndarray) -> np.ndarray:
+    """A span's log-mel [n_mels, frames] summarised: per-bin mean and standard deviation, [2 * n_mels]."""
+    return np.concatenate([mel.mean(1), mel.std(1)])
+
+
+def frechet_diag(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between two sets of vectors [n, d] as diagonal Gaussians (mean and per-dimension spread)."""
+    ma, mb, sa, sb = a.mean(0), b.mean(0), a.std(0), b.std(0)
+    return float(np.sum((ma - mb) ** 2) + np.sum((sa - sb) ** 2))
+
+
+def decoded_span(codec: Codec, codes: np.ndarray, c0: int, width: int, cells: np.ndarray, margin: int = 8
+                 ) -> tuple[float, float, np.ndarray]:
+    """Decode a window of codes [L, B, T] around columns c0..c0+width-1 (model domain: codes -> log-mel, no
+    phase, no surgical render) -> (share of the region's cells `cells` bool [L, B, T] that survive re-encoding
+    by the encoder alone, mean |frame-to-frame log-mel change| inside the span, the span's log-mel)."""
+    T = codes.shape[2]
+    a, b = max(0, c0 - margin), min(T, c0 + width + margin)
+    mel = codec.decode_mel(codes[:, :, a:b]).cpu().numpy()
+    again = np.asarray(codec.encode_mel(torch.from_numpy(mel), search_steps=0))
+    w = min(again.shape[2], b - a)
+    region = cells[:, :, a:a + w]
+    agree = float((again[:, :, :w][region] == codes[:, :, a:a + w][region]).mean()) if region.any() else float("nan")
+    fpc = codec.frames_per_column
+    f0, f1 = (c0 - a) * fpc, min(mel.shape[1], (c0 - a + width) * fpc)
+    span = mel[:, f0:f1]
+    change = float(np.abs(np.diff(span, axis=1)).mean()) if span.shape[1] > 1 else float("nan")
+    return agree, change, span
+
+
+def draw_methods(codec: Codec, grid, region: Region, usage: list[list[int]], variants: dict) -> dict[str, list]:
+    """Per method, VERSIONS code arrays [L, B, T] for `region`: randomize (seeds 0..), and each regenerate variant
+    (name -> RegenerateSettings overrides, or a callable(settings) -> list of EditResults), drawn as one call of
+    VERSIONS candidates (what the studio's versions panel shows)."""
+    out = {"original": [grid.codes], "randomize": [randomize_region(grid, region, usage, v).grid.codes
+                                                   for v in range(VERSIONS)]}
+    for name, how in variants.items():
+        settings = RegenerateSettings(candidates=VERSIONS, **how.get("settings", {}))
+        with how.get("patch", _nothing)():
+            out[name] = [r.grid.codes for r in regenerate(codec, grid, region, settings)]
+    return out
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def decoded_measures(codec: Codec, clips: list[Clip], usage: list[list[int]], levels: tuple[int, ...],
+                     variants: dict, seed: int = 0) -> dict:
+    """Each held-out clip, each span width of SPANS that leaves context on both sides, at a seeded place:
+    per method, decode -> re-encode agreement of the redrawn cells, in-span frame-to-frame log-mel change (each
+    the mean over spans and versions), the diagonal Fréchet distance between the spans' log-mel statistics and
+    the recordings' own (real audio at the same places), and how much the versions differ from each other."""
+    rng = np.random.default_rng(seed)
+    acc: dict[str, dict[str, list]] = {}
+    real_stats = []
+    fpc = codec.frames_per_column
+    for clip in clips:
+        grid = clip.grid
+        T = grid.num_columns
+        real = codec.logmel(clip.wave).numpy()
+        for width in SPANS:
+            if T < width + 2:
+                continue
+            c0 = int(rng.integers(1, T - width))
+            region = Region(levels, 0, grid.num_bands - 1, c0, c0 + width - 1)
+            cells = np.zeros(grid.codes.shape, bool)
+            cells[region.index()] = True
+            span_real = real[:, c0 * fpc:(c0 + width) * fpc]
+            if span_real.shape[1] < 2:
+                continue
+            real_stats.append(span_mel_stats(span_real))
+            for name, versions in draw_methods(codec, grid, region, usage, variants).items():
+                d = acc.setdefault(name, {"agree": [], "change": [], "stats": [], "differ": []})
+                for codes in versions:
+                    agree, change, span = decoded_span(codec, codes, c0, width, cells)
+                    d["agree"].append(agree)
+                    d["change"].append(change)
+                    d["stats"].append(span_mel_stats(span[:, :span_real.shape[1]]))
+                if len(versions) > 1:
+                    pairs = [(i, j) for i in range(len(versions)) for j in range(i + 1, len(versions))]
+                    d["differ"].append(float(np.mean([(versions[i][cells] != versions[j][cells]).mean()
+                                                      for i, j in pairs])))
+    real_arr = np.array(real_stats)
+    out = {}
+    for name, d in acc.items():
+        out[name] = {"agree": float(np.nanmean(d["agree"])), "change": float(np.nanmean(d["change"])),
+                     "fd": frechet_diag(np.array(d["stats"]), real_arr),
+                     "differ": float(np.mean(d["differ"])) if d["differ"] else float("nan"), "n": len(d["agree"])}
+    for name, r in out.items():
+        r["closes_agree"] = closes(out, name, "agree")
+        r["closes_change"] = closes(out, name, "change")
+        r["closes_fd"] = closes(out, name, "fd")
+    return out
+
+
+def closes(out: dict, name: str, key: str) -> float:
+    """Share of the gap from randomize to the original codes that `name` closes on measure `key`:
+    1 - |name - original| / |randomize - original| (1 = as the original codes, 0 = no better than randomize;
+    overshooting the original counts against, as being rougher does)."""
+    gap = abs(out["randomize"][key] - out["original"][key])
+    return float(1 - abs(out[name][key] - out["original"][key]) / gap) if gap > 0 else float("nan")
+
+
+def _patch(**values):
+    """A context that sets distill.prior.retrieval's module settings (read at call time) for one variant."""
+    from unittest import mock  # noqa: PLC0415
+
+    from distill.prior import retrieval  # noqa: PLC0415
+    return lambda: mock.patch.multiple(retrieval, **values)
+
+
+# regenerate as shipped, then each part of it removed (or changed) in turn: the ablation on the decoded measures
+REGEN_VARIANTS = {
+    "regenerate": {},
+    "network": {"settings": {"retrieve": False}},                       # the prior's network draws cell by cell
+    "no_neighbours": {"patch": _patch(CONTEXT_COLUMNS=0)},              # match the kept coarser levels only
+    "no_inside": {"patch": _patch(INSIDE_WEIGHT=0.0)},                  # match the neighbours only
+    "best_only": {"settings": {"temperature": 0.05}},                   # always the best-matching places
+    "short_pieces": {"patch": _patch(PATCH_COLUMNS=4)},                 # copy 4 columns at a time
+}
+
+
+def run_decoded(root: str, group: str, codec_minutes: float, prior_minutes: float, model: str | None,
+                cache: str | None, variants: list[str]) -> dict:
+    """The decoded measures (decoded_measures) of one corpus's held-out clips, for Timbre+Detail and all levels."""
+    codec, train, test = group_codec(root, group, codec_minutes, model, cache)
+    t0 = time.perf_counter()
+    pt = PriorTrainer.from_audio(codec, training_items(codec, train), prior_minutes)
+    for _ in pt.run():
+        pass
+    prior_seconds = time.perf_counter() - t0
+    codec = codec.with_prior(pt.result.model, pt.result.meta)
+    held = {os.path.basename(p) for p in test}
+    leaked = held & set(codec.prior.bank()[0].names)
+    if leaked:   # retrieval must never copy from the files it is measured on
+        raise SystemExit(f"held-out files in the prior's bank: {sorted(leaked)[:3]}")
+    clips = []
+    for p in test:
+        try:
+            clips.append(clip_from_source(codec, load_source(p)))
+        except Exception:  # noqa: BLE001 - a benchmark skips what it cannot read
+            continue
+    k = codec.codebook_size
+    usage = [[int(x) for x in np.bincount(np.concatenate([g[q].ravel() for g in pt.corpus.grids]), minlength=k)]
+             for q in range(len(codec.level_names))]
+    chosen = {v: REGEN_VARIANTS[v] for v in variants}
+    longest = max(clips, key=lambda c: c.grid.num_samples)
+    return {"group": group, "train": len(train), "test": len(clips), "prior_seconds": round(prior_seconds, 1),
+            "bank_files": len(codec.prior.bank()[0].names),
+            "timbre_detail": decoded_measures(codec, clips, usage, (1, 2), chosen),
+            "all_levels": decoded_measures(codec, clips, usage, (0, 1, 2), chosen),
+            "speed_4x2s": speed(codec, longest), "speed_clip_s": round(longest.grid.duration_s, 2)}
+
+
+def decoded_table(results: list[dict]) -> str:
+    lines = ["| corpus | region | method | re-encode agreement | in-span change | mel-statistics distance to the "
+             "recordings | gap closed: agreement / change / distance | versions differ |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for key, what in (("timbre_detail", "Timbre+Detail"), ("all_levels", "all levels")):
+            for name, m in r[key].items():
+                closed = "" if name in ("original", "randomize") else \
+                    f"{100 * m['closes_agree']:.0f}% / {100 * m['closes_change']:.0f}% / {100 * m['closes_fd']:.0f}%"
+                lines.append(f"| {r['group']} | {what} | {name} | {m['agree']:.3f} | {m['change']:.4f} | {m['fd']:.2f} | "
+                             f"{closed} | {m['differ']:.2f} |")
+    lines += ["", "| corpus | files train/test | bank files | prior s | 4 x 2 s versions |", "|---|---|---|---|---|"]
+    lines += [f"| {r['group']} | {r['train']}/{r['test']} | {r['bank_files']} | {r['prior_seconds']} | "
+              f"{r['speed_4x2s']:.2f} s |" for r in results]
+    return "\n".join(lines)
+
+
 def speed(codec: Codec, clip: Clip, repeats: int = 3) -> float:
     """Median seconds: 4 candidates for a 2 s Timbre+Detail span, sampled and surgically rendered (together,
     as the studio does: EditSession.preview_many)."""
@@ -292,9 +471,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-file", action="store_true", help="also print each held-out file's bits/code")
     ap.add_argument("--ablate", help="all, or a comma list of variants (benchmarks/prior_ablation.py): "
                                      "held-out bits and speed with each part of the prior removed in turn")
+    ap.add_argument("--decoded", help="all, or a comma list of regenerate variants (REGEN_VARIANTS): what the user "
+                                      "hears, decoded, per corpus (decoded_measures)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.decoded:
+        names = list(REGEN_VARIANTS) if args.decoded == "all" else args.decoded.split(",")
+        unknown = [n for n in names if n not in REGEN_VARIANTS]
+        if unknown:
+            ap.error(f"unknown variants {unknown}; known: {', '.join(REGEN_VARIANTS)}")
+        results = []
+        for group in args.folders:
+            r = run_decoded(args.root, group, args.codec_minutes, args.prior_minutes[0], args.model,
+                            args.codec_cache, names)
+            print(json.dumps(r), flush=True)
+            results.append(r)
+        print(decoded_table(results))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
+        return 0
     if args.ablate:
         from prior_ablation import parse_variants, run_ablation  # noqa: PLC0415
         run_ablation(args.root, args.folders, args.codec_minutes, args.prior_minutes, parse_variants(args.ablate),

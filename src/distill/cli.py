@@ -550,7 +550,7 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
             atomic_write_text(hist, session.to_json())
         changed = int((result.grid.codes != before.codes).sum())
         print(f"wrote {out}: {result.label}, {changed} cells changed"
-              f"{', history ' + hist if hist else ''}")
+              f"{', history ' + hist if hist else ''}{'; ' + result.origin if result.origin else ''}")
     print(f"drew {len(results)} candidate{'s' if len(results) != 1 else ''} in {dt:.2f} s")
     return 0
 

@@ -80,6 +80,7 @@ def draw(s: Session | None, strength: float | None, temperature: float | None, s
                    "shorter selection.") from exc
     s.candidates = Candidates(grid, tuple(results), tuple(r.wave for r in renders), now.wave, (a, b))
     notes = {r.note for r in renders + [now] if r.note}
+    notes |= {r.origin for r in results if r.origin and not r.origin.startswith("from ")}   # how, when not copied
     what = "the whole clip" if whole else html.escape(region.describe(grid))
     text = (f"Drew {len(results)} version{'s' if len(results) != 1 else ''} of {what} (seed {settings.seed}, strength "
             f"{settings.strength:g}, temperature {settings.temperature:g}) in {time.perf_counter() - t0:.2f} s. "
@@ -125,6 +126,12 @@ def drop_stale(s: Session | None) -> bool:
     return True
 
 
+def version_label(c: Candidates, i: int) -> str:
+    """"Version 2 — from kick_03.wav 1.2–1.9 s": where a version's material came from, so it can be followed back."""
+    origin = c.results[i].origin if i < len(c.results) else ""
+    return f"Version {i + 1}" + (f" — {origin}" if origin.startswith("from ") else "")
+
+
 def candidate_updates(s: Session | None, sample_rate: int) -> list:
     """Page updates for the candidate area: the 'now' player, then (player, keep button) per slot."""
     c = s.candidates if s is not None else None
@@ -134,7 +141,7 @@ def candidate_updates(s: Session | None, sample_rate: int) -> list:
     for i in range(SLOTS):
         shown = i < len(c.audio)
         out += [gr.update(value=to_int16(c.audio[i], sample_rate) if shown else None, visible=shown,
-                          label=f"Version {i + 1}"),
+                          label=version_label(c, i)),
                 gr.update(visible=shown)]
     return out
 

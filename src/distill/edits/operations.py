@@ -57,6 +57,7 @@ class EditResult:
     other: CodeGrid | None = None       # swaps between two clips: the second clip's new grid
     other_region: Region | None = None
     other_donors: tuple[DonorPatch, ...] = field(default=())  # for `other`; "other" there means `grid`'s clip
+    origin: str = ""                    # regenerate: where the material came from ("from kick.wav 1.2–1.9 s") or how drawn
 
     def for_other(self) -> EditResult:
         """The second clip's side of a two-clip swap, ready to push onto that clip's history."""
@@ -77,7 +78,8 @@ class RegenerateSettings:
     """How a region is redrawn. strength: share of the selected cells redrawn (1 = all, 0 = none);
     temperature scales the logits; top_p keeps the smallest set of codes holding that much probability;
     steps: decoding steps for the coarsest redrawn level (finer levels take a third, then a sixth);
-    polish: re-draw the least confident cells next to the region's edges once more."""
+    polish: re-draw the least confident cells next to the region's edges once more (network draws);
+    retrieve: copy patches of real codes from the training files where the prior keeps them (else the network)."""
 
     strength: float = 1.0
     temperature: float = DEFAULT_TEMPERATURE
@@ -86,6 +88,7 @@ class RegenerateSettings:
     steps: int = DEFAULT_STEPS
     candidates: int = 1
     polish: bool = True
+    retrieve: bool = True
 
     def __post_init__(self) -> None:
         def number(v: object) -> bool:

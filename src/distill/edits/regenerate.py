@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..codes import CodeGrid
-from ..prior import NO_PRIOR_HELP, CodePrior, sample_cells
+from ..prior import NO_PRIOR_HELP, CodePrior, describe_origins, draw_versions
 from .operations import EditResult, RegenerateSettings
 from .regions import EditError, Region
 
@@ -58,17 +58,18 @@ def regenerate_region(model: CodePrior | None, grid: CodeGrid, region: Region,
                         f"{grid.num_levels} x {grid.num_bands}")
     todo = selection_cells(grid, region, settings.strength, settings.seed)
     with torch.inference_mode():
-        drawn = sample_cells(model, grid.codes, todo, settings)
+        drawn = draw_versions(model, grid.codes, todo, settings)
     what = region.describe(grid)
     defaults = RegenerateSettings()
     extra = "".join(f", {name} {value:g}" for name, value, default in (
         ("strength", settings.strength, 1.0), ("temperature", settings.temperature, defaults.temperature),
         ("steps", settings.steps, defaults.steps)) if value != default)
     out = []
-    for i, codes in enumerate(drawn):
-        codes = np.where(todo, codes, grid.codes)   # belt and braces: only the chosen cells can change
+    for i, version in enumerate(drawn):
+        codes = np.where(todo, version.codes, grid.codes)   # belt and braces: only the chosen cells can change
         # the candidates of one draw share a generator: (seed, version i of N) is what reproduces one
         tag = f", version {i + 1} of {settings.candidates}" if settings.candidates > 1 else ""
-        label = f"regenerate {what} (seed {settings.seed}{tag}{extra})"
-        out.append(EditResult(grid.with_codes(codes), label, region))
+        origin = describe_origins(list(version.origins), grid.seconds_per_column) or version.note
+        label = f"regenerate {what} (seed {settings.seed}{tag}{extra}{'' if settings.retrieve else ', network'})"
+        out.append(EditResult(grid.with_codes(codes), label, region, origin=origin))
     return out

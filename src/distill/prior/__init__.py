@@ -16,11 +16,13 @@ One job per module, each importing only those listed after it:
 - `trainer`:  PriorTrainer (from a code corpus or from audio, within a wall-clock budget)
 - `encoding`: the code corpus from audio (encode_corpus, shifted copies for the context part)
 - `fit`:      the fitted start, the context part, the mixing tables' calibration, the Structure gain
-- `sampler`:  drawing codes (Sampler, sample_cells); the edit it makes is distill.edits.regenerate's
+- `sampler`:  drawing versions: copied from the bank (retrieval) or drawn by the network (Sampler, sample_cells);
+              the edit it makes is distill.edits.regenerate's
 - `evaluate`: masked NLL, held-out bits/code and the stages they are scored in
 - `corpus`:   CodeCorpus, training crops, the fixed held-out crops
 - `network`:  CodePrior, ContextNet and the features they read; build_prior / prior_tensors
 - `masks`:    training and edit masks, the decoding schedule
+- `retrieval`: the code bank (the training files' own codes, kept in the prior) and copying patches of it into a hole
 - `config`:   PriorConfig, PriorError, PRIOR_PREFIX (torch-free: what the model file reads)
 
 The names below are this package's public face (`from distill.prior import ...`). They are bindings of the
@@ -79,7 +81,28 @@ from .network import (
     prior_tensors,
     same_level_codes,
 )
-from .sampler import EDGE_COLUMNS, DrawSettings, Sampler, draw_top_p, sample_cells
+from .retrieval import (
+    CONTEXT_COLUMNS,
+    PATCH_COLUMNS,
+    SHORTLIST,
+    CodeBank,
+    Origin,
+    bank_config,
+    describe_origins,
+    make_bank,
+    match_costs,
+    retrieve,
+)
+from .sampler import (
+    EDGE_COLUMNS,
+    NO_BANK_NOTE,
+    DrawSettings,
+    Sampler,
+    Version,
+    draw_top_p,
+    draw_versions,
+    sample_cells,
+)
 from .trainer import (
     CONTEXT_SHIFTS,
     MIN_VAL_GAIN,
@@ -92,6 +115,8 @@ from .trainer import (
 )
 
 __all__ = [
+    "CONTEXT_COLUMNS", "NO_BANK_NOTE", "PATCH_COLUMNS", "SHORTLIST", "CodeBank", "Origin", "Version", "bank_config",
+    "describe_origins", "draw_versions", "make_bank", "match_costs", "retrieve",
     "CALIBRATION_STEPS", "CONTEXT_CELLS", "CONTEXT_SHARE", "CONTEXT_SHIFTS", "CONTEXT_TAPS", "CONTEXT_WIDTH",
     "DEFAULT_PRIOR_SHARE", "DEFAULT_SEARCH_SECONDS_PER_SECOND", "EDGE_COLUMNS", "MASK_KINDS",
     "MAX_CORPUS_SECONDS_PER_FILE", "MAX_GAP", "MIN_VAL_GAIN", "NO_PRIOR_HELP", "PRIOR_PREFIX", "RETIRED_WEIGHTS", "SAME_TAPS",

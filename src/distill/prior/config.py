@@ -15,6 +15,9 @@ NO_PRIOR_HELP = ("this model has no prior, so it cannot regenerate; add one with
                  "or train a new model with `distill train` (which trains the prior too)")
 
 
+MAX_BANK_COLUMNS = 1 << 20      # a code bank's most columns (~50 h of audio; distill.prior.retrieval.make_bank)
+
+
 class PriorError(ValueError):
     """A prior that cannot be built or used (wrong shape, foreign codec, bad settings); the message says why."""
 
@@ -40,6 +43,10 @@ class PriorConfig:
     latent_dim: int = 0       # the codec's codeword size: > 0 adds the latent path (0 = priors saved before it)
     context_width: int = 0    # hidden width of the latent path's context part (0 = none, as in priors saved before it)
     context_same: int = 0     # 1 = the context part also reads the level's own codes drawn around the cell (0 before it)
+    # the code bank: the training files' own codes, which regenerate copies from (distill.prior.retrieval); 0 = none
+    bank_columns: int = 0     # columns of all its files together
+    bank_files: int = 0
+    bank_name_bytes: int = 0  # its files' names, UTF-8, one per line
 
     def __post_init__(self) -> None:
         checks = [
@@ -58,6 +65,10 @@ class PriorConfig:
             (not self.context_width or self.latent_dim, "context_width needs the latent path (latent_dim > 0)"),
             (self.context_same in (0, 1), f"context_same must be 0 or 1, got {self.context_same}"),
             (not self.context_same or self.context_width, "context_same needs the context part (context_width > 0)"),
+            (0 <= self.bank_columns <= MAX_BANK_COLUMNS, f"bank_columns must be 0-{MAX_BANK_COLUMNS}, got {self.bank_columns}"),
+            (0 <= self.bank_files <= self.bank_columns, f"bank_files must be 0-{self.bank_columns}, got {self.bank_files}"),
+            (0 <= self.bank_name_bytes <= 64 * 1024 * 1024, f"bank_name_bytes must be 0-64 MiB, got {self.bank_name_bytes}"),
+            ((self.bank_columns > 0) == (self.bank_files > 0), "a code bank needs both columns and files"),
         ]
         for ok, message in checks:
             if not ok:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import PRIOR_PREFIX, PriorConfig, PriorError
+from .retrieval import CodeBank, bank_from_tensors, bank_tensors, distance_tables
 
 
 class CodePrior(nn.Module):
@@ -67,6 +69,28 @@ class CodePrior(nn.Module):
             self.context = nn.ModuleList(ContextNet(CONTEXT_TAPS * D + B, cfg.context_width, D,
                                                     len(SAME_TAPS) if cfg.context_same else 0) for _ in range(L - 1))
             self.latent_context = nn.Parameter(torch.zeros(L))   # log weight of the part in the mixture
+        if cfg.bank_columns:    # the training files' own codes, which regenerate copies from (distill.prior.retrieval)
+            self.register_buffer("bank_codes", torch.zeros(L, B, cfg.bank_columns, dtype=torch.int16))
+            self.register_buffer("bank_starts", torch.zeros(cfg.bank_files + 1, dtype=torch.int64))
+            self.register_buffer("bank_names", torch.zeros(cfg.bank_name_bytes, dtype=torch.uint8))
+        self._bank: tuple[CodeBank, np.ndarray] | None = None
+
+    def set_bank(self, bank: CodeBank) -> None:
+        """Fill the bank buffers (the config must have been made with retrieval.bank_config(bank))."""
+        with torch.no_grad():
+            for name, t in bank_tensors(bank).items():
+                getattr(self, name).copy_(t)
+        self._bank = None
+
+    def bank(self) -> tuple[CodeBank, np.ndarray] | None:
+        """(the code bank, its levels' codeword distance tables float32 [L, K, K]), or None: a prior without a bank
+        or without codewords (made before either) cannot copy from its corpus. Built once, then read-only."""
+        if not self.cfg.bank_columns or not self.cfg.latent_dim:
+            return None
+        if self._bank is None:
+            self._bank = (bank_from_tensors(self.cfg, self.bank_codes, self.bank_starts, self.bank_names),
+                          distance_tables(self.books))
+        return self._bank
 
     def mixing_tables(self) -> list[nn.Parameter]:
         """The latent path's mixing weights (~100 numbers) that calibrate_latent fits; [] without the path."""
@@ -440,6 +464,8 @@ def build_prior(cfg: PriorConfig, tensors: dict[str, torch.Tensor] | None = None
         raise PriorError("prior weights are not finite")
     model = CodePrior(cfg)
     model.load_state_dict(tensors, strict=True)
+    if cfg.bank_columns:
+        bank_from_tensors(cfg, model.bank_codes, model.bank_starts, model.bank_names)   # PriorError if broken
     return model.eval()
 
 

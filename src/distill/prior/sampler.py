@@ -5,6 +5,7 @@ schedule), coarse to fine over levels, in windows for long regions. Returns code
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 
 from .masks import hidden_after, level_steps
 from .network import CodePrior
+from .retrieval import Origin, retrieve
 
 EDGE_COLUMNS = 2                 # the polish pass re-draws the least confident cells this close to a region's edges
 
@@ -19,7 +21,8 @@ EDGE_COLUMNS = 2                 # the polish pass re-draws the least confident 
 class DrawSettings(Protocol):
     """How cells are drawn (distill.edits.RegenerateSettings is one): temperature scales the logits, top_p keeps the
     smallest set of codes holding that much probability, steps are the coarsest redrawn level's decoding steps,
-    polish re-draws the least confident cells next to the seams, candidates are drawn at once from `seed`."""
+    polish re-draws the least confident cells next to the seams, candidates are drawn at once from `seed`;
+    retrieve copies patches of the training files' codes (distill.prior.retrieval) where the prior has them."""
 
     @property
     def temperature(self) -> float: ...
@@ -33,6 +36,8 @@ class DrawSettings(Protocol):
     def candidates(self) -> int: ...
     @property
     def polish(self) -> bool: ...
+    @property
+    def retrieve(self) -> bool: ...
 
 
 def draw_top_p(logits: torch.Tensor, top_p: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,3 +193,72 @@ def _seam_columns(todo: np.ndarray, T: int) -> list[int]:
         if any(not sel[k] for k in range(lo, hi + 1)):
             out.add(int(c))
     return sorted(out)
+
+
+NO_BANK_NOTE = ("drawn cell by cell by the prior's network: this prior keeps no codes of its training files to copy from "
+                "(it was made by an earlier version; retrain it with `distill prior` to draw from your sounds)")
+
+
+@dataclass(frozen=True)
+class Version:
+    """One drawn version: codes int64 [L, B, T]; where its material came from (empty when the network drew it),
+    or why it was drawn by the network (`note`)."""
+
+    codes: np.ndarray
+    origins: tuple[Origin, ...] = ()
+    note: str = ""
+
+
+def draw_versions(model: CodePrior, codes: np.ndarray, todo: np.ndarray, settings: DrawSettings) -> list[Version]:
+    """Redraw the cells `todo` (bool [L, B, T]) of codes [L, B, T], settings.candidates versions: copied from the
+    training files (retrieval) when the prior keeps their codes and settings.retrieve, else drawn by the network
+    (sample_cells), saying why. Cells outside `todo` come back bit-identical either way."""
+    bank = model.bank() if settings.retrieve else None
+    if bank is None:
+        note = NO_BANK_NOTE if settings.retrieve else "drawn cell by cell by the prior's network"
+        return [Version(c, (), note) for c in sample_cells(model, codes, todo, settings)]
+    found = retrieve(bank[0], bank[1], codes, todo, settings.candidates, settings.temperature, settings.seed,
+                     score=lambda xs, cells, hidden: patch_scores(model, xs, cells, hidden))
+    return [Version(c, tuple(origins)) for c, origins in found]
+
+
+def patch_scores(model: CodePrior, xs: np.ndarray, cells: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    """The network's mean log-probability (nats per cell) of each candidate's codes at `cells` (bool [L, B, T]),
+    xs int64 [S, L, B, T], with the `hidden` cells (bool [L, B, T], which include `cells`) masked: level by level,
+    coarse to fine, each level scored given the coarser ones' candidate codes, as the sampler draws -> float [S].
+    Wider than the prior's window, it is scored in windows around the cells."""
+    window = model.cfg.window
+    T = xs.shape[-1]
+    cols = np.flatnonzero(cells.any(axis=(0, 1)))
+    if cols.size == 0:
+        return np.zeros(xs.shape[0])
+    total, count = np.zeros(xs.shape[0]), 0
+    lo = int(cols[0])
+    while lo <= cols[-1]:
+        hi = min(int(cols[-1]), lo + window - 1)
+        a = int(np.clip((lo + hi + 1) // 2 - window // 2, 0, max(0, T - window)))
+        b = min(T, a + window)
+        part = np.zeros_like(cells)
+        part[:, :, lo:hi + 1] = cells[:, :, lo:hi + 1]
+        s, n = _scores(model, xs[..., a:b], part[..., a:b], hidden[..., a:b])
+        total, count = total + s, count + n
+        lo = hi + 1
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def _scores(model: CodePrior, xs: np.ndarray, cells: np.ndarray, hidden: np.ndarray) -> tuple[np.ndarray, int]:
+    """patch_scores within one window: (summed log-probability per candidate [S], cells scored per candidate)."""
+    truth = torch.from_numpy(np.ascontiguousarray(xs))
+    x = truth.clone()
+    x[:, torch.from_numpy(np.ascontiguousarray(hidden))] = model.mask_index
+    S = x.shape[0]
+    total, count = torch.zeros(S, dtype=torch.float64), 0
+    for q in np.flatnonzero(cells.any(axis=(1, 2))):
+        where = torch.from_numpy(np.ascontiguousarray(cells[q]))[None].expand(S, -1, -1)
+        logp = model.logits(model.features(x), int(q), where).float().log_softmax(-1)       # [M, K]
+        code = truth[:, q][where]
+        total += logp.gather(-1, code[:, None])[:, 0].double().reshape(S, -1).sum(1)
+        count += int(cells[q].sum())
+        x[:, q][where] = code                                                              # known for finer levels
+    return total.numpy(), count

@@ -8,7 +8,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from .evaluate import evaluate_bits, masked_nll
 from .fit import CONTEXT_CELLS, CONTEXT_SHARE, CONTEXT_WIDTH, calibrate_latent, fit_context, initial_prior
 from .masks import training_mask
 from .network import CodePrior
+from .retrieval import bank_config, make_bank
 
 
 @dataclass
@@ -92,6 +93,10 @@ class PriorTrainer:
             raise PriorError(f"a prior with a latent path needs the codec's codewords [{L}, {codebook_size}, "
                              f"{self.config.latent_dim}], got {None if codebooks is None else tuple(codebooks.shape)}")
         self.codebooks = None if codebooks is None else codebooks.clone()
+        # the bank regenerate copies from: every file given (the prior's held-out ones are the user's files too)
+        self.bank = make_bank(corpus.names, corpus.grids) if self.config.latent_dim else None
+        if self.bank is not None:
+            self.config = replace(self.config, **bank_config(self.bank))
         self.corpus = corpus
         self.minutes = float(minutes)
         self.codec_fingerprint = codec_fingerprint
@@ -164,6 +169,8 @@ class PriorTrainer:
         rng = np.random.default_rng(cfg.seed)
         train, val = self._split()
         model = initial_prior(cfg, train, self.codebooks)
+        if self.bank is not None:
+            model.set_bank(self.bank)
         K = cfg.codebook_size
         held = val or train
         more = train if self.shifted is None else CodeCorpus(train.names + self.shifted.names,
@@ -260,7 +267,8 @@ class PriorTrainer:
         meta = {"config": cfg.to_dict(), "codec": self.codec_fingerprint, "steps": step,
                 "train_seconds": round(now, 1), "best_val_bits": round(best, 4) if math.isfinite(best) else None,
                 "train_files": list(train.names)[:500], "val_files": list(val.names)[:500] if val else [],
-                "columns": train.columns, "history": history[-300:], "cancelled": bool(stopped)}
+                "columns": train.columns, "history": history[-300:], "cancelled": bool(stopped),
+                "bank_files": len(self.bank.names) if self.bank is not None else 0}
         self.result = PriorResult(model, meta)
         yield TrainEvent("done", step, 0.0, now, 0.0, best_val_loss=best, stage="prior",
                          message="prior: cancelled, kept the best so far" if stopped else "prior: finished")

@@ -281,6 +281,7 @@ REGEN_VARIANTS = {
     "network": {"settings": {"retrieve": False}},                       # the prior's network draws cell by cell
     "no_neighbours": {"patch": _patch(CONTEXT_COLUMNS=0)},              # match the kept coarser levels only
     "no_inside": {"patch": _patch(INSIDE_WEIGHT=0.0)},                  # match the neighbours only
+    "no_rerank": {"patch": _patch(RERANK=0.0)},                         # codeword distance alone chooses
     "best_only": {"settings": {"temperature": 0.05}},                   # always the best-matching places
     "short_pieces": {"patch": _patch(PATCH_COLUMNS=4)},                 # copy 4 columns at a time
 }

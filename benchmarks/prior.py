@@ -267,21 +267,22 @@ def closes(out: dict, name: str, key: str) -> float:
     return float(1 - abs(out[name][key] - out["original"][key]) / gap) if gap > 0 else float("nan")
 
 
-def _patch(**values):
-    """A context that sets distill.prior.retrieval's module settings (read at call time) for one variant."""
+def _patch(module: str = "retrieval", **values):
+    """A context that sets a distill.prior module's settings (read at call time) for one variant."""
+    import importlib  # noqa: PLC0415
     from unittest import mock  # noqa: PLC0415
 
-    from distill.prior import retrieval  # noqa: PLC0415
-    return lambda: mock.patch.multiple(retrieval, **values)
+    return lambda: mock.patch.multiple(importlib.import_module(f"distill.prior.{module}"), **values)
 
 
 # regenerate as shipped, then each part of it removed (or changed) in turn: the ablation on the decoded measures
 REGEN_VARIANTS = {
     "regenerate": {},
     "network": {"settings": {"retrieve": False}},                       # the prior's network draws cell by cell
-    "no_neighbours": {"patch": _patch(CONTEXT_COLUMNS=0)},              # match the kept coarser levels only
-    "no_inside": {"patch": _patch(INSIDE_WEIGHT=0.0)},                  # match the neighbours only
+    "copy_kept": {"patch": _patch("sampler", keeps_cells=lambda todo: False)},   # copy onto kept Structure too
+    "no_neighbours": {"patch": _patch(CONTEXT_COLUMNS=0)},              # match nothing around the hole
     "no_rerank": {"patch": _patch(RERANK=0.0)},                         # codeword distance alone chooses
+    "spread_1": {"patch": _patch(SPREAD=1.0)},                          # temperature 1 draws further down the list
     "best_only": {"settings": {"temperature": 0.05}},                   # always the best-matching places
     "short_pieces": {"patch": _patch(PATCH_COLUMNS=4)},                 # copy 4 columns at a time
 }
@@ -316,7 +317,8 @@ def run_decoded(root: str, group: str, codec_minutes: float, prior_minutes: floa
             "bank_files": len(codec.prior.bank()[0].names),
             "timbre_detail": decoded_measures(codec, clips, usage, (1, 2), chosen),
             "all_levels": decoded_measures(codec, clips, usage, (0, 1, 2), chosen),
-            "speed_4x2s": speed(codec, longest), "speed_clip_s": round(longest.grid.duration_s, 2)}
+            "speed_4x2s": speed(codec, longest), "speed_4x2s_all": speed(codec, longest, levels=codec.level_names),
+            "speed_clip_s": round(longest.grid.duration_s, 2)}
 
 
 def decoded_table(results: list[dict]) -> str:
@@ -329,17 +331,18 @@ def decoded_table(results: list[dict]) -> str:
                     f"{100 * m['closes_agree']:.0f}% / {100 * m['closes_change']:.0f}% / {100 * m['closes_fd']:.0f}%"
                 lines.append(f"| {r['group']} | {what} | {name} | {m['agree']:.3f} | {m['change']:.4f} | {m['fd']:.2f} | "
                              f"{closed} | {m['differ']:.2f} |")
-    lines += ["", "| corpus | files train/test | bank files | prior s | 4 x 2 s versions |", "|---|---|---|---|---|"]
+    lines += ["", "| corpus | files train/test | bank files | prior s | 4 x 2 s versions: Timbre+Detail / all levels |",
+              "|---|---|---|---|---|"]
     lines += [f"| {r['group']} | {r['train']}/{r['test']} | {r['bank_files']} | {r['prior_seconds']} | "
-              f"{r['speed_4x2s']:.2f} s |" for r in results]
+              f"{r['speed_4x2s']:.2f} s / {r.get('speed_4x2s_all', float('nan')):.2f} s |" for r in results]
     return "\n".join(lines)
 
 
-def speed(codec: Codec, clip: Clip, repeats: int = 3) -> float:
-    """Median seconds: 4 candidates for a 2 s Timbre+Detail span, sampled and surgically rendered (together,
-    as the studio does: EditSession.preview_many)."""
+def speed(codec: Codec, clip: Clip, repeats: int = 3, levels: tuple[str, ...] = ("Timbre", "Detail")) -> float:
+    """Median seconds: 4 candidates for a 2 s span of `levels` (Timbre+Detail: the network draws; all levels:
+    copied from the bank), drawn and surgically rendered (together, as the studio does: EditSession.preview_many)."""
     grid = clip.grid
-    region = Region.from_seconds(grid, ["Timbre", "Detail"], max(0.0, grid.duration_s / 2 - 1), grid.duration_s / 2 + 1)
+    region = Region.from_seconds(grid, list(levels), max(0.0, grid.duration_s / 2 - 1), grid.duration_s / 2 + 1)
     session = EditSession(codec, clip)
     times = []
     for r in range(repeats):

@@ -41,7 +41,7 @@ def test_train_reports_bad_files_and_saves_a_model(cli_model, capsys):
     assert main(["info", str(root / "m.distill")]) == 0
     info = capsys.readouterr().out
     # train wires the codewords to the prior, and fits its context part
-    assert "with the latent path and its context part (regenerate is available)" in info
+    assert "with the latent path and its context part; regenerate copies from the codes of 5 training files" in info
     assert "5 of 9 files" in info and "Structure" in info and "rejected    empty.wav" in info
     assert "16 bands x columns of 0.171 s" in info and "0: 0-185, 1: 185-404" in info  # what /BANDS means in Hz
 

@@ -411,7 +411,7 @@ def test_info_says_when_a_prior_predates_the_newest_parts(prior_codec, capsys):
     assert main(["info", str(prior_codec[1])]) == 0
     out = capsys.readouterr().out
     assert "an older context part (`distill prior MODEL FOLDER` retrains it with the newest)" in out
-    assert "regenerate is available" in out
+    assert "regenerate copies from the codes of 6 training files" in out
 
 
 def test_a_model_without_a_prior_says_how_to_add_one(codec, grid):

@@ -13,6 +13,7 @@ import shlex
 import signal
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -424,9 +425,13 @@ def cmd_info(args: argparse.Namespace) -> int:
                   if cfg.get("latent_dim") else
                   "no latent path (made before it: `distill prior MODEL FOLDER` retrains it with one)")
         how = f"{pr['steps']} steps in" if pr.get("steps") else "fitted in"
+        bank = (f"regenerate copies from the codes of {cfg['bank_files']} training files "
+                f"({cfg.get('bank_columns')} columns)" if cfg.get("bank_files") else
+                "regenerate draws with the network only: no codes of the training files are kept to copy from "
+                "(`distill prior MODEL FOLDER` retrains it with them)")
         print(f"  prior       {how} {pr.get('train_seconds', '?')} s on "
               f"{len(pr.get('train_files', []))} files; held-out {pr.get('best_val_bits')} bits/code, "
-              f"{latent} (regenerate is available)")
+              f"{latent}; {bank}")
     else:
         print("  prior       none: regenerate needs one; add it with `distill prior MODEL FOLDER --minutes 2`")
     hist = [h for h in info.history if "val" in h]
@@ -528,6 +533,7 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
         settings = regenerate_settings({f"--{k}": str(v) for k, v in (
             ("strength", args.strength), ("temperature", args.temperature), ("seed", args.seed),
             ("steps", args.steps)) if v is not None}, candidates=args.candidates)
+        settings = replace(settings, retrieve=not args.no_retrieve)
     except EditError as exc:
         raise CliError(str(exc)) from exc
     try:
@@ -688,6 +694,9 @@ def build_parser() -> argparse.ArgumentParser:
     rg.add_argument("--seed", type=int, help="random seed (default 0); the same seed gives the same codes")
     rg.add_argument("--steps", type=int, help=f"decoding steps for the coarsest level (default {DEFAULT_STEPS})")
     rg.add_argument("--candidates", type=int, default=1, help="how many versions to draw (default 1)")
+    rg.add_argument("--no-retrieve", action="store_true",
+                    help="draw with the prior's network even where every level is redrawn (by default such a region "
+                         "is copied from a matching passage of the training files)")
     rg.add_argument("--history", help="also write the edit history (JSON, reloadable in the studio)")
     rg.set_defaults(func=cmd_regenerate)
     return p

@@ -26,9 +26,8 @@ from .config import MAX_BANK_COLUMNS, PriorConfig, PriorError
 PATCH_COLUMNS = 16      # the widest piece copied at once (~2.8 s); longer holes take several, left to right
 CONTEXT_COLUMNS = 2     # visible columns each side of the hole that a place in the bank must match
 SHORTLIST = 16          # the best-matching places a version is drawn from (one per region of a file)
-INSIDE_WEIGHT = 1.0     # weight of the hole's own kept cells (its coarser levels) against its neighbours' in a match
-SPREAD = 1.0            # how far down the shortlist temperature 1 draws (in units of its cost spread)
-RERANK = 1.0            # weight of the network's log-probability of a patch (nats per cell) in choosing one
+SPREAD = 0.25           # how far down the shortlist temperature 1 draws (in units of its cost spread)
+RERANK = 5.0            # weight of the network's log-probability of a patch (nats per cell) in choosing one
 SCORE_MARGIN = 8        # columns either side of a piece the network sees when it scores patches
 
 
@@ -129,15 +128,13 @@ class Hole:
 
 
 def match_costs(bank: CodeBank, dist: np.ndarray, codes: np.ndarray, visible: np.ndarray, hole: Hole,
-                context: int | None = None, inside: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                context: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """How well each place in the bank fits the hole: (cost float64 [C], valid bool [C]) per bank column p,
-    where p is the first column the patch would copy. The cost is the weighted mean codeword distance, over the
-    grid's visible cells (bool [L, B, T]) of the hole's bands, to the bank's cells at the same offsets: those in
-    the hole's columns (its kept coarser levels, whatever of its finer ones is kept; weight `inside`, default
-    INSIDE_WEIGHT) and those in `context` columns either side (default CONTEXT_COLUMNS; weight 1). A place is
-    valid when the patch and every compared column lie in one file."""
+    where p is the first column the patch would copy. The cost is the mean codeword distance, over the grid's
+    visible cells (bool [L, B, T]) of the hole's bands in its columns (whatever the hole keeps) and in `context`
+    columns either side (default CONTEXT_COLUMNS), to the bank's cells at the same offsets. A place is valid
+    when the patch and every compared column lie in one file."""
     context = CONTEXT_COLUMNS if context is None else context
-    inside = INSIDE_WEIGHT if inside is None else inside
     L, _, T = codes.shape
     C = bank.columns
     lo, hi = max(0, hole.c0 - context), min(T, hole.c0 + hole.width + context)
@@ -145,7 +142,7 @@ def match_costs(bank: CodeBank, dist: np.ndarray, codes: np.ndarray, visible: np
     seen = np.flatnonzero(visible[:, hole.b0:hole.b1 + 1, lo:hi].any(axis=(0, 1))) + lo - hole.c0   # offsets used
     first = min(0, int(seen.min())) if seen.size else 0
     last = max(hole.width - 1, int(seen.max())) if seen.size else hole.width - 1
-    total = 0.0
+    n = 0
     for q in range(L):
         for b in range(hole.b0, hole.b1 + 1):
             cols = np.flatnonzero(visible[q, b, lo:hi]) + lo
@@ -155,17 +152,14 @@ def match_costs(bank: CodeBank, dist: np.ndarray, codes: np.ndarray, visible: np
             line = bank.codes[q, b]
             for r, col in zip(rows, cols, strict=True):
                 off = int(col) - hole.c0
-                w = inside if 0 <= off < hole.width else 1.0
-                if w == 0:
-                    continue
                 a, z = max(0, -off), min(C, C - off)                          # patch starts p with p+off in the bank
-                cost[a:z] += w * r[line[a + off:z + off]]
-                total += w
+                cost[a:z] += r[line[a + off:z + off]]
+            n += cols.size
     fid = bank.file_ids
     p = np.arange(C)
     ok = (p + first >= 0) & (p + last < C)
     ok[ok] = fid[(p + first)[ok]] == fid[(p + last)[ok]]
-    return cost / max(total, 1e-9), ok
+    return cost / max(n, 1), ok
 
 
 def shortlist(cost: np.ndarray, valid: np.ndarray, bank: CodeBank, width: int, size: int | None = None) -> np.ndarray:
@@ -220,6 +214,16 @@ def hole_pieces(todo: np.ndarray, width: int | None = None) -> list[Hole]:
         out.append(Hole(levels, int(bands[0]), int(bands[-1]), c, w))
         c += w
     return out
+
+
+def keeps_cells(todo: np.ndarray) -> bool:
+    """Whether the hole keeps cells inside its box of bands and columns (a coarser level, or what strength < 1
+    leaves): draw_versions then lets the network draw (copying onto kept Structure measured worse)."""
+    bands = np.flatnonzero(todo.any(axis=(0, 2)))
+    cols = np.flatnonzero(todo.any(axis=(0, 1)))
+    if cols.size == 0:
+        return False
+    return not bool(todo[:, bands[0]:bands[-1] + 1, cols[0]:cols[-1] + 1].all())
 
 
 def retrieve(bank: CodeBank, dist: np.ndarray, codes: np.ndarray, todo: np.ndarray, count: int, temperature: float,
@@ -341,3 +345,4 @@ def describe_origins(origins: list[Origin], seconds_per_column: float, most: int
              for o in origins[:most]]
     more = f" and {len(origins) - most} more" if len(origins) > most else ""
     return "from " + ", ".join(parts) + more
+

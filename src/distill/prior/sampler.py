@@ -13,7 +13,7 @@ import torch
 
 from .masks import hidden_after, level_steps
 from .network import CodePrior
-from .retrieval import Origin, retrieve
+from .retrieval import Origin, keeps_cells, retrieve
 
 EDGE_COLUMNS = 2                 # the polish pass re-draws the least confident cells this close to a region's edges
 
@@ -195,6 +195,8 @@ def _seam_columns(todo: np.ndarray, T: int) -> list[int]:
     return sorted(out)
 
 
+KEPT_NOTE = ("drawn cell by cell by the prior's network around the cells the selection keeps (copying other places "
+             "onto them measured worse); a selection of every level is copied from your sounds")
 NO_BANK_NOTE = ("drawn cell by cell by the prior's network: this prior keeps no codes of its training files to copy from "
                 "(it was made by an earlier version; retrain it with `distill prior` to draw from your sounds)")
 
@@ -217,6 +219,8 @@ def draw_versions(model: CodePrior, codes: np.ndarray, todo: np.ndarray, setting
     if bank is None:
         note = NO_BANK_NOTE if settings.retrieve else "drawn cell by cell by the prior's network"
         return [Version(c, (), note) for c in sample_cells(model, codes, todo, settings)]
+    if keeps_cells(todo):
+        return [Version(c, (), KEPT_NOTE) for c in sample_cells(model, codes, todo, settings)]
     found = retrieve(bank[0], bank[1], codes, todo, settings.candidates, settings.temperature, settings.seed,
                      score=lambda xs, cells, hidden: patch_scores(model, xs, cells, hidden))
     return [Version(c, tuple(origins)) for c, origins in found]

@@ -197,8 +197,10 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                                 op_btn = gr.Button("Run", size="sm", scale=1, min_width=60)
                         with gr.Accordion("Regenerate the selection (learned from your sounds)", open=True,
                                           elem_id="regen-panel"):
-                            gr.Markdown("New material for the selected cells that fits what is around them, drawn "
-                                        "by the model's prior; everything outside the selection stays exactly.")
+                            gr.Markdown("New material for the selected cells that fits what is around them. With "
+                                        "every level selected, each version is a passage of your own training "
+                                        "files (its player says which); with a level kept, the model's prior "
+                                        "draws the rest to fit it. Everything outside the selection stays exactly.")
                             with gr.Row():
                                 rg_strength = gr.Slider(0, 1, value=1.0, step=0.05, label="Strength",
                                                         info="share of the selected cells redrawn", elem_id="rg-strength")

@@ -216,6 +216,12 @@ def test_select_regenerate_audition_two_versions_keep_one_undo(prior_url):
             page.keyboard.press("Control+z")
             expect(page.locator("#history")).to_contain_text("undone", timeout=30000)
             expect(page.locator('#hm-A-1 .hm-c[data-r="3"][data-c="1"]')).to_have_attribute("data-k", before)
+            for name in ("Structure", "Detail"):   # every level: each version is a passage of the training files
+                page.locator("#levels").get_by_label(name).check()
+            expect(page.locator("#selection")).to_contain_text("Structure+Timbre+Detail", timeout=30000)
+            page.click("#regen-btn")
+            expect(page.locator("#rg-audio-0 label").first).to_contain_text("Version 1 — from ", timeout=60000)
+            expect(page.locator("#rg-audio-1 label").first).to_contain_text("Version 2 — from ")
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "studio-regenerate-failure.png"), full_page=True)
             raise

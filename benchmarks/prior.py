@@ -155,7 +155,7 @@ def plausibility(codec: Codec, clips: list[Clip], usage: list[list[int]], levels
             for k, d in out.items()}
 
 
-SPANS = (1, 2, 4, 8, 16)      # columns regenerated (decoded measures)
+SPANS = (1, 2, 4, 8, 16, 32)  # columns regenerated (decoded measures); 32 = two pieces of the copy path
 VERSIONS = 3
 
 

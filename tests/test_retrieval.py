@@ -37,7 +37,7 @@ def bank_prior(files: int = 5, columns: int = 30, seed: int = 0, grids: list[np.
     rng = np.random.default_rng(seed)
     grids = grids or [rng.integers(0, K, (L, B, columns)) for _ in range(files)]
     bank = make_bank([f"folder/f{i}.wav" for i in range(len(grids))], grids)
-    cfg = PriorConfig(levels=L, bands=B, codebook_size=K, latent_dim=D, window=16, **bank_config(bank))
+    cfg = PriorConfig(levels=L, bands=B, codebook_size=K, latent_dim=D, window=32, **bank_config(bank))
     model = CodePrior(cfg)
     with torch.no_grad():
         model.books.copy_(torch.from_numpy(rng.standard_normal((L, K, D))).float())
@@ -66,7 +66,7 @@ REGIONS = {
 @pytest.mark.parametrize("strength", [1.0, 0.5])
 def test_kept_cells_are_bit_identical_and_filled_cells_are_real_codes_from_where_the_origin_says(name, strength):
     model = bank_prior()
-    bank, dist = model.bank()
+    bank, words = model.bank()
     grid = grid_of(np.random.default_rng(9).integers(0, K, (L, B, 40)))
     region = REGIONS[name]
     todo = selection_cells(grid, region, strength, 4)
@@ -74,7 +74,7 @@ def test_kept_cells_are_bit_identical_and_filled_cells_are_real_codes_from_where
     for r in results:                            # copied or drawn by the network: only the selection changes
         assert np.array_equal(r.grid.codes[~todo], grid.codes[~todo])
         assert r.origin.startswith("from f") == (strength == 1.0 and region.levels == (0, 1, 2))
-    for codes, origins in retrieve(bank, dist, grid.codes, todo, 3, 1.0, 4, score=None):
+    for codes, origins in retrieve(bank, words, grid.codes, todo, 3, 1.0, 4, score=None):
         assert np.array_equal(codes[~todo], grid.codes[~todo])
         c = region.c0
         for o in origins:                        # pieces left to right: each one copied from its origin
@@ -184,3 +184,51 @@ def test_the_bank_holds_exactly_the_files_the_prior_was_trained_on_never_others(
     bank = trainer.result.model.bank()[0]
     assert bank.names == names                # a benchmark's held-out files are never given, so never copied
     assert np.array_equal(bank.codes, np.concatenate(corpus.grids, axis=2))
+
+
+@pytest.mark.parametrize("files, columns, c0, width", [(5, 3, 10, 16), (1, 10, 5, 16), (1, 2, 5, 2), (3, 1, 0, 40)])
+def test_a_bank_shorter_than_the_hole_and_its_surroundings_still_fills_it(files, columns, c0, width):
+    """A few short one-shots: the bank holds fewer columns than a piece and its compared neighbours."""
+    model = bank_prior(files=files, columns=columns)
+    grid = grid_of(np.random.default_rng(3).integers(0, K, (L, B, 40)))
+    region = Region((0, 1, 2), 0, B - 1, c0, min(39, c0 + width - 1))
+    todo = selection_cells(grid, region, 1.0, 0)
+    for r in regenerate_region(model, grid, region, RegenerateSettings(candidates=3)):
+        assert np.array_equal(r.grid.codes[~todo], grid.codes[~todo]) and r.origin.startswith("from f")
+
+
+def test_with_nothing_around_to_match_versions_come_from_all_over_the_bank():
+    """A whole clip redrawn: every place fits equally, and the bank's first files must not always win."""
+    model = bank_prior(files=40, columns=20)
+    grid = grid_of(np.random.default_rng(3).integers(0, K, (L, B, 12)))
+    region = Region((0, 1, 2), 0, B - 1, 0, 11)
+    sources = set()
+    for seed in range(5):
+        for r in regenerate_region(model, grid, region, RegenerateSettings(candidates=8, seed=seed)):
+            sources.add(r.origin.split()[1])
+    assert len(sources) >= 25 and any(int(name[1:-4]) >= 20 for name in sources)
+
+
+def test_files_that_share_a_name_get_labels_that_tell_them_apart_and_never_merge():
+    from distill.prior.retrieval import _merge, file_labels
+
+    assert file_labels(["drums/kick.wav", "fx/kick.wav", "a/b/snare.wav", "x/kick.wav", "y/x/kick.wav"]) == (
+        "drums/kick.wav", "fx/kick.wav", "snare.wav", "x/kick.wav", "x/kick.wav (2)")
+    assert file_labels(["bad\x1b[31mname\n.wav"]) == ("bad?[31mname?.wav",)
+    merged = _merge([Origin("kick.wav", 0, 8, 0), Origin("kick.wav", 8, 8, 1), Origin("kick.wav", 16, 8, 1)])
+    assert merged == [Origin("kick.wav", 0, 8, 0), Origin("kick.wav", 8, 16, 1)]
+
+
+def test_the_networks_say_on_a_patch_hears_its_surroundings_even_in_a_small_window():
+    from distill.prior.sampler import patch_scores
+
+    rng = np.random.default_rng(0)
+    for window in (8, 16, 32):
+        model = bank_prior()
+        model.cfg = dataclasses.replace(model.cfg, window=window)
+        xs = np.repeat(rng.integers(0, K, (1, L, B, 40)), 2, axis=0)
+        xs[1, :, :, 10:12] = (xs[0, :, :, 10:12] + 1) % K      # same patch, other left neighbours
+        cells = np.zeros((L, B, 40), bool)
+        cells[:, :, 12:28] = True
+        scores = patch_scores(model, xs, cells, cells)
+        assert scores[0] != scores[1], window

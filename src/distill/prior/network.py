@@ -5,15 +5,15 @@ building / naming its weights for the model file."""
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import PRIOR_PREFIX, PriorConfig, PriorError
-from .retrieval import CodeBank, bank_from_tensors, bank_tensors, distance_tables
+from .retrieval import CodeBank, Codewords, bank_from_tensors, bank_tensors
 
 
 class CodePrior(nn.Module):
@@ -73,7 +73,8 @@ class CodePrior(nn.Module):
             self.register_buffer("bank_codes", torch.zeros(L, B, cfg.bank_columns, dtype=torch.int16))
             self.register_buffer("bank_starts", torch.zeros(cfg.bank_files + 1, dtype=torch.int64))
             self.register_buffer("bank_names", torch.zeros(cfg.bank_name_bytes, dtype=torch.uint8))
-        self._bank: tuple[CodeBank, np.ndarray] | None = None
+        self._bank: tuple[CodeBank, Codewords] | None = None
+        self._bank_lock = threading.Lock()
 
     def set_bank(self, bank: CodeBank) -> None:
         """Fill the bank buffers (the config must have been made with retrieval.bank_config(bank))."""
@@ -82,15 +83,23 @@ class CodePrior(nn.Module):
                 getattr(self, name).copy_(t)
         self._bank = None
 
-    def bank(self) -> tuple[CodeBank, np.ndarray] | None:
-        """(the code bank, its levels' codeword distance tables float32 [L, K, K]), or None: a prior without a bank
-        or without codewords (made before either) cannot copy from its corpus. Built once, then read-only."""
+    def bank(self) -> tuple[CodeBank, Codewords] | None:
+        """(the code bank, the codewords its matches are measured with), or None: a prior without a bank or
+        without codewords (made before either) cannot copy from its corpus. Built once (under a lock: the prior
+        is shared by the studio's sessions), then read-only."""
         if not self.cfg.bank_columns or not self.cfg.latent_dim:
             return None
-        if self._bank is None:
-            self._bank = (bank_from_tensors(self.cfg, self.bank_codes, self.bank_starts, self.bank_names),
-                          distance_tables(self.books))
-        return self._bank
+        with self._bank_lock:
+            if self._bank is None:
+                self._bank = (bank_from_tensors(self.cfg, self.bank_codes, self.bank_starts, self.bank_names),
+                              Codewords(self.books.detach().cpu().float().numpy()))
+            return self._bank
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ANN001, ANN201
+        """nn.Module's, and the bank built from the old buffers is dropped."""
+        out = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._bank = None
+        return out
 
     def mixing_tables(self) -> list[nn.Parameter]:
         """The latent path's mixing weights (~100 numbers) that calibrate_latent fits; [] without the path."""

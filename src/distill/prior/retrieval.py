@@ -14,6 +14,7 @@ it travels in the model file; `Origin` says where a version's material came from
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -33,8 +34,8 @@ SCORE_MARGIN = 8        # columns either side of a piece the network sees when i
 
 @dataclass(frozen=True)
 class CodeBank:
-    """The training files' codes, concatenated: codes int64 [L, B, C], starts int64 [F + 1] (file f is columns
-    starts[f]..starts[f+1]-1), names (F)."""
+    """The training files' codes, concatenated: codes int [L, B, C] (int16 as stored), starts int64 [F + 1]
+    (file f is columns starts[f]..starts[f+1]-1), names (F, one label per file: file_labels)."""
 
     names: tuple[str, ...]
     codes: np.ndarray
@@ -55,11 +56,13 @@ class CodeBank:
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a piece of a version came from: `columns` columns of file `name` from its column `column`."""
+    """Where a piece of a version came from: `columns` columns of the bank's file `file` (named `name`) from
+    its column `column`."""
 
     name: str
     column: int
     columns: int
+    file: int = -1
 
 
 def make_bank(names: Sequence[str], grids: Sequence[np.ndarray], max_columns: int = MAX_BANK_COLUMNS) -> CodeBank:
@@ -74,9 +77,27 @@ def make_bank(names: Sequence[str], grids: Sequence[np.ndarray], max_columns: in
         while sum(grids[i].shape[2] for i in keep) > max_columns and len(keep) > 1:
             keep.pop()
     kept = [grids[i][:, :, :max_columns] for i in keep]
-    labels = tuple(str(names[i]).replace("\\", "/").rsplit("/", 1)[-1].replace("\n", " ") or "?" for i in keep)
     starts = np.concatenate([[0], np.cumsum([g.shape[2] for g in kept])]).astype(np.int64)
-    return CodeBank(labels, np.concatenate(kept, axis=2).astype(np.int64), starts)
+    return CodeBank(file_labels([str(names[i]) for i in keep]), np.concatenate(kept, axis=2).astype(np.int64), starts)
+
+
+def clean_name(name: str) -> str:
+    """A name as shown: no control characters (a crafted file's names reach the terminal), at most 200 characters."""
+    text = "".join("?" if unicodedata.category(ch).startswith("C") else ch for ch in name)
+    return (text[:197] + "...") if len(text) > 200 else (text or "?")
+
+
+def file_labels(paths: Sequence[str]) -> tuple[str, ...]:
+    """Each file's name without its folders, or with its last folder where two share a name ("drums/kick.wav"),
+    numbered past that ("kick.wav (2)"): one label per file, so an origin leads back to one file."""
+    parts = [p.replace("\\", "/").split("/") for p in paths]
+    base = [q[-1] for q in parts]
+    labels = [b if base.count(b) == 1 else "/".join(q[-2:]) for b, q in zip(base, parts, strict=True)]
+    out, seen = [], {}
+    for label in (clean_name(x) for x in labels):
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
+    return tuple(out)
 
 
 def bank_config(bank: CodeBank) -> dict[str, int]:
@@ -93,27 +114,37 @@ def bank_tensors(bank: CodeBank) -> dict[str, torch.Tensor]:
 
 def bank_from_tensors(cfg: PriorConfig, codes: torch.Tensor, starts: torch.Tensor, names: torch.Tensor) -> CodeBank:
     """The bank stored in a prior, checked (a crafted file gets a PriorError, never an index error later)."""
-    c = codes.numpy().astype(np.int64)
-    s = starts.numpy().astype(np.int64)
-    if c.size and (c.min() < 0 or c.max() >= cfg.codebook_size):
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= cfg.codebook_size):
         raise PriorError("the prior's code bank holds codes outside the codebook")
+    c = codes.numpy()                    # int16, the buffer itself: a 1M-column bank is not copied at 4x its size
+    s = starts.numpy().astype(np.int64)
     if s[0] != 0 or s[-1] != c.shape[2] or (np.diff(s) < 1).any():
         raise PriorError("the prior's code bank has broken file bounds")
     try:
         text = bytes(names.numpy().tobytes()).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PriorError("the prior's code bank has unreadable file names") from exc
-    listed = tuple(text.split("\n"))
+    listed = tuple(clean_name(n) for n in text.split("\n"))
     if len(listed) != cfg.bank_files:
         raise PriorError(f"the prior's code bank names {len(listed)} files, its settings {cfg.bank_files}")
     return CodeBank(listed, c, s)
 
 
-def distance_tables(books: torch.Tensor) -> np.ndarray:
-    """float32 [L, K, K]: squared distance between every two codewords of a level (books [L, K, D])."""
-    b = books.double()
-    sq = (b * b).sum(-1)
-    return (sq[:, :, None] + sq[:, None, :] - 2 * b @ b.transpose(1, 2)).clamp(min=0).float().numpy()
+@dataclass(frozen=True)
+class Codewords:
+    """A prior's codewords (float32 [L, K, D]) for distances between codes: rows, never a [K, K] table (a codebook
+    of 4096 would make that 64 MB per level)."""
+
+    books: np.ndarray
+
+    @cached_property
+    def squares(self) -> np.ndarray:
+        return (self.books.astype(np.float64) ** 2).sum(-1)                  # [L, K]
+
+    def rows(self, q: int, codes: np.ndarray) -> np.ndarray:
+        """float64 [n, K]: squared distance from each of level q's `codes` [n] to every codeword of the level."""
+        b = self.books[q].astype(np.float64)
+        return np.maximum(self.squares[q][codes][:, None] + self.squares[q][None, :] - 2.0 * b[codes] @ b.T, 0.0)
 
 
 @dataclass(frozen=True)
@@ -127,7 +158,7 @@ class Hole:
     width: int
 
 
-def match_costs(bank: CodeBank, dist: np.ndarray, codes: np.ndarray, visible: np.ndarray, hole: Hole,
+def match_costs(bank: CodeBank, words: Codewords, codes: np.ndarray, visible: np.ndarray, hole: Hole,
                 context: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """How well each place in the bank fits the hole: (cost float64 [C], valid bool [C]) per bank column p,
     where p is the first column the patch would copy. The cost is the mean codeword distance, over the grid's
@@ -148,12 +179,13 @@ def match_costs(bank: CodeBank, dist: np.ndarray, codes: np.ndarray, visible: np
             cols = np.flatnonzero(visible[q, b, lo:hi]) + lo
             if cols.size == 0:
                 continue
-            rows = dist[q][codes[q, b, cols]]                                 # [n_cols, K]
+            rows = words.rows(q, codes[q, b, cols])                           # [n_cols, K]
             line = bank.codes[q, b]
             for r, col in zip(rows, cols, strict=True):
                 off = int(col) - hole.c0
                 a, z = max(0, -off), min(C, C - off)                          # patch starts p with p+off in the bank
-                cost[a:z] += r[line[a + off:z + off]]
+                if z > a:                                                     # (a bank shorter than the offset: none)
+                    cost[a:z] += r[line[a + off:z + off]]
             n += cols.size
     fid = bank.file_ids
     p = np.arange(C)
@@ -162,14 +194,17 @@ def match_costs(bank: CodeBank, dist: np.ndarray, codes: np.ndarray, visible: np
     return cost / max(n, 1), ok
 
 
-def shortlist(cost: np.ndarray, valid: np.ndarray, bank: CodeBank, width: int, size: int | None = None) -> np.ndarray:
+def shortlist(cost: np.ndarray, valid: np.ndarray, bank: CodeBank, width: int, rng: np.random.Generator,
+              size: int | None = None) -> np.ndarray:
     """The best places (ascending cost, at most `size`, default SHORTLIST), at most one per `width` columns of a
-    file (near-equal copies of one place would make near-equal versions)."""
+    file (near-equal copies of one place would make near-equal versions). Equal costs are ordered at random
+    (seeded): with nothing around the hole to compare, every place is equal, and the bank's first files must not
+    always win."""
     size = SHORTLIST if size is None else size
     idx = np.flatnonzero(valid)
     if idx.size == 0:
         return idx
-    order = idx[np.argsort(cost[idx], kind="stable")]
+    order = idx[np.lexsort((rng.random(idx.size), cost[idx]))]
     taken: list[int] = []
     blocked = np.zeros(bank.columns, dtype=bool)
     for p in order:
@@ -226,7 +261,7 @@ def keeps_cells(todo: np.ndarray) -> bool:
     return not bool(todo[:, bands[0]:bands[-1] + 1, cols[0]:cols[-1] + 1].all())
 
 
-def retrieve(bank: CodeBank, dist: np.ndarray, codes: np.ndarray, todo: np.ndarray, count: int, temperature: float,
+def retrieve(bank: CodeBank, words: Codewords, codes: np.ndarray, todo: np.ndarray, count: int, temperature: float,
              seed: int, score: Scorer | None = None) -> list[tuple[np.ndarray, list[Origin]]]:
     """Fill the cells `todo` (bool [L, B, T]) of codes [L, B, T] from the bank: `count` versions, each
     (int64 [L, B, T], where its pieces came from). Only `todo` cells change. Version i starts from the i-th
@@ -244,7 +279,7 @@ def retrieve(bank: CodeBank, dist: np.ndarray, codes: np.ndarray, todo: np.ndarr
         starting = True
         while pieces:
             hole = pieces.pop(0)
-            got = _fill(bank, dist, x, left, hole, temperature, rng, i if starting else 0, score,
+            got = _fill(bank, words, x, left, hole, temperature, rng, i if starting else 0, score,
                         first if starting else None)
             if got is None:                      # no file is that long: two narrower pieces
                 half = max(1, hole.width // 2)
@@ -257,7 +292,7 @@ def retrieve(bank: CodeBank, dist: np.ndarray, codes: np.ndarray, todo: np.ndarr
     return out
 
 
-def _fill(bank: CodeBank, dist: np.ndarray, x: np.ndarray, left: np.ndarray, hole: Hole, temperature: float,
+def _fill(bank: CodeBank, words: Codewords, x: np.ndarray, left: np.ndarray, hole: Hole, temperature: float,
           rng: np.random.Generator, rank: int, score: Scorer | None, drawn: dict[Hole, np.ndarray] | None = None
           ) -> Origin | None:
     """Copy one piece into x where `left` (cells still to fill) says, in place: the `rank`-th drawn place (modulo
@@ -267,23 +302,23 @@ def _fill(bank: CodeBank, dist: np.ndarray, x: np.ndarray, left: np.ndarray, hol
         return _paste(bank, x, left, hole, int(drawn[hole][rank % drawn[hole].size]))
     cols = slice(hole.c0, hole.c0 + hole.width)
     bands = slice(hole.b0, hole.b1 + 1)
-    cost, valid = match_costs(bank, dist, x, ~left, hole)
+    cost, valid = match_costs(bank, words, x, ~left, hole)
     if not valid.any():
         if hole.width > 1:
             return None
-        cost, valid = match_costs(bank, dist, x, np.zeros_like(left), hole)   # only the patch itself must fit
+        cost, valid = match_costs(bank, words, x, np.zeros_like(left), hole)  # only the patch itself must fit
     cells = left[:, bands, cols]                                              # [L, nb, w]
     here = x[:, bands, cols][cells]
-    places = shortlist(cost, valid, bank, hole.width, size=4 * SHORTLIST)
-    distinct, seen = [], {here.tobytes()}   # a patch giving the hole back, or one already listed, is no new version
+    places = shortlist(cost, valid, bank, hole.width, rng, size=4 * SHORTLIST)
+    distinct, seen = [], {here.astype(np.int64).tobytes()}   # a patch giving the hole back, or one already listed, is no new version
     for p in places:
-        key = bank.codes[:, bands, p:p + hole.width][cells].tobytes()
+        key = bank.codes[:, bands, p:p + hole.width][cells].astype(np.int64).tobytes()
         if key not in seen:
             seen.add(key)
             distinct.append(p)
     places = np.array(distinct[:SHORTLIST] or places[:1], dtype=np.int64)
-    bonus = None
-    if score is not None and RERANK and places.size > 1:
+    bonus = None   # the network weighs in on the first piece, which picks each version's source (benchmarks/README.md)
+    if score is not None and RERANK and places.size > 1 and drawn is not None:
         bonus = _scored(bank, x, left, hole, places, score)
     ranked = choose(cost, places, temperature, rng, bonus)
     if drawn is not None:
@@ -301,7 +336,7 @@ def _paste(bank: CodeBank, x: np.ndarray, left: np.ndarray, hole: Hole, p: int) 
     region[cells] = patch[cells]
     left[:, bands, cols] = False
     f = int(np.searchsorted(bank.starts, p, side="right") - 1)
-    return Origin(bank.names[f], p - int(bank.starts[f]), hole.width)
+    return Origin(bank.names[f], p - int(bank.starts[f]), hole.width, f)
 
 
 def _piece_cells(left: np.ndarray, hole: Hole) -> np.ndarray:
@@ -330,8 +365,8 @@ def _merge(origins: list[Origin]) -> list[Origin]:
     """Consecutive pieces copied from one run of one file, as one origin."""
     out: list[Origin] = []
     for o in origins:
-        if out and out[-1].name == o.name and out[-1].column + out[-1].columns == o.column:
-            out[-1] = Origin(o.name, out[-1].column, out[-1].columns + o.columns)
+        if out and out[-1].file == o.file and out[-1].column + out[-1].columns == o.column:
+            out[-1] = Origin(o.name, out[-1].column, out[-1].columns + o.columns, o.file)
         else:
             out.append(o)
     return out

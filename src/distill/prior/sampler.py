@@ -230,16 +230,18 @@ def patch_scores(model: CodePrior, xs: np.ndarray, cells: np.ndarray, hidden: np
     """The network's mean log-probability (nats per cell) of each candidate's codes at `cells` (bool [L, B, T]),
     xs int64 [S, L, B, T], with the `hidden` cells (bool [L, B, T], which include `cells`) masked: level by level,
     coarse to fine, each level scored given the coarser ones' candidate codes, as the sampler draws -> float [S].
-    Wider than the prior's window, it is scored in windows around the cells."""
+    Scored a piece at a time, each piece in a window of the prior's that also holds a quarter window of context
+    either side where the grid has it (the network's say on a patch is how it fits what is around it)."""
     window = model.cfg.window
     T = xs.shape[-1]
     cols = np.flatnonzero(cells.any(axis=(0, 1)))
     if cols.size == 0:
         return np.zeros(xs.shape[0])
+    chunk = max(1, window - 2 * (window // 4))
     total, count = np.zeros(xs.shape[0]), 0
     lo = int(cols[0])
     while lo <= cols[-1]:
-        hi = min(int(cols[-1]), lo + window - 1)
+        hi = min(int(cols[-1]), lo + chunk - 1)
         a = int(np.clip((lo + hi + 1) // 2 - window // 2, 0, max(0, T - window)))
         b = min(T, a + window)
         part = np.zeros_like(cells)

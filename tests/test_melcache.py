@@ -103,12 +103,17 @@ def test_a_file_that_disappears_after_the_scan_is_skipped_with_a_warning_and_tra
 
 
 def test_the_cache_is_computed_in_worker_processes_with_the_same_values(folder, tmp_path, monkeypatch):
+    """...with fresh workers every few files (their memory grows with the files they decode): three pools here."""
     monkeypatch.setattr(melcache, "PARALLEL_MIN_FILES", 2)
     monkeypatch.setattr(melcache, "PARALLEL_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(melcache, "FILES_PER_WORKER", 1)
+    pools = []
+    real = melcache.futures.ProcessPoolExecutor
+    monkeypatch.setattr(melcache.futures, "ProcessPoolExecutor", lambda *a, **k: pools.append(1) or real(*a, **k))
     seen = []
     out = load_cached(tmp_path / "cache", accepted(folder), MelConfig(), workers=2,
                       progress=lambda done, total: seen.append((done, total)))
-    assert out.cache["workers"] == 2 and seen[-1] == (6, 6)
+    assert out.cache["workers"] == 2 and seen[-1] == (6, 6) and len(pools) == 3
     memory = load_in_memory(accepted(folder), MelConfig())
     for a, b in zip(memory.clips, out.clips, strict=True):
         assert a.name == b.name and a.frames == b.frames

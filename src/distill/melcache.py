@@ -53,6 +53,10 @@ COMMIT_EVERY_S = 30.0         # a build commits its index this often: an interru
 HEAD_BYTES = 1 << 16          # the bytes hashed at each end of a file (with its size and mtime: the cache key)
 PARALLEL_MIN_FILES = 16       # fewer files than this to compute: in this process (a worker costs ~2 s to start)
 PARALLEL_MIN_SECONDS = 300.0  # ... or less audio than this
+# A worker's memory grows with the files it has decoded (0.85-0.93 GiB after ~370 files each, 1.02-1.18 GiB after
+# ~1450, benchmarks/README.md "Scale"): the pool is replaced every this many files per worker, so the peak no longer
+# grows with the corpus. (ProcessPoolExecutor's max_tasks_per_child deadlocks on Python 3.11-3.13: gh-115634.)
+FILES_PER_WORKER = 400
 MAX_IN_FLIGHT_PER_WORKER = 2  # finished log-mels waiting to be written, per worker (bounds the parent's memory)
 COMPACT_SHARE = 0.5           # rewrite the data file once over half of it belongs to no file in the index
 
@@ -300,19 +304,20 @@ def _compute(todo: list[tuple[int, FileVerdict]], mel: MelConfig, max_seconds: f
             yield (i, *_worker_logmel(v, key, max_seconds, variable))
         return
     ctx = multiprocessing.get_context("spawn")   # never fork a process whose torch has started threads
-    with futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
-        pending: dict[futures.Future, int] = {}
-        queue = iter(todo)
-        limit = workers * MAX_IN_FLIGHT_PER_WORKER
-        for i, v in queue:
-            pending[pool.submit(_worker_logmel, v, key, max_seconds, variable)] = i
-            if len(pending) < limit:
-                continue
-            done, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
-            for f in done:
+    per_pool = workers * FILES_PER_WORKER
+    for start in range(0, len(todo), per_pool):   # fresh workers every so many files (see FILES_PER_WORKER)
+        with futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+            pending: dict[futures.Future, int] = {}
+            limit = workers * MAX_IN_FLIGHT_PER_WORKER
+            for i, v in todo[start:start + per_pool]:
+                pending[pool.submit(_worker_logmel, v, key, max_seconds, variable)] = i
+                if len(pending) < limit:
+                    continue
+                done, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
+                for f in done:
+                    yield (pending.pop(f), *f.result())
+            for f in futures.as_completed(list(pending)):
                 yield (pending.pop(f), *f.result())
-        for f in futures.as_completed(list(pending)):
-            yield (pending.pop(f), *f.result())
 
 
 def known_verdicts(folder: str | os.PathLike, mel: MelConfig) -> Callable[[str], FileVerdict | None]:

@@ -491,10 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                             args.codec_cache, names)
             print(json.dumps(r), flush=True)
             results.append(r)
-        print(decoded_table(results))
-        if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=2))
-        return 0
+        return finish(results, decoded_table(results), args.json)
     if args.ablate:
         from prior_ablation import parse_variants, run_ablation  # noqa: PLC0415
         run_ablation(args.root, args.folders, args.codec_minutes, args.prior_minutes, parse_variants(args.ablate),
@@ -512,9 +509,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"frequencies {f['frequencies']:.3f}  {100 * (1 - f['prior'] / f['frequencies']):5.1f}% lower")
         print(json.dumps(r), flush=True)
         results.append(r)
-    print(table(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    return finish(results, table(results), args.json)
+
+
+def finish(results: list[dict], text: str, path: str | None) -> int:
+    """Print a run's table and keep its figures as JSON when asked."""
+    print(text)
+    if path:
+        Path(path).write_text(json.dumps(results, indent=2))
     return 0
 
 

@@ -232,3 +232,17 @@ def test_the_networks_say_on_a_patch_hears_its_surroundings_even_in_a_small_wind
         cells[:, :, 12:28] = True
         scores = patch_scores(model, xs, cells, cells)
         assert scores[0] != scores[1], window
+
+
+def test_a_prior_with_its_bank_crosses_a_process_boundary():
+    """The studio trains in another process and sends the prior back pickled (its bank's lock is not sent)."""
+    import pickle
+
+    model = bank_prior()
+    model.bank()
+    again = pickle.loads(pickle.dumps(model))
+    assert again.bank()[0].names == model.bank()[0].names
+    grid = grid_of(np.random.default_rng(1).integers(0, K, (L, B, 40)))
+    a = regenerate_region(model, grid, REGIONS["all levels"], RegenerateSettings(candidates=2))
+    b = regenerate_region(again, grid, REGIONS["all levels"], RegenerateSettings(candidates=2))
+    assert all(np.array_equal(x.grid.codes, y.grid.codes) for x, y in zip(a, b, strict=True))

@@ -95,6 +95,15 @@ class CodePrior(nn.Module):
                               Codewords(self.books.detach().cpu().float().numpy()))
             return self._bank
 
+    def __getstate__(self) -> dict:
+        """Pickled (a trained prior crosses the studio's training process): without the lock and the built bank."""
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        return {**state, "_bank": None, "_bank_lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._bank_lock = threading.Lock()
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ANN001, ANN201
         """nn.Module's, and the bank built from the old buffers is dropped."""
         out = super().load_state_dict(state_dict, strict=strict, assign=assign)

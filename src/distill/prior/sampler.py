@@ -166,8 +166,7 @@ def sample_cells(model: CodePrior, codes: np.ndarray, todo: np.ndarray, settings
     seams = _seam_columns(todo, T)
     while start <= last:
         stop = min(last, start + chunk - 1)
-        a = int(np.clip((start + stop + 1) // 2 - window // 2, 0, max(0, T - window)))
-        b = min(T, a + window)
+        a, b = window_around(start, stop, window, T)
         piece_todo = np.zeros((L, B, b - a), dtype=bool)
         piece_todo[:, :, start - a:stop - a + 1] = todo[:, :, start:stop + 1]
         later = np.zeros_like(piece_todo)          # cells still to draw in later pieces: hidden, not the old codes
@@ -182,6 +181,13 @@ def sample_cells(model: CodePrior, codes: np.ndarray, todo: np.ndarray, settings
         region[sel] = drawn.numpy()[sel]
         start = stop + 1
     return list(out)
+
+
+def window_around(first: int, last: int, window: int, T: int) -> tuple[int, int]:
+    """The prior's window (columns a..b-1 of T) centred on columns first..last, moved inside the grid: the one rule
+    the sampler's pieces and the patch scores share."""
+    a = int(np.clip((first + last + 1) // 2 - window // 2, 0, max(0, T - window)))
+    return a, min(T, a + window)
 
 
 def _seam_columns(todo: np.ndarray, T: int) -> list[int]:
@@ -242,8 +248,7 @@ def patch_scores(model: CodePrior, xs: np.ndarray, cells: np.ndarray, hidden: np
     lo = int(cols[0])
     while lo <= cols[-1]:
         hi = min(int(cols[-1]), lo + chunk - 1)
-        a = int(np.clip((lo + hi + 1) // 2 - window // 2, 0, max(0, T - window)))
-        b = min(T, a + window)
+        a, b = window_around(lo, hi, window, T)
         part = np.zeros_like(cells)
         part[:, :, lo:hi + 1] = cells[:, :, lo:hi + 1]
         s, n = _scores(model, xs[..., a:b], part[..., a:b], hidden[..., a:b])

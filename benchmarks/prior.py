@@ -30,6 +30,10 @@ removed in turn instead, for each --prior-minutes given (benchmarks/prior_ablati
 
     python benchmarks/prior.py /usr/share/lmms/samples --folders drums,beats,bassloops --codec-minutes 2 \
         --codec-cache /tmp/ablation_codecs --prior-minutes 2 0.4 --ablate all --json out.json
+
+With --decoded all (or a comma list of REGEN_VARIANTS) it measures what the user hears instead (decoded_measures),
+for --regions timbre_detail,all_levels (default both), at --places spans of each width per held-out clip (default
+1; more steadies a figure whose gap is small, as the in-span change of Timbre+Detail is).
 """
 
 from __future__ import annotations
@@ -210,9 +214,12 @@ class _nothing:
         return False
 
 
+REGIONS = {"timbre_detail": (1, 2), "all_levels": (0, 1, 2)}   # the levels each decoded region redraws
+
+
 def decoded_measures(codec: Codec, clips: list[Clip], usage: list[list[int]], levels: tuple[int, ...],
-                     variants: dict, seed: int = 0) -> dict:
-    """Each held-out clip, each span width of SPANS that leaves context on both sides, at a seeded place:
+                     variants: dict, seed: int = 0, places: int = 1) -> dict:
+    """Each held-out clip, each span width of SPANS that leaves context on both sides, at `places` seeded places:
     per method, decode -> re-encode agreement of the redrawn cells, in-span frame-to-frame log-mel change (each
     the mean over spans and versions), the diagonal Fréchet distance between the spans' log-mel statistics and
     the recordings' own (real audio at the same places), and how much the versions differ from each other."""
@@ -224,7 +231,7 @@ def decoded_measures(codec: Codec, clips: list[Clip], usage: list[list[int]], le
         grid = clip.grid
         T = grid.num_columns
         real = codec.logmel(clip.wave).numpy()
-        for width in SPANS:
+        for width in [w for w in SPANS for _ in range(places)]:
             if T < width + 2:
                 continue
             c0 = int(rng.integers(1, T - width))
@@ -285,11 +292,16 @@ REGEN_VARIANTS = {
     "spread_1": {"patch": _patch(SPREAD=1.0)},                          # temperature 1 draws further down the list
     "best_only": {"settings": {"temperature": 0.05}},                   # always the best-matching places
     "short_pieces": {"patch": _patch(PATCH_COLUMNS=4)},                 # copy 4 columns at a time
+    "temperature_1": {"settings": {"temperature": 1.0}},                # the default before 0.7 (network and copies)
+    "network_t1": {"settings": {"retrieve": False, "temperature": 1.0}},
+    "steps_24": {"settings": {"steps": 24}},                            # 24 decoding steps for the network, not 10
+    "steps_4": {"settings": {"steps": 4}},
 }
 
 
 def run_decoded(root: str, group: str, codec_minutes: float, prior_minutes: float, model: str | None,
-                cache: str | None, variants: list[str]) -> dict:
+                cache: str | None, variants: list[str], regions: tuple[str, ...] = ("timbre_detail", "all_levels"),
+                places: int = 1) -> dict:
     """The decoded measures (decoded_measures) of one corpus's held-out clips, for Timbre+Detail and all levels."""
     codec, train, test = group_codec(root, group, codec_minutes, model, cache)
     t0 = time.perf_counter()
@@ -315,8 +327,7 @@ def run_decoded(root: str, group: str, codec_minutes: float, prior_minutes: floa
     longest = max(clips, key=lambda c: c.grid.num_samples)
     return {"group": group, "train": len(train), "test": len(clips), "prior_seconds": round(prior_seconds, 1),
             "bank_files": len(codec.prior.bank()[0].names),
-            "timbre_detail": decoded_measures(codec, clips, usage, (1, 2), chosen),
-            "all_levels": decoded_measures(codec, clips, usage, (0, 1, 2), chosen),
+            **{key: decoded_measures(codec, clips, usage, REGIONS[key], chosen, places=places) for key in regions},
             "speed_4x2s": speed(codec, longest), "speed_4x2s_all": speed(codec, longest, levels=codec.level_names),
             "speed_clip_s": round(longest.grid.duration_s, 2)}
 
@@ -326,7 +337,7 @@ def decoded_table(results: list[dict]) -> str:
              "recordings | gap closed: agreement / change / distance | versions differ |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         for key, what in (("timbre_detail", "Timbre+Detail"), ("all_levels", "all levels")):
-            for name, m in r[key].items():
+            for name, m in r.get(key, {}).items():
                 closed = "" if name in ("original", "randomize") else \
                     f"{100 * m['closes_agree']:.0f}% / {100 * m['closes_change']:.0f}% / {100 * m['closes_fd']:.0f}%"
                 lines.append(f"| {r['group']} | {what} | {name} | {m['agree']:.3f} | {m['change']:.4f} | {m['fd']:.2f} | "
@@ -477,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
                                      "held-out bits and speed with each part of the prior removed in turn")
     ap.add_argument("--decoded", help="all, or a comma list of regenerate variants (REGEN_VARIANTS): what the user "
                                       "hears, decoded, per corpus (decoded_measures)")
+    ap.add_argument("--regions", default="timbre_detail,all_levels",
+                    help="with --decoded: which regions to redraw (timbre_detail, all_levels)")
+    ap.add_argument("--places", type=int, default=1, help="with --decoded: spans of each width per held-out clip")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -485,10 +499,13 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [n for n in names if n not in REGEN_VARIANTS]
         if unknown:
             ap.error(f"unknown variants {unknown}; known: {', '.join(REGEN_VARIANTS)}")
+        regions = tuple(args.regions.split(","))
+        if not set(regions) <= set(REGIONS) or args.places < 1:
+            ap.error(f"--regions takes {', '.join(REGIONS)}; --places at least 1")
         results = []
         for group in args.folders:
             r = run_decoded(args.root, group, args.codec_minutes, args.prior_minutes[0], args.model,
-                            args.codec_cache, names)
+                            args.codec_cache, names, regions, args.places)
             print(json.dumps(r), flush=True)
             results.append(r)
         return finish(results, decoded_table(results), args.json)

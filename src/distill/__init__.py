@@ -26,7 +26,7 @@ from .edits import (
     apply_operation,
     parse_region,
 )
-from .edits.operations import DEFAULT_CANDIDATES, MAX_CANDIDATES, RegenerateSettings
+from .edits.operations import DEFAULT_CANDIDATES, DEFAULT_TEMPERATURE, MAX_CANDIDATES, RegenerateSettings
 from .fileio import atomic_write, atomic_write_text, atomic_write_wav
 from .health import LevelHealth
 from .losses import LOSS_KEYS  # names of the loss terms in TrainEvent.losses / .val_losses, in a fixed order
@@ -47,7 +47,7 @@ __all__ = [
     "LEVEL_NAMES", "LOSS_KEYS", "LevelHealth", "MelConfig", "MelFrontEnd", "ScanReport", "TrainEvent", "TrainResult", "Trainer",
     "TrainingError", "VQDecoder", "VQEncoder", "VQVAEConfig", "adaptive_config", "load_audio", "load_bundle",
     "read_info", "save_bundle", "scan_folder", "scan_paths", "TooLong", "check_length",
-    "DEFAULT_CANDIDATES", "DEFAULT_PRIOR_SHARE", "MAX_CANDIDATES", "NO_PRIOR_HELP", "CodePrior", "PriorConfig",
+    "DEFAULT_CANDIDATES", "DEFAULT_PRIOR_SHARE", "DEFAULT_TEMPERATURE", "MAX_CANDIDATES", "NO_PRIOR_HELP", "CodePrior", "PriorConfig",
     "PriorError", "PriorTrainer", "RegenerateSettings", "split_budget", "train_prior_after", "Progress",
     "keep_freed_memory",
 ]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from distill import (
+    DEFAULT_TEMPERATURE,
     AudioError,
     BundleError,
     Clip,
@@ -206,7 +207,7 @@ def api_edit(model_file: str, codes_file: str, operation: str, other_codes_file:
     return str(path)
 
 
-def api_regenerate(model_file: str, codes_file: str, region: str, strength: float = 1.0, temperature: float = 1.0,
+def api_regenerate(model_file: str, codes_file: str, region: str, strength: float = 1.0, temperature: float = DEFAULT_TEMPERATURE,
                    seed: float = 0, candidates: float = 1, limits: Limits = Limits()) -> list[str]:  # noqa: B008
     """Model (with a prior) + codes JSON (or history JSON) + region in the CLI's syntax -> one codes JSON per
     candidate (NAME.regen.K.codes.json): the region's levels redrawn, everything else kept exactly. A history

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import gradio as gr
 
-from distill import DEFAULT_CANDIDATES, DEFAULT_DETAIL, BundleError, Codec, keep_freed_memory
+from distill import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_DETAIL,
+    DEFAULT_TEMPERATURE,
+    BundleError,
+    Codec,
+    keep_freed_memory,
+)
 
 from . import api, editing, exchange, opening, pictures, regenerate, training
 from .common import MAX_LEVELS, View
@@ -204,7 +211,7 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
                             with gr.Row():
                                 rg_strength = gr.Slider(0, 1, value=1.0, step=0.05, label="Strength",
                                                         info="share of the selected cells redrawn", elem_id="rg-strength")
-                                rg_temp = gr.Slider(0.3, 2.0, value=1.0, step=0.05, label="Temperature",
+                                rg_temp = gr.Slider(0.3, 2.0, value=DEFAULT_TEMPERATURE, step=0.05, label="Temperature",
                                                     info="lower = safer, higher = wilder", elem_id="rg-temperature")
                             with gr.Row(equal_height=True):
                                 rg_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", min_width=60,
@@ -295,7 +302,7 @@ def build_app(limits: Limits | None = None, demo_codec: Codec | None = None, dem
             api_wave = gr.Audio()
             api_region = gr.Textbox()
             api_strength = gr.Number(value=1.0)
-            api_temperature = gr.Number(value=1.0)
+            api_temperature = gr.Number(value=DEFAULT_TEMPERATURE)
             api_seed = gr.Number(value=0, precision=0)
             api_candidates = gr.Number(value=1, precision=0)
             api_codes_list = gr.File(file_count="multiple")

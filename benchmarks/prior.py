@@ -214,6 +214,21 @@ class _nothing:
         return False
 
 
+def span_places(T: int, rng: np.random.Generator, places: int) -> list[tuple[int, int]]:
+    """(width, first column) of each span drawn in a clip of T columns: for each width of SPANS that leaves a
+    column of context either side, `places` different seeded places (fewer where the clip has fewer)."""
+    out = []
+    for width in SPANS:
+        if T < width + 2:
+            continue
+        starts = np.arange(1, T - width)
+        if places == 1:
+            out.append((width, int(rng.integers(1, T - width))))   # as before --places: the same spans
+        else:
+            out += [(width, int(c)) for c in sorted(rng.choice(starts, min(places, starts.size), replace=False))]
+    return out
+
+
 REGIONS = {"timbre_detail": (1, 2), "all_levels": (0, 1, 2)}   # the levels each decoded region redraws
 
 
@@ -231,10 +246,7 @@ def decoded_measures(codec: Codec, clips: list[Clip], usage: list[list[int]], le
         grid = clip.grid
         T = grid.num_columns
         real = codec.logmel(clip.wave).numpy()
-        for width in [w for w in SPANS for _ in range(places)]:
-            if T < width + 2:
-                continue
-            c0 = int(rng.integers(1, T - width))
+        for width, c0 in span_places(T, rng, places):
             region = Region(levels, 0, grid.num_bands - 1, c0, c0 + width - 1)
             cells = np.zeros(grid.codes.shape, bool)
             cells[region.index()] = True
@@ -289,7 +301,7 @@ REGEN_VARIANTS = {
     "copy_kept": {"patch": _patch("sampler", keeps_cells=lambda todo: False)},   # copy onto kept Structure too
     "no_neighbours": {"patch": _patch(CONTEXT_COLUMNS=0)},              # match nothing around the hole
     "no_rerank": {"patch": _patch(RERANK=0.0)},                         # codeword distance alone chooses
-    "spread_1": {"patch": _patch(SPREAD=1.0)},                          # temperature 1 draws further down the list
+    "spread_1": {"patch": _patch(SPREAD=1.0)},                          # SPREAD 1, not 0.25: draws further down the list
     "best_only": {"settings": {"temperature": 0.05}},                   # always the best-matching places
     "short_pieces": {"patch": _patch(PATCH_COLUMNS=4)},                 # copy 4 columns at a time
     "temperature_1": {"settings": {"temperature": 1.0}},                # the default before 0.7 (network and copies)
@@ -302,7 +314,7 @@ REGEN_VARIANTS = {
 def run_decoded(root: str, group: str, codec_minutes: float, prior_minutes: float, model: str | None,
                 cache: str | None, variants: list[str], regions: tuple[str, ...] = ("timbre_detail", "all_levels"),
                 places: int = 1) -> dict:
-    """The decoded measures (decoded_measures) of one corpus's held-out clips, for Timbre+Detail and all levels."""
+    """The decoded measures (decoded_measures) of one corpus's held-out clips, for each of `regions` (REGIONS)."""
     codec, train, test = group_codec(root, group, codec_minutes, model, cache)
     t0 = time.perf_counter()
     pt = PriorTrainer.from_audio(codec, training_items(codec, train), prior_minutes)
@@ -500,8 +512,9 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             ap.error(f"unknown variants {unknown}; known: {', '.join(REGEN_VARIANTS)}")
         regions = tuple(args.regions.split(","))
-        if not set(regions) <= set(REGIONS) or args.places < 1:
-            ap.error(f"--regions takes {', '.join(REGIONS)}; --places at least 1")
+        bad = [r for r in regions if r not in REGIONS]
+        if bad or args.places < 1:
+            ap.error(f"unknown --regions {bad} (known: {', '.join(REGIONS)})" if bad else "--places must be at least 1")
         results = []
         for group in args.folders:
             r = run_decoded(args.root, group, args.codec_minutes, args.prior_minutes[0], args.model,

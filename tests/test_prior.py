@@ -13,7 +13,7 @@ from conftest import patterned_corpus
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from distill import Codec, EditError, Region, apply_operation, parse_region
+from distill import DEFAULT_TEMPERATURE, Codec, EditError, Region, apply_operation, parse_region
 from distill.bundle import read_info
 from distill.cli import candidate_path, main
 from distill.edits.operations import RegenerateSettings
@@ -593,5 +593,7 @@ def test_versions_are_labelled_so_they_can_be_drawn_again(prior_codec, grid):
     region = parse_region("Timbre@0.5-1.5", grid)
     results = regenerate(codec, grid, region, RegenerateSettings(seed=4, candidates=3, temperature=0.8))
     assert "(seed 4, version 2 of 3, temperature 0.8)" in results[1].label
+    plain = regenerate(codec, grid, region, RegenerateSettings(seed=4))
+    assert f"(seed 4, temperature {DEFAULT_TEMPERATURE:g})" in plain[0].label   # a default that changed stays named
     again = regenerate(codec, grid, region, RegenerateSettings(seed=4, candidates=3, temperature=0.8))
     assert np.array_equal(again[1].grid.codes, results[1].grid.codes)

@@ -61,8 +61,9 @@ def regenerate_region(model: CodePrior | None, grid: CodeGrid, region: Region,
         drawn = draw_versions(model, grid.codes, todo, settings)
     what = region.describe(grid)
     defaults = RegenerateSettings()
+    # the temperature is always named: its default has changed (1 -> 0.7), and a label must still say what was drawn
     extra = "".join(f", {name} {value:g}" for name, value, default in (
-        ("strength", settings.strength, 1.0), ("temperature", settings.temperature, defaults.temperature),
+        ("strength", settings.strength, 1.0), ("temperature", settings.temperature, None),
         ("steps", settings.steps, defaults.steps)) if value != default)
     out = []
     for i, version in enumerate(drawn):

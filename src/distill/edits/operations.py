@@ -67,7 +67,7 @@ class EditResult:
 
 
 DEFAULT_STEPS = 10               # regenerate: decoding steps for the coarsest redrawn level; finer levels take fewer (12: 0.1% lower NLL, 9% slower)
-DEFAULT_TEMPERATURE = 0.7        # regenerate: the network closes 9-24 points more of the decoded-agreement gap than at 1 (benchmarks/README.md)
+DEFAULT_TEMPERATURE = 0.7        # regenerate: the network closes 13-23 points more of the decoded-agreement gap than at 1 (benchmarks/README.md)
 DEFAULT_TOP_P = 0.9
 DEFAULT_CANDIDATES = 4           # what the studio offers to audition
 MAX_CANDIDATES = 16

@@ -221,10 +221,10 @@ def span_places(T: int, rng: np.random.Generator, places: int) -> list[tuple[int
     for width in SPANS:
         if T < width + 2:
             continue
-        starts = np.arange(1, T - width)
         if places == 1:
             out.append((width, int(rng.integers(1, T - width))))   # as before --places: the same spans
         else:
+            starts = np.arange(1, T - width)
             out += [(width, int(c)) for c in sorted(rng.choice(starts, min(places, starts.size), replace=False))]
     return out
 

@@ -62,9 +62,9 @@ def regenerate_region(model: CodePrior | None, grid: CodeGrid, region: Region,
     what = region.describe(grid)
     defaults = RegenerateSettings()
     # the temperature is always named: its default has changed (1 -> 0.7), and a label must still say what was drawn
-    extra = "".join(f", {name} {value:g}" for name, value, default in (
-        ("strength", settings.strength, 1.0), ("temperature", settings.temperature, None),
-        ("steps", settings.steps, defaults.steps)) if value != default)
+    named = (("strength", settings.strength, settings.strength != 1.0), ("temperature", settings.temperature, True),
+             ("steps", settings.steps, settings.steps != defaults.steps))
+    extra = "".join(f", {name} {value:g}" for name, value, shown in named if shown)
     out = []
     for i, version in enumerate(drawn):
         codes = np.where(todo, version.codes, grid.codes)   # belt and braces: only the chosen cells can change

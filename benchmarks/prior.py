@@ -305,6 +305,7 @@ REGEN_VARIANTS = {
     "best_only": {"settings": {"temperature": 0.05}},                   # always the best-matching places
     "short_pieces": {"patch": _patch(PATCH_COLUMNS=4)},                 # copy 4 columns at a time
     "temperature_1": {"settings": {"temperature": 1.0}},                # the default before 0.7 (network and copies)
+    **{f"temperature_{t:g}": {"settings": {"temperature": t}} for t in (0.5, 0.6, 0.8)},   # the sweep around 0.7
     "network_t1": {"settings": {"retrieve": False, "temperature": 1.0}},
     "steps_24": {"settings": {"steps": 24}},                            # 24 decoding steps for the network, not 10
     "steps_4": {"settings": {"steps": 4}},
